@@ -1,0 +1,1 @@
+"""The Typer command-line app: parsing, progress and exit codes only."""

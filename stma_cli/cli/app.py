@@ -1,0 +1,32 @@
+"""The `stma` Typer application: one module per subcommand registers itself here."""
+from __future__ import annotations
+
+import typer
+
+from stma_cli import __version__
+
+app = typer.Typer(
+    name="stma",
+    help="Semi-supervised video object segmentation with STMA.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"stma {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """Follow objects through videos from their first-frame masks."""
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
