@@ -1,0 +1,273 @@
+"""STMA: Spatial-Temporal Multi-level Association for video object segmentation.
+
+The network is used in three steps, which the inference engine and the training loop both drive:
+
+    features = model.encode(image)                        # once per frame
+    entry = model.memorize(features, masks, ids)          # when a frame enters the memory
+    logits = model.segment(features, [entry, ...], ids)   # background + n objects, stride 4
+
+`forward` chains them for a single query frame against a few reference frames.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from huggingface_hub import PyTorchModelHubMixin
+from torch import nn
+
+from stma_cli.model.association import STMLBlock, sine_position_embedding
+from stma_cli.model.decoder import Decoder, IDAssociation
+from stma_cli.model.encoder import MobileNetEncoder, PatchEncoder
+from stma_cli.model.tokens import BACKGROUND_ID, IDEmbedding, ObjectTokenizer
+
+ARCHITECTURE = "stma"
+STRIDE = 16
+LOGIT_STRIDE = 4
+
+
+@dataclass
+class STMAConfig:
+    """Sizes of an STMA network. `preset("tiny")` is the CPU default, `preset("base")` paper scale."""
+
+    architecture: str = ARCHITECTURE
+    encoder: str = "mobilenetv2"  # "mobilenetv2" or "vit"
+    dim: int = 128  # token width of the association blocks
+    depth: int = 2  # number of STML blocks (levels)
+    heads: int = 4
+    mlp_ratio: float = 2.0
+    tokens_per_object: int = 4
+    num_ids: int = 32  # size of the ID table: the most objects one forward pass can hold
+    frame_self_attention: bool = False  # patch self-attention inside each block (ViT feature extraction)
+    vit_dim: int = 768  # patch-embedding width ("vit" encoder only)
+    decoder_widths: tuple[int, int, int] = (64, 48, 32)  # decoder channels at strides 16, 8, 4
+    embed_dim: int = 32  # per-pixel embedding matched against ID embeddings
+
+    PRESETS = ("tiny", "base")
+
+    def __post_init__(self) -> None:
+        self.decoder_widths = tuple(self.decoder_widths)  # JSON gives lists
+        if self.architecture != ARCHITECTURE:
+            raise ValueError(f"config is for architecture {self.architecture!r}, not {ARCHITECTURE!r}")
+        if self.encoder not in ("mobilenetv2", "vit"):
+            raise ValueError(f"unknown encoder {self.encoder!r} (mobilenetv2 or vit)")
+
+    @classmethod
+    def preset(cls, name: str) -> "STMAConfig":
+        """A named configuration: `tiny` or `base`."""
+        if name == "tiny":
+            return cls()
+        if name == "base":
+            return cls(encoder="vit", dim=768, depth=12, heads=12, mlp_ratio=4.0, tokens_per_object=8,
+                       num_ids=64, frame_self_attention=True, vit_dim=768,
+                       decoder_widths=(256, 128, 64), embed_dim=64)
+        raise ValueError(f"unknown preset {name!r} (choose from {', '.join(cls.PRESETS)})")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        data = asdict(self)
+        data["decoder_widths"] = list(self.decoder_widths)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "STMAConfig":
+        """Build from a dict; unknown keys are an error rather than silently dropped."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown config keys: {', '.join(sorted(unknown))}")
+        return cls(**data)
+
+
+@dataclass
+class FrameFeatures:
+    """Encoder output for one batch of frames, padded to a multiple of the stride."""
+
+    f4: torch.Tensor
+    f8: torch.Tensor
+    tokens: torch.Tensor  # (B, N, C) stride-16 tokens
+    grid: tuple[int, int]  # (h, w) of the token grid
+    size: tuple[int, int]  # (H, W) of the input before padding
+
+
+@dataclass
+class MemoryEntry:
+    """What one memory frame contributes: per level, its reference tokens and object tokens."""
+
+    levels: list[tuple[torch.Tensor, torch.Tensor]]
+    object_valid: torch.Tensor | None = None  # (B, n*k) bool, for padded training batches
+    num_objects: int = 0
+
+
+class STMA(
+    nn.Module,
+    PyTorchModelHubMixin,
+    library_name="stma",
+    tags=["video-object-segmentation", "stma"],
+    license="mit",
+):
+    """The STMA network: encoder, object tokens, STML blocks and prediction module."""
+
+    def __init__(self, config: STMAConfig) -> None:
+        super().__init__()
+        if isinstance(config, dict):
+            config = STMAConfig.from_dict(config)
+        self.config = config
+        if config.encoder == "mobilenetv2":
+            self.encoder: nn.Module = MobileNetEncoder()
+        else:
+            self.encoder = PatchEncoder(config.vit_dim)
+        c4, c8, c16 = self.encoder.channels
+        self.project = nn.Conv2d(c16, config.dim, 1)
+        self.ids = IDEmbedding(config.num_ids, config.dim)
+        self.tokenizer = ObjectTokenizer(config.dim, config.tokens_per_object)
+        self.blocks = nn.ModuleList(
+            STMLBlock(config.dim, config.heads, config.mlp_ratio, config.frame_self_attention)
+            for _ in range(config.depth)
+        )
+        self.decoder = Decoder(config.dim * config.depth, (c4, c8), config.decoder_widths, config.embed_dim)
+        self.association = IDAssociation(config.dim, config.embed_dim)
+
+    # -- the three steps -------------------------------------------------------------------------
+
+    def encode(self, image: torch.Tensor) -> FrameFeatures:
+        """Encode images (B, 3, H, W) in [0, 1]; any H, W (padded to a multiple of 16)."""
+        size = (image.shape[-2], image.shape[-1])
+        pad_h, pad_w = (-size[0]) % STRIDE, (-size[1]) % STRIDE
+        if pad_h or pad_w:
+            image = F.pad(image, (0, pad_w, 0, pad_h), mode="replicate")
+        f4, f8, f16 = self.encoder(image)
+        tokens = self.project(f16)
+        grid = (tokens.shape[-2], tokens.shape[-1])
+        return FrameFeatures(f4, f8, tokens.flatten(2).transpose(1, 2), grid, size)
+
+    def memorize(
+        self, features: FrameFeatures, masks: torch.Tensor, ids: torch.Tensor, valid: torch.Tensor | None = None
+    ) -> MemoryEntry:
+        """Turn a frame and its object masks (B, n, H, W) in [0, 1] into a memory entry.
+
+        `ids` (B, n) are the objects' ID-table indices (1..num_ids); `valid` (B, n) marks real
+        objects when a batch is padded to a common object count.
+        """
+        masks = self._pool_masks(masks, features)
+        reference = features.tokens + self.ids.id_map(masks, ids)
+        objects = self.tokenizer(features.tokens, masks, self.ids(ids))
+        object_valid = None if valid is None else valid.repeat_interleave(self.config.tokens_per_object, dim=1)
+        pos = self._position(features)
+        levels = []
+        for block in self.blocks:
+            reference, objects = block.memorize(reference, objects, pos, features.grid, object_valid)
+            levels.append((reference, objects))
+        return MemoryEntry(levels, object_valid, ids.shape[1])
+
+    def segment(
+        self,
+        features: FrameFeatures,
+        memory: Sequence[MemoryEntry],
+        ids: torch.Tensor,
+        valid: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Logits (B, 1+n, H/4, W/4) of background + n objects for a frame, read from memory.
+
+        The logits are at stride 4 of the padded frame: `upsample_logits` maps them to (H, W).
+        """
+        pos = self._position(features)
+        batch = features.tokens.shape[0]
+        memory_pos = torch.cat(
+            [pos.expand(batch, -1, -1)] * len(memory)
+            + [pos.new_zeros(batch, entry.levels[0][1].shape[1], pos.shape[-1]) for entry in memory],
+            dim=1,
+        )
+        memory_mask = self._memory_mask(features, memory)
+        test, outputs = features.tokens, []
+        for level, block in enumerate(self.blocks):
+            tokens = torch.cat(
+                [entry.levels[level][0] for entry in memory] + [entry.levels[level][1] for entry in memory], dim=1
+            )
+            test = block.read(test, pos, features.grid, tokens, memory_pos, memory_mask)
+            outputs.append(test)
+        x16 = torch.cat(outputs, dim=2).transpose(1, 2).reshape(batch, -1, *features.grid)
+        embedding = self.decoder(x16, features.f8, features.f4)
+        background = torch.full_like(ids[:, :1], BACKGROUND_ID)
+        logits = self.association(embedding, self.ids(torch.cat([background, ids], dim=1)))
+        if valid is not None:
+            keep = torch.cat([torch.ones_like(valid[:, :1]), valid], dim=1)[:, :, None, None]
+            logits = logits.masked_fill(~keep, -1e4)
+        return logits
+
+    def forward(
+        self, image: torch.Tensor, ref_images: torch.Tensor, ref_masks: torch.Tensor, ids: torch.Tensor
+    ) -> torch.Tensor:
+        """Logits (B, 1+n, H, W) for `image` (B, 3, H, W) given m reference frames.
+
+        ref_images (B, m, 3, H, W), ref_masks (B, m, n, H, W) in [0, 1], ids (B, n).
+        """
+        memory = [
+            self.memorize(self.encode(ref_images[:, i]), ref_masks[:, i], ids) for i in range(ref_images.shape[1])
+        ]
+        features = self.encode(image)
+        return upsample_logits(self.segment(features, memory, ids), features.size)
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _position(self, features: FrameFeatures) -> torch.Tensor:
+        h, w = features.grid
+        return sine_position_embedding(h, w, self.config.dim, features.tokens.device)[None].to(features.tokens.dtype)
+
+    @staticmethod
+    def _pool_masks(masks: torch.Tensor, features: FrameFeatures) -> torch.Tensor:
+        """Object coverage of each token, (B, n, N), from masks (B, n, H, W)."""
+        b, n = masks.shape[:2]
+        h, w = features.grid
+        pad_h, pad_w = h * STRIDE - masks.shape[-2], w * STRIDE - masks.shape[-1]
+        masks = F.pad(masks.to(features.tokens.dtype), (0, pad_w, 0, pad_h))
+        return F.avg_pool2d(masks.flatten(0, 1)[:, None], STRIDE).view(b, n, h * w)
+
+    @staticmethod
+    def _memory_mask(features: FrameFeatures, memory: Sequence[MemoryEntry]) -> torch.Tensor | None:
+        if all(entry.object_valid is None for entry in memory):
+            return None
+        batch, n_tokens = features.tokens.shape[:2]
+        device = features.tokens.device
+        parts = [torch.ones(batch, n_tokens * len(memory), dtype=torch.bool, device=device)]
+        for entry in memory:
+            if entry.object_valid is None:
+                parts.append(torch.ones(batch, entry.levels[0][1].shape[1], dtype=torch.bool, device=device))
+            else:
+                parts.append(entry.object_valid)
+        return torch.cat(parts, dim=1)
+
+    # -- Hub serialisation: safetensors only, loaded strictly ------------------------------------
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, revision: str | None, cache_dir: Any, force_download: bool,
+                         local_files_only: bool, token: Any, map_location: str = "cpu", strict: bool = True,
+                         **model_kwargs: Any) -> "STMA":
+        from huggingface_hub import hf_hub_download
+        from safetensors.torch import load_model
+
+        model = cls(**model_kwargs)
+        path = Path(model_id)
+        if path.is_dir():
+            weights = path / "model.safetensors"
+        else:
+            weights = Path(hf_hub_download(model_id, "model.safetensors", revision=revision, cache_dir=cache_dir,
+                                           force_download=force_download, token=token,
+                                           local_files_only=local_files_only))
+        load_model(model, str(weights), strict=strict, device=map_location)
+        return model
+
+    def num_parameters(self) -> int:
+        """Number of parameters."""
+        return sum(p.numel() for p in self.parameters())
+
+
+def upsample_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Stride-4 logits of a padded frame -> logits at the frame's (H, W)."""
+    h, w = logits.shape[-2] * LOGIT_STRIDE, logits.shape[-1] * LOGIT_STRIDE
+    full = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
+    return full[..., : size[0], : size[1]]
+

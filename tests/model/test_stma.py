@@ -1,0 +1,89 @@
+"""The STMA network: shapes, objects as a set, Hub serialisation."""
+import pytest
+import torch
+
+from stma_cli.model import STMA, STMAConfig, soft_aggregate
+
+
+@pytest.fixture(scope="module")
+def model() -> STMA:
+    torch.manual_seed(0)
+    return STMA(STMAConfig.preset("tiny")).eval()
+
+
+def _inputs(n_objects: int, size=(64, 80), refs: int = 2, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    image = torch.rand(1, 3, *size, generator=g)
+    ref_images = torch.rand(1, refs, 3, *size, generator=g)
+    labels = torch.randint(0, n_objects + 1, (1, refs, *size), generator=g)
+    ref_masks = torch.stack([(labels == j + 1).float() for j in range(n_objects)], dim=2)
+    ids = torch.randperm(32, generator=g)[:n_objects][None] + 1
+    return image, ref_images, ref_masks, ids
+
+
+@pytest.mark.parametrize("n_objects", [1, 2, 20])
+def test_output_shapes(model, n_objects):
+    image, ref_images, ref_masks, ids = _inputs(n_objects, size=(50, 70))
+    with torch.inference_mode():
+        logits = model(image, ref_images, ref_masks, ids)
+    assert logits.shape == (1, n_objects + 1, 50, 70)
+    probs = soft_aggregate(logits)
+    torch.testing.assert_close(probs.sum(1), torch.ones(1, 50, 70))
+
+
+def test_objects_are_a_set(model):
+    image, ref_images, ref_masks, ids = _inputs(3)
+    perm = torch.tensor([2, 0, 1])
+    with torch.inference_mode():
+        logits = model(image, ref_images, ref_masks, ids)
+        permuted = model(image, ref_images, ref_masks[:, :, perm], ids[:, perm])
+    torch.testing.assert_close(permuted[:, 1:], logits[:, 1:][:, perm], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(permuted[:, :1], logits[:, :1], rtol=1e-4, atol=1e-4)
+
+
+def test_padded_objects_do_not_change_real_ones(model):
+    image, ref_images, ref_masks, ids = _inputs(2)
+    padded_masks = torch.cat([ref_masks, torch.zeros_like(ref_masks[:, :, :1])], dim=2)
+    padded_ids = torch.cat([ids, torch.full_like(ids[:, :1], 7)], dim=1)
+    valid = torch.tensor([[True, True, False]])
+    with torch.inference_mode():
+        reference = model(image, ref_images, ref_masks, ids)
+        memory = [model.memorize(model.encode(ref_images[:, i]), padded_masks[:, i], padded_ids, valid)
+                  for i in range(ref_images.shape[1])]
+        features = model.encode(image)
+        logits = model.segment(features, memory, padded_ids, valid)
+    from stma_cli.model import upsample_logits
+    torch.testing.assert_close(upsample_logits(logits, features.size)[:, :3], reference, rtol=1e-4, atol=1e-4)
+    assert (logits[:, 3] < -1e3).all()
+
+
+def test_save_and_load_pretrained_is_bit_exact(model, tmp_path):
+    model.save_pretrained(tmp_path)
+    assert {"config.json", "model.safetensors"} <= {p.name for p in tmp_path.iterdir()}
+    loaded = STMA.from_pretrained(tmp_path).eval()
+    assert loaded.config == model.config
+    for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), name
+    image, ref_images, ref_masks, ids = _inputs(2)
+    with torch.inference_mode():
+        assert torch.equal(model(image, ref_images, ref_masks, ids), loaded(image, ref_images, ref_masks, ids))
+
+
+def test_config_presets_and_round_trip():
+    for name in STMAConfig.PRESETS:
+        config = STMAConfig.preset(name)
+        assert STMAConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="architecture"):
+        STMAConfig.from_dict({"architecture": "cutie"})
+    with pytest.raises(ValueError, match="unknown preset"):
+        STMAConfig.preset("huge")
+
+
+def test_base_preset_uses_patch_encoder():
+    config = STMAConfig.preset("base")
+    small = STMAConfig(**{**config.to_dict(), "dim": 48, "heads": 4, "depth": 2, "vit_dim": 48,
+                          "decoder_widths": [32, 16, 16], "embed_dim": 16})
+    model = STMA(small).eval()
+    image, ref_images, ref_masks, ids = _inputs(2, size=(48, 64), refs=1)
+    with torch.inference_mode():
+        assert model(image, ref_images, ref_masks, ids).shape == (1, 3, 48, 64)
