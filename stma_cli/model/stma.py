@@ -92,6 +92,11 @@ class FrameFeatures:
     grid: tuple[int, int]  # (h, w) of the token grid
     size: tuple[int, int]  # (H, W) of the input before padding
 
+    def chunk(self, parts: int) -> list["FrameFeatures"]:
+        """Split along the batch into `parts` equal batches (e.g. the frames of a clip)."""
+        pieces = zip(self.f4.chunk(parts), self.f8.chunk(parts), self.tokens.chunk(parts))
+        return [FrameFeatures(f4, f8, tokens, self.grid, self.size) for f4, f8, tokens in pieces]
+
 
 @dataclass
 class MemoryEntry:

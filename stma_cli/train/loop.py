@@ -1,0 +1,313 @@
+"""The training loop: clips unrolled through the memory the way inference uses it.
+
+A clip's first frame comes with its ground-truth masks and enters the memory; every later frame is
+segmented from the memory, and its predicted (soft) masks then enter the memory too, so the network
+learns from its own mistakes as it will meet them at inference. Checkpoints hold everything needed
+to resume exactly: model, optimiser, schedule, step (the data is a pure function of the step).
+"""
+from __future__ import annotations
+
+import functools
+import json
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_model, save_model
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from stma_cli.device import autocast, resolve_device
+from stma_cli.model import STMA, STMAConfig, upsample_logits
+from stma_cli.train.distributed import DistributedContext, all_reduce_mean, barrier, init_distributed, shutdown
+from stma_cli.train.losses import vos_loss
+
+CHECKPOINT = "checkpoint"
+BEST = "best"
+LOG = "log.jsonl"
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one training run (also written into every checkpoint as its recipe)."""
+
+    out: Path
+    model: str = "tiny"  # STMAConfig preset
+    data: str = "synthetic+pseudo"  # see stma_cli.train.data.make_dataset
+    steps: int = 20000
+    batch: int = 4
+    crop: int = 384
+    frames: int = 4
+    max_objects: int = 3
+    lr: float = 4e-4
+    encoder_lr_scale: float = 0.25
+    weight_decay: float = 0.05
+    warmup: int = 300
+    grad_clip: float = 2.0
+    hard_pixels_from: float = 0.1  # fraction of steps after which hard-pixel mining starts
+    hard_pixels_final: float = 0.25  # fraction of pixels kept at the end
+    init: str | None = None  # weights to start from (name, path or repo id)
+    seed: int = 0
+    workers: int = 1
+    device: str = "auto"
+    amp: bool = True  # autocast (bf16 if supported, else fp16) on CUDA
+    checkpoint_minutes: float = 5.0
+    eval_every: int = 1000
+    log_every: int = 20
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def recipe(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["out"] = str(self.out)
+        return data
+
+
+class ClipModel(nn.Module):
+    """Unrolls a clip through STMA (the module DistributedDataParallel wraps)."""
+
+    def __init__(self, model: STMA) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, frames: torch.Tensor, labels: torch.Tensor, ids: torch.Tensor, valid: torch.Tensor) -> list[torch.Tensor]:
+        """frames (B, T, 3, H, W), labels (B, T, H, W), ids/valid (B, n) -> logits of frames 1..T-1."""
+        b, t = frames.shape[:2]
+        n = ids.shape[1]
+        features = self.model.encode(frames.transpose(0, 1).flatten(0, 1)).chunk(t)
+        first = F.one_hot(labels[:, 0], n + 1).permute(0, 3, 1, 2)[:, 1:].to(frames.dtype)
+        memory = [self.model.memorize(features[0], first, ids, valid)]
+        outputs = []
+        for i in range(1, t):
+            logits = upsample_logits(self.model.segment(features[i], memory, ids, valid), features[i].size)
+            outputs.append(logits)
+            if i < t - 1:
+                memory.append(self.model.memorize(features[i], logits.softmax(1)[:, 1:], ids, valid))
+        return outputs
+
+
+class StepSampler(Sampler[list[int]]):
+    """Batches of dataset indices as a pure function of (step, rank): resuming at a step is exact."""
+
+    def __init__(self, dataset_size: int, batch: int, start_step: int, steps: int, context: DistributedContext) -> None:
+        self.size, self.batch, self.start, self.steps, self.context = dataset_size, batch, start_step, steps, context
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for step in range(self.start, self.steps):
+            first = (step * self.context.world_size + self.context.rank) * self.batch
+            yield [(first + i) % self.size for i in range(self.batch)]
+
+    def __len__(self) -> int:
+        return max(0, self.steps - self.start)
+
+
+def collate(items: list[dict[str, Any]], max_objects: int) -> dict[str, torch.Tensor]:
+    """Stack clips; objects are padded to `max_objects` with a validity mask."""
+    frames = torch.stack([item["frames"] for item in items])
+    labels = torch.stack([item["masks"] for item in items]).long()
+    counts = torch.tensor([int(item["num_objects"]) for item in items])
+    valid = torch.arange(max_objects)[None] < counts[:, None]
+    return {"frames": frames, "labels": labels, "valid": valid}
+
+
+def random_ids(valid: torch.Tensor, num_ids: int, step: int, seed: int) -> torch.Tensor:
+    """Distinct random ID-table indices per sample (1..num_ids), a pure function of the step."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    b, n = valid.shape
+    return torch.stack([torch.randperm(num_ids, generator=generator)[:n] + 1 for _ in range(b)])
+
+
+def learning_rate_factor(step: int, config: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay to 5%."""
+    if step < config.warmup:
+        return (step + 1) / config.warmup
+    progress = min(1.0, (step - config.warmup) / max(1, config.steps - config.warmup))
+    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def hard_pixel_fraction(step: int, config: TrainConfig) -> float:
+    """All pixels at first, then linearly down to `hard_pixels_final` over the run."""
+    start = config.hard_pixels_from * config.steps
+    if step < start:
+        return 1.0
+    progress = min(1.0, (step - start) / max(1.0, config.steps - start))
+    return 1.0 - progress * (1.0 - config.hard_pixels_final)
+
+
+def build_model(config: TrainConfig) -> STMA:
+    """A fresh model of the preset (ImageNet-initialised encoder when available), or `--init` weights."""
+    if config.init:
+        from stma_cli.hub import load_model as load_weights
+
+        model, _ = load_weights(config.init)
+        return model
+    model = STMA(STMAConfig.preset(config.model))
+    if model.config.encoder == "mobilenetv2":
+        from stma_cli.train.imagenet import imagenet_checkpoint
+
+        checkpoint = imagenet_checkpoint()
+        if checkpoint is not None:
+            model.encoder.load_imagenet(checkpoint)
+    return model
+
+
+def make_optimizer(model: STMA, config: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW; the pretrained encoder learns more slowly; no decay on norms, biases and embeddings."""
+    groups: dict[tuple[float, float], list[nn.Parameter]] = {}
+    for name, param in model.named_parameters():
+        lr = config.lr * (config.encoder_lr_scale if name.startswith("encoder.") else 1.0)
+        decay = 0.0 if param.ndim < 2 or name.startswith("ids.") else config.weight_decay
+        groups.setdefault((lr, decay), []).append(param)
+    return torch.optim.AdamW(
+        [{"params": p, "lr": lr, "initial_lr": lr, "weight_decay": wd} for (lr, wd), p in groups.items()],
+        betas=(0.9, 0.99),
+    )
+
+
+def save_checkpoint(folder: Path, model: STMA, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                    state: dict[str, Any]) -> None:
+    """Write a checkpoint folder atomically (a temporary folder renamed over the old one)."""
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    (tmp / "config.json").write_text(json.dumps(model.config.to_dict(), indent=2))
+    save_model(model, str(tmp / "model.safetensors"))
+    torch.save({"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict()}, tmp / "optimizer.pt")
+    (tmp / "train_state.json").write_text(json.dumps(state, indent=2))
+    old = folder.with_name(f".{folder.name}.old")
+    if folder.exists():
+        folder.rename(old)
+    tmp.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_checkpoint(folder: Path, model: STMA, optimizer: torch.optim.Optimizer,
+                    scaler: torch.amp.GradScaler) -> dict[str, Any]:
+    """Restore model, optimiser and scaler; returns the saved train state."""
+    load_model(model, str(folder / "model.safetensors"), strict=True)
+    extra = torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=True)
+    optimizer.load_state_dict(extra["optimizer"])
+    scaler.load_state_dict(extra["scaler"])
+    return json.loads((folder / "train_state.json").read_text())
+
+
+def train(config: TrainConfig, evaluate: Callable[[STMA, Path], dict[str, float]] | None = None,
+          log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run (or resume) training; returns the final train state.
+
+    `evaluate(model, out)` returns held-out metrics (J&F-Mean first) every `eval_every` steps.
+    """
+    from stma_cli.train.data import make_dataset
+
+    device = resolve_device(config.device)
+    context = init_distributed(device)
+    if device.type == "cuda" and context.enabled:
+        device = torch.device("cuda", context.local_rank)
+        torch.cuda.set_device(device)
+    torch.manual_seed(config.seed)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    model = build_model(config).to(device)
+    optimizer = make_optimizer(model, config)
+    amp_dtype = None
+    if config.amp and device.type == "cuda":
+        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+
+    state: dict[str, Any] = {"step": 0, "wall_time_s": 0.0, "metrics": {}, "best": None, "recipe": config.recipe(),
+                             "data": config.data}
+    if (out / CHECKPOINT / "train_state.json").exists():
+        saved = load_checkpoint(out / CHECKPOINT, model, optimizer, scaler)
+        state.update({k: saved[k] for k in ("step", "wall_time_s", "metrics", "best") if k in saved})
+        if context.is_main:
+            log(f"resumed from {out / CHECKPOINT} at step {state['step']}")
+
+    dataset: Dataset = make_dataset(config.data, seed=config.seed, num_frames=config.frames,
+                                    size=(config.crop, config.crop), max_objects=config.max_objects)
+    sampler = StepSampler(len(dataset), config.batch, state["step"], config.steps, context)
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=config.workers,
+                        collate_fn=functools.partial(collate, max_objects=config.max_objects),
+                        pin_memory=device.type == "cuda", persistent_workers=False,
+                        prefetch_factor=4 if config.workers else None)
+    clip_model: nn.Module = ClipModel(model)
+    if context.enabled:
+        clip_model = DistributedDataParallel(clip_model, device_ids=[device.index] if device.type == "cuda" else None)
+    clip_model.train()
+
+    step = state["step"]
+    started = time.monotonic() - state["wall_time_s"]
+    last_checkpoint = time.monotonic()
+    running: dict[str, float] = {}
+    for batch in loader:
+        frames = batch["frames"].to(device, non_blocking=True)
+        labels = batch["labels"].to(device, non_blocking=True)
+        valid = batch["valid"].to(device, non_blocking=True)
+        ids = random_ids(batch["valid"], model.config.num_ids, step, config.seed).to(device)
+        for group in optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * learning_rate_factor(step, config)
+        with autocast(device, amp_dtype):
+            outputs = clip_model(frames, labels, ids, valid)
+        fraction = hard_pixel_fraction(step, config)
+        terms = [vos_loss(logits, labels[:, i + 1], valid, fraction) for i, logits in enumerate(outputs)]
+        loss = sum(t["loss"] for t in terms) / len(terms)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        step += 1
+
+        with torch.no_grad():
+            pred = torch.stack([o.argmax(1) for o in outputs], 1)
+            target = labels[:, 1:]
+            iou = ((pred == target) & (target > 0)).sum() / ((pred > 0) | (target > 0)).sum().clamp(min=1)
+        for key, value in {"loss": loss.item(), "ce": sum(t["ce"].item() for t in terms) / len(terms),
+                           "dice": sum(t["dice"].item() for t in terms) / len(terms), "iou": iou.item()}.items():
+            running[key] = running.get(key, 0.0) + value
+        running["n"] = running.get("n", 0.0) + 1
+
+        if step % config.log_every == 0 or step == config.steps:
+            n = running.pop("n")
+            means = all_reduce_mean({k: v / n for k, v in running.items()}, context, device)
+            running = {}
+            elapsed = time.monotonic() - started
+            record = {"step": step, "lr": optimizer.param_groups[0]["lr"], "hard_pixels": fraction,
+                      "wall_time_s": round(elapsed, 1), **{k: round(v, 5) for k, v in means.items()}}
+            if context.is_main:
+                _append_log(out, record)
+                log(" ".join(f"{k}={v}" for k, v in record.items()))
+
+        evaluated = evaluate is not None and (step % config.eval_every == 0 or step == config.steps)
+        if evaluated and context.is_main:
+            model.eval()
+            metrics = evaluate(model, out)
+            model.train()
+            state["metrics"] = metrics
+            _append_log(out, {"step": step, "eval": metrics})
+            log(f"step {step} held-out: " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+        state["step"] = step
+        state["wall_time_s"] = time.monotonic() - started
+        time_to_save = time.monotonic() - last_checkpoint > config.checkpoint_minutes * 60
+        if context.is_main and (evaluated or time_to_save or step == config.steps):
+            save_checkpoint(out / CHECKPOINT, model, optimizer, scaler, state)
+            last_checkpoint = time.monotonic()
+            score = state["metrics"].get("J&F-Mean")
+            if evaluated and score is not None and (state["best"] is None or score > state["best"]):
+                state["best"] = score
+                save_checkpoint(out / BEST, model, optimizer, scaler, state)
+                save_checkpoint(out / CHECKPOINT, model, optimizer, scaler, state)
+        barrier(context)
+    shutdown(context)
+    return state
+
+
+def _append_log(out: Path, record: dict[str, Any]) -> None:
+    with open(out / LOG, "a") as handle:
+        handle.write(json.dumps(record) + "\n")

@@ -1,0 +1,45 @@
+"""The memory bank keeps the anchor, samples every k-th frame and stays within its bound."""
+import pytest
+
+from stma_cli.inference.memory import MemoryBank
+from stma_cli.model import MemoryEntry
+
+
+class _Named(MemoryEntry):
+    def __init__(self, name: str) -> None:
+        super().__init__(levels=[])
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+def names(bank: MemoryBank) -> list[str]:
+    return [e.name for e in bank.entries()]
+
+
+def test_anchor_working_and_short_term():
+    bank = MemoryBank(mem_size=4, mem_every=3)
+    bank.add(_Named("f0"), annotated=True)
+    for t in range(1, 12):
+        bank.add(_Named(f"f{t}"), annotated=False)
+    # working frames every 3rd: f3, f6, f9; previous frame f11; bound 4 -> oldest working leave.
+    assert names(bank) == ["f0", "f6", "f9", "f11"]
+
+
+@pytest.mark.parametrize("mem_size,mem_every", [(2, 1), (3, 2), (5, 5), (8, 1)])
+def test_bound_holds_for_long_videos(mem_size, mem_every):
+    bank = MemoryBank(mem_size=mem_size, mem_every=mem_every)
+    bank.add(_Named("f0"), annotated=True)
+    for t in range(1, 500):
+        bank.add(_Named(f"f{t}"), annotated=t == 250)
+        assert len(bank) <= mem_size
+        assert names(bank)[0] == "f0"
+        assert f"f{t}" in names(bank)
+
+
+def test_invalid_settings():
+    with pytest.raises(ValueError):
+        MemoryBank(mem_size=1)
+    with pytest.raises(ValueError):
+        MemoryBank(mem_every=0)
