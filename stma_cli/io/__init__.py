@@ -1,1 +1,1 @@
-"""io package."""
+"""File input and output: videos, frame folders, masks, overlays, logits and output folders (no model code)."""

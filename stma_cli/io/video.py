@@ -1,0 +1,462 @@
+"""Video input and output: video files through PyAV (FFmpeg), frame folders, and standard input.
+
+Frames are decoded one at a time in a background thread and handed over through a bounded queue, so a
+video is never held in memory as a whole.
+"""
+from __future__ import annotations
+
+import os
+import queue
+import re
+import shutil
+import sys
+import tempfile
+import threading
+import warnings
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+from types import TracebackType
+
+import av
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from stma_cli.errors import StmaError
+from stma_cli.io.atomic import PendingFile
+
+FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
+DEFAULT_FOLDER_FPS = Fraction(24)
+STDIN_NAME = "<stdin>"
+
+
+class TruncatedVideoWarning(UserWarning):
+    """A video ended silently before the frame count its container announced."""
+
+
+def natural_key(name: str) -> list[str | int]:
+    """Sort key that orders digit runs by value: frame2 < frame10."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+
+
+def _reason(exc: BaseException) -> str:
+    """The human part of an FFmpeg error, without errno and file name."""
+    if isinstance(exc, av.FFmpegError) and exc.strerror:
+        return exc.strerror
+    return str(exc)
+
+
+_END = object()
+
+
+class _Prefetcher:
+    """Runs a frame generator in a daemon thread and hands its items over through a bounded queue.
+
+    The generator's exception, if any, is re-raised in the consumer after the frames it produced before it.
+    """
+
+    def __init__(self, frames: Iterator[np.ndarray], size: int) -> None:
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=max(1, size))
+        self._stop = threading.Event()
+        self.finished = False
+        self._thread = threading.Thread(target=self._run, args=(frames,), name="stma-decode", daemon=True)
+        self._thread.start()
+
+    def _put(self, item: object) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self, frames: Iterator[np.ndarray]) -> None:
+        try:
+            for frame in frames:
+                if not self._put(frame):
+                    return
+            end: object = _END
+        except BaseException as exc:  # handed to the consumer
+            end = exc
+        finally:
+            close = getattr(frames, "close", None)
+            if close is not None:
+                close()
+        self._put(end)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        """Yield frames until the end (then `finished` is True); returns early if `stop` was called."""
+        while True:
+            try:
+                item = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                if self._stop.is_set():
+                    return
+                continue
+            if item is _END:
+                self.finished = True
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]
+
+    def stop(self) -> None:
+        """Stop the thread and wait for it."""
+        self._stop.set()
+        while self._thread.is_alive():
+            try:
+                self._queue.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        self._thread.join()
+
+
+class VideoSource:
+    """Frames of a video file, a frame folder or standard input.
+
+    Attributes: `path` (as given; "-" for standard input), `width`, `height` (after rotation), `fps`,
+    `time_base`, `num_frames` (None until known: the container's count if it gives one, the decoded count
+    after a full iteration), `frame_names` (file stems for frame folders, else None).
+
+    Iterating yields (height, width, 3) uint8 RGB frames from the first frame on; each iteration decodes
+    afresh in a background thread. Corrupt data in the middle of a video stops the iteration: the frames
+    before it are yielded, then StmaError names the file and the frame where decoding failed. A video
+    that ends silently before the frame count its container announced (typically a truncated AVI or an
+    MP4 edit list) is not an error: a TruncatedVideoWarning is issued and `num_frames` becomes the
+    decoded count.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        name: str,
+        width: int,
+        height: int,
+        fps: Fraction,
+        time_base: Fraction,
+        num_frames: int | None,
+        frame_names: list[str] | None,
+        queue_size: int,
+    ) -> None:
+        self.path = path
+        self.name = name
+        self.width = width
+        self.height = height
+        self.fps = fps
+        self.time_base = time_base
+        self.num_frames = num_frames
+        self.frame_names = frame_names
+        self._queue_size = queue_size
+        self._prefetchers: list[_Prefetcher] = []
+
+    def _frames(self) -> Iterator[np.ndarray]:
+        """Decode the frames one by one (runs in the background thread)."""
+        raise NotImplementedError
+
+    def _count(self) -> int:
+        """Count the frames by decoding, without converting them."""
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        prefetcher = _Prefetcher(self._frames(), self._queue_size)
+        self._prefetchers.append(prefetcher)
+        count = 0
+        try:
+            for frame in prefetcher:
+                count += 1
+                yield frame
+        finally:
+            prefetcher.stop()
+            self._prefetchers.remove(prefetcher)
+        if not prefetcher.finished:
+            return
+        if self.num_frames is not None and count < self.num_frames:
+            warnings.warn(
+                f"{self.name}: the container announces {self.num_frames} frames but only {count} could be decoded",
+                TruncatedVideoWarning,
+                stacklevel=2,
+            )
+        self.num_frames = count
+
+    def close(self) -> None:
+        """Stop any background decoding and release temporary files."""
+        for prefetcher in list(self._prefetchers):
+            prefetcher.stop()
+
+    def __enter__(self) -> VideoSource:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class _FileSource(VideoSource):
+    """A video file read through PyAV: the first video stream, turned upright by its rotation metadata.
+
+    Frames whose size changes in mid-stream are scaled to the size of the first frame.
+    """
+
+    def __init__(self, file: Path, path: Path, name: str, queue_size: int, remove_on_close: bool = False) -> None:
+        self._file = file
+        self._remove_on_close = remove_on_close
+        try:
+            container = av.open(str(file))
+        except av.FFmpegError as exc:
+            raise StmaError(f"{name}: not a readable video ({_reason(exc)})") from None
+        with container:
+            if not container.streams.video:
+                raise StmaError(f"{name}: no video stream in this file")
+            stream = container.streams.video[0]
+            frames = container.decode(stream)
+            try:
+                first = next(frames, None)
+            except av.FFmpegError as exc:
+                raise StmaError(f"{name}: cannot decode the first frame ({_reason(exc)})") from None
+            finally:
+                frames.close()
+            if first is None:
+                raise StmaError(f"{name}: no video frames (empty or truncated file)")
+            fps = stream.average_rate or stream.guessed_rate or stream.base_rate or Fraction(25)
+            time_base = stream.time_base or 1 / fps
+            header_frames = stream.frames or None
+        self._coded_size = (first.width, first.height)
+        self._turns = round(first.rotation / 90) % 4
+        width, height = (first.height, first.width) if self._turns % 2 else (first.width, first.height)
+        super().__init__(path, name, width, height, Fraction(fps), Fraction(time_base), header_frames, None, queue_size)
+
+    def _decoded(self) -> Iterator[av.VideoFrame]:
+        done = 0
+        try:
+            with av.open(str(self._file)) as container:
+                for frame in container.decode(container.streams.video[0]):
+                    yield frame
+                    done += 1
+        except av.FFmpegError as exc:
+            raise StmaError(
+                f"{self.name}: corrupt or truncated video data after frame {done} ({_reason(exc)})"
+            ) from None
+
+    def _frames(self) -> Iterator[np.ndarray]:
+        width, height = self._coded_size
+        for frame in self._decoded():
+            rgb = frame.to_ndarray(format="rgb24", width=width, height=height)
+            yield np.ascontiguousarray(np.rot90(rgb, self._turns)) if self._turns else rgb
+
+    def _count(self) -> int:
+        return sum(1 for _ in self._decoded())
+
+    def close(self) -> None:
+        super().close()
+        if self._remove_on_close:
+            self._file.unlink(missing_ok=True)
+
+
+class _FolderSource(VideoSource):
+    """A folder of .jpg/.png frames in natural order; every frame must have the same size."""
+
+    def __init__(self, folder: Path, fps: Fraction, queue_size: int) -> None:
+        files = sorted(
+            (p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES and p.is_file()),
+            key=lambda p: natural_key(p.name),
+        )
+        if not files:
+            raise StmaError(f"{folder}: no .jpg or .png frames in this folder")
+        stems = [p.stem for p in files]
+        if len(set(stems)) != len(stems):
+            twice = next(stem for stem in stems if stems.count(stem) > 1)
+            raise StmaError(f"{folder}: two frames are named {twice} (with different extensions)")
+        first_size = self._size(files[0])
+        for file in files[1:]:
+            size = self._size(file)
+            if size != first_size:
+                raise StmaError(
+                    f"{folder}: frames have mixed sizes ({files[0].name} is {first_size[0]}x{first_size[1]}, "
+                    f"{file.name} is {size[0]}x{size[1]})"
+                )
+        self._files = files
+        fps = Fraction(fps)
+        super().__init__(folder, str(folder), *first_size, fps, 1 / fps, len(files), stems, queue_size)
+
+    @staticmethod
+    def _size(file: Path) -> tuple[int, int]:
+        try:
+            with Image.open(file) as image:
+                return image.size
+        except UnidentifiedImageError:
+            raise StmaError(f"{file}: not an image") from None
+        except OSError as exc:
+            raise StmaError(f"{file}: cannot read the frame ({exc})") from None
+
+    def _frames(self) -> Iterator[np.ndarray]:
+        for file in self._files:
+            try:
+                with Image.open(file) as image:
+                    rgb = np.asarray(image.convert("RGB"))
+            except OSError as exc:
+                raise StmaError(f"{file}: cannot read the frame ({exc})") from None
+            if rgb.shape[:2] != (self.height, self.width):
+                raise StmaError(f"{file}: frame is {rgb.shape[1]}x{rgb.shape[0]}, expected {self.width}x{self.height}")
+            yield rgb
+
+    def _count(self) -> int:
+        return len(self._files)
+
+
+def _spool_stdin() -> Path:
+    """Copy standard input to a temporary file (MP4 and MOV need a seekable input) and return its path."""
+    stdin = sys.stdin.buffer
+    if sys.stdin.isatty():
+        raise StmaError(f"{STDIN_NAME}: standard input is a terminal; pipe a video into it")
+    fd, name = tempfile.mkstemp(prefix="stma-stdin-", suffix=".video")
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            shutil.copyfileobj(stdin, out, 1 << 20)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if tmp.stat().st_size == 0:
+        tmp.unlink()
+        raise StmaError(f"{STDIN_NAME}: empty input")
+    return tmp
+
+
+def open_video(source: str | Path, queue_size: int = 8, *, folder_fps: Fraction = DEFAULT_FOLDER_FPS) -> VideoSource:
+    """Open a video file, a frame folder, or "-" (standard input) and probe it.
+
+    The first frame is decoded at once, so a bad file raises StmaError here, before any output is written.
+    Standard input is copied to a temporary file (removed on `close`), because MP4/MOV need to seek.
+    Frame folders have no frame rate of their own: `folder_fps` is used.
+    """
+    if str(source) == "-":
+        tmp = _spool_stdin()
+        try:
+            return _FileSource(tmp, Path("-"), STDIN_NAME, queue_size, remove_on_close=True)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    path = Path(source)
+    if path.is_dir():
+        return _FolderSource(path, folder_fps, queue_size)
+    if not path.exists():
+        raise StmaError(f"{path}: no such file or folder")
+    if path.is_file() and path.stat().st_size == 0:
+        raise StmaError(f"{path}: empty file")
+    return _FileSource(path, path, str(path), queue_size)
+
+
+def count_frames(source: str | Path | VideoSource) -> int:
+    """Number of frames: the container's count when it gives one, else counted by decoding."""
+    if isinstance(source, VideoSource):
+        if source.num_frames is None:
+            source.num_frames = source._count()
+        return source.num_frames
+    with open_video(source) as video:
+        return count_frames(video)
+
+
+class VideoWriter:
+    """Encode RGB frames into a video file, written under a temporary name and renamed on `close`.
+
+    Frame i gets timestamp i / fps, so the frame count and frame rate are exact. Pixel formats with
+    subsampled chroma (yuv420p) need even sizes: odd sizes are padded by one row/column repeating the
+    bottom/right edge (`encoded_width`, `encoded_height` give the size in the file).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        fps: Fraction,
+        width: int,
+        height: int,
+        codec: str = "libx264",
+        pix_fmt: str = "yuv420p",
+        crf: int | None = 20,
+        options: dict[str, str] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.fps = Fraction(fps)
+        self.width, self.height = width, height
+        chroma = av.video.format.VideoFormat(pix_fmt)
+        self.encoded_width = width + (width % 2 if chroma.chroma_width(2) < 2 else 0)
+        self.encoded_height = height + (height % 2 if chroma.chroma_height(2) < 2 else 0)
+        self.frames_written = 0
+        codec_options = dict(options or {})
+        if crf is not None:
+            codec_options.setdefault("crf", str(crf))
+        if codec == "libx264":
+            codec_options.setdefault("preset", "veryfast")
+        container_options = {"movflags": "+faststart"} if self.path.suffix.lower() in (".mp4", ".mov", ".m4v") else {}
+        self._pending = PendingFile(self.path)
+        try:
+            self._container = av.open(str(self._pending.tmp), "w", options=container_options)
+        except (av.FFmpegError, OSError) as exc:
+            self._pending.discard()
+            raise StmaError(f"{self.path}: cannot write the video ({_reason(exc)})") from None
+        self._open = True
+        try:
+            self._stream = self._container.add_stream(codec, rate=self.fps, options=codec_options)
+            self._stream.width = self.encoded_width
+            self._stream.height = self.encoded_height
+            self._stream.pix_fmt = pix_fmt
+            self._stream.codec_context.time_base = 1 / self.fps
+        except BaseException:
+            self.abort()
+            raise
+
+    def write(self, rgb: np.ndarray) -> None:
+        """Encode one (height, width, 3) uint8 RGB frame."""
+        if rgb.shape != (self.height, self.width, 3) or rgb.dtype != np.uint8:
+            raise ValueError(f"expected a ({self.height}, {self.width}, 3) uint8 frame, got {rgb.dtype} {rgb.shape}")
+        pad_h, pad_w = self.encoded_height - self.height, self.encoded_width - self.width
+        if pad_h or pad_w:
+            rgb = np.pad(rgb, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        frame.pts = self.frames_written
+        frame.time_base = 1 / self.fps
+        try:
+            self._container.mux(self._stream.encode(frame))
+        except av.FFmpegError as exc:
+            raise StmaError(f"{self.path}: cannot write the video ({_reason(exc)})") from None
+        self.frames_written += 1
+
+    def close(self) -> None:
+        """Flush the encoder, finish the file and rename it onto its final name."""
+        if not self._open:
+            return
+        try:
+            self._container.mux(self._stream.encode(None))
+            self._container.close()
+        except BaseException as exc:
+            self.abort()
+            if isinstance(exc, av.FFmpegError):
+                raise StmaError(f"{self.path}: cannot write the video ({_reason(exc)})") from None
+            raise
+        self._open = False
+        self._pending.commit()
+
+    def abort(self) -> None:
+        """Stop writing and remove the temporary file; nothing appears under the final name."""
+        if not self._open:
+            return
+        self._open = False
+        try:
+            self._container.close()
+        except av.FFmpegError:
+            pass
+        finally:
+            self._pending.discard()
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()

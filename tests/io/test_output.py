@@ -1,0 +1,125 @@
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import h5py
+import numpy as np
+import pytest
+from io_helpers import synthetic_frames
+
+from stma_cli.errors import StmaError
+from stma_cli.io.masks import read_mask
+from stma_cli.io.output import VideoOutput, is_finished, read_manifest
+
+ATTRS = {"model_id": "someone/stma-small", "model_revision": "abc123"}
+
+
+def moving_labels(count: int, width: int, height: int) -> list[np.ndarray]:
+    out = []
+    for i in range(count):
+        labels = np.zeros((height, width), dtype=np.uint8)
+        labels[4 : 4 + height // 3, i : i + width // 4] = 1
+        labels[height // 2 :, width // 2 :] = 5
+        out.append(labels)
+    return out
+
+
+def make_output(folder: Path, frame_names: list[str] | None, **kwargs: object) -> VideoOutput:
+    options: dict = {
+        "fps": Fraction(24), "size": (33, 17), "palette": None, "object_ids": [1, 5],
+        "overlay": True, "logits": True, "logits_shape": (5, 9), "attrs": ATTRS,
+    }
+    options.update(kwargs)
+    return VideoOutput(folder, frame_names=frame_names, **options)
+
+
+def test_full_output_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "bear"
+    names = ["00000", "00005", "00010"]
+    frames, labels = synthetic_frames(3, 33, 17), moving_labels(3, 33, 17)
+    with make_output(folder, names) as out:
+        for i in range(3):
+            out.write(i, frames[i], labels[i], np.zeros((3, 5, 9), dtype=np.float32) + i)
+        record = out.finish({"model": "someone/stma-small@abc123", "seconds": 1.5})
+
+    assert sorted(p.name for p in folder.iterdir()) == ["logits.h5", "manifest.json", "masks", "overlay.mp4"]
+    assert sorted(p.name for p in (folder / "masks").iterdir()) == ["00000.png", "00005.png", "00010.png"]
+    mask = read_mask(folder / "masks" / "00005.png", size=(33, 17))
+    np.testing.assert_array_equal(mask.labels, labels[1])
+    assert mask.object_ids == [1, 5]
+
+    with av.open(str(folder / "overlay.mp4")) as container:
+        stream = container.streams.video[0]
+        assert stream.average_rate == 24
+        assert stream.codec_context.name == "h264"
+        assert len(list(container.decode(stream))) == 3
+
+    with h5py.File(folder / "logits.h5", "r") as file:
+        dataset = file["logits"]
+        assert dataset.shape == (3, 3, 5, 9)
+        assert list(dataset.attrs["object_ids"]) == [1, 5]
+        assert tuple(dataset.attrs["stride"]) == pytest.approx((17 / 5, 33 / 9))
+        assert dataset.attrs["fps"] == 24
+        assert dataset.attrs["model_id"] == "someone/stma-small"
+        assert dataset.attrs["stma_version"]
+        assert float(dataset[2, 0, 0, 0]) == 2
+
+    manifest = read_manifest(folder)
+    assert manifest == record == json.loads((folder / "manifest.json").read_text())
+    assert manifest["frames"] == 3 and manifest["objects"] == [1, 5]
+    assert manifest["seconds"] == 1.5 and manifest["model"] == "someone/stma-small@abc123"
+    assert is_finished(folder)
+
+
+def test_optional_outputs_and_default_names(tmp_path: Path) -> None:
+    folder = tmp_path / "clip"
+    with make_output(folder, None, overlay=False, logits=False, logits_shape=None) as out:
+        for i, (frame, labels) in enumerate(zip(synthetic_frames(2, 33, 17), moving_labels(2, 33, 17))):
+            out.write(i, frame, labels)
+        out.finish({})
+    assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", "masks"]
+    assert sorted(p.name for p in (folder / "masks").iterdir()) == ["00000.png", "00001.png"]
+    assert read_manifest(folder)["files"] == ["masks"]
+
+
+def test_interrupted_output_is_not_finished_and_leaves_no_partial_file(tmp_path: Path) -> None:
+    folder = tmp_path / "bear"
+    with pytest.raises(KeyboardInterrupt):
+        with make_output(folder, None) as out:
+            out.write(0, synthetic_frames(1, 33, 17)[0], moving_labels(1, 33, 17)[0], np.zeros((3, 5, 9)))
+            raise KeyboardInterrupt
+    assert sorted(p.name for p in folder.iterdir()) == ["masks"]
+    assert [p.name for p in (folder / "masks").iterdir()] == ["00000.png"]
+    assert not is_finished(folder)
+
+
+def test_rerun_removes_the_old_manifest_first(tmp_path: Path) -> None:
+    folder = tmp_path / "bear"
+    folder.mkdir()
+    (folder / "manifest.json").write_text('{"frames": 3}')
+    assert is_finished(folder)
+    out = make_output(folder, None)
+    assert not is_finished(folder)
+    out.abort()
+
+
+def test_frames_must_come_in_order_and_all_named_frames_be_written(tmp_path: Path) -> None:
+    frame, labels = synthetic_frames(1, 33, 17)[0], moving_labels(1, 33, 17)[0]
+    with make_output(tmp_path / "a", ["x", "y"], logits=False) as out:
+        with pytest.raises(ValueError, match="in order"):
+            out.write(1, frame, labels)
+        out.write(0, frame, labels)
+        with pytest.raises(ValueError, match="wrote 1 frames of 2"):
+            out.finish({})
+
+
+def test_read_manifest_errors(tmp_path: Path) -> None:
+    with pytest.raises(StmaError, match="not finished"):
+        read_manifest(tmp_path)
+    (tmp_path / "manifest.json").write_text("{broken")
+    with pytest.raises(StmaError, match="unreadable manifest"):
+        read_manifest(tmp_path)
+    assert not is_finished(tmp_path)
