@@ -124,7 +124,7 @@ class Segmenter:
     def _impose(self, logits: torch.Tensor, mask: np.ndarray, given: list[int], size: tuple[int, int]) -> torch.Tensor:
         """Replace the given objects' logits by the mask; other objects keep their prediction outside it."""
         h, w = logits.shape[-2:]
-        labels = torch.from_numpy(mask).to(self.device)[None, None].float()
+        labels = torch.tensor(mask, device=self.device)[None, None].float()
         labels = F.interpolate(labels, size=size, mode="nearest")
         labels = F.pad(labels, (0, w * LOGIT_STRIDE - size[1], 0, h * LOGIT_STRIDE - size[0]))
         covered = torch.zeros_like(logits)

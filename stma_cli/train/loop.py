@@ -59,6 +59,7 @@ class TrainConfig:
     amp: bool = True  # autocast (bf16 if supported, else fp16) on CUDA
     checkpoint_minutes: float = 5.0
     eval_every: int = 1000
+    max_minutes: float | None = None  # stop (with a checkpoint) after this much wall time in this run
     log_every: int = 20
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -196,14 +197,14 @@ def load_checkpoint(folder: Path, model: STMA, optimizer: torch.optim.Optimizer,
     return json.loads((folder / "train_state.json").read_text())
 
 
-def train(config: TrainConfig, evaluate: Callable[[STMA, Path], dict[str, float]] | None = None,
+def train(config: TrainConfig, dataset: Dataset | None = None,
+          evaluate: Callable[[STMA, Path], dict[str, float]] | None = None,
           log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run (or resume) training; returns the final train state.
 
-    `evaluate(model, out)` returns held-out metrics (J&F-Mean first) every `eval_every` steps.
+    `dataset` defaults to `make_dataset(config.data, ...)`; `evaluate(model, out)` returns held-out
+    metrics (J&F-Mean first) every `eval_every` steps.
     """
-    from stma_cli.train.data import make_dataset
-
     device = resolve_device(config.device)
     context = init_distributed(device)
     if device.type == "cuda" and context.enabled:
@@ -228,8 +229,11 @@ def train(config: TrainConfig, evaluate: Callable[[STMA, Path], dict[str, float]
         if context.is_main:
             log(f"resumed from {out / CHECKPOINT} at step {state['step']}")
 
-    dataset: Dataset = make_dataset(config.data, seed=config.seed, num_frames=config.frames,
-                                    size=(config.crop, config.crop), max_objects=config.max_objects)
+    if dataset is None:
+        from stma_cli.train.data import make_dataset
+
+        dataset = make_dataset(config.data, seed=config.seed, num_frames=config.frames,
+                               size=(config.crop, config.crop), max_objects=config.max_objects)
     sampler = StepSampler(len(dataset), config.batch, state["step"], config.steps, context)
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=config.workers,
                         collate_fn=functools.partial(collate, max_objects=config.max_objects),
@@ -242,7 +246,7 @@ def train(config: TrainConfig, evaluate: Callable[[STMA, Path], dict[str, float]
 
     step = state["step"]
     started = time.monotonic() - state["wall_time_s"]
-    last_checkpoint = time.monotonic()
+    run_started = last_checkpoint = time.monotonic()
     running: dict[str, float] = {}
     for batch in loader:
         frames = batch["frames"].to(device, non_blocking=True)
@@ -295,15 +299,18 @@ def train(config: TrainConfig, evaluate: Callable[[STMA, Path], dict[str, float]
         state["step"] = step
         state["wall_time_s"] = time.monotonic() - started
         time_to_save = time.monotonic() - last_checkpoint > config.checkpoint_minutes * 60
-        if context.is_main and (evaluated or time_to_save or step == config.steps):
+        out_of_time = config.max_minutes is not None and time.monotonic() - run_started > config.max_minutes * 60
+        if context.is_main and (evaluated or time_to_save or out_of_time or step == config.steps):
             save_checkpoint(out / CHECKPOINT, model, optimizer, scaler, state)
-            last_checkpoint = time.monotonic()
+            run_started = last_checkpoint = time.monotonic()
             score = state["metrics"].get("J&F-Mean")
             if evaluated and score is not None and (state["best"] is None or score > state["best"]):
                 state["best"] = score
                 save_checkpoint(out / BEST, model, optimizer, scaler, state)
                 save_checkpoint(out / CHECKPOINT, model, optimizer, scaler, state)
         barrier(context)
+        if out_of_time:
+            break
     shutdown(context)
     return state
 

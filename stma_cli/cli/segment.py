@@ -1,0 +1,120 @@
+"""`stma segment`: follow objects through one video or thousands."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from stma_cli.cli.common import reporting_errors
+from stma_cli.device import resolve_device
+from stma_cli.errors import StmaError
+from stma_cli.hub import load_model
+from stma_cli.inference.jobs import Shard, build_jobs, expand_inputs, local_device
+from stma_cli.inference.pipeline import DIRECTIONS, RunOptions, VideoReport, run_batch
+from stma_cli.inference.segmenter import SegmenterConfig
+
+EXIT_SOME_FAILED = 1
+EXIT_USAGE = 2
+
+
+def segment(
+    videos: Optional[list[str]] = typer.Argument(
+        None, help="Videos: files, frame folders, folders of them, or '-' for a video on standard input. "
+                   "None: paths are read from standard input, one per line."),
+    mask: Optional[list[str]] = typer.Option(
+        None, "--mask", "-m", help="Mask PNG of the first frame, or FRAME:PATH for objects that appear later "
+                                   "(repeatable)."),
+    mask_template: Optional[str] = typer.Option(
+        None, help="Each video's mask from its name, e.g. '{stem}.png' or 'masks/{stem}.png' "
+                   "(relative to the video's folder; fields {stem}, {name}, {parent})."),
+    output: Optional[Path] = typer.Option(
+        None, "--output", "-o", help="Output folder: the video's own folder for one video, the parent of "
+                                     "one folder per video for several [default: stma_output/<stem>]."),
+    weights: Optional[str] = typer.Option(None, help="Local folder, shipped name or Hub repo id [default: stma-tiny]."),
+    revision: Optional[str] = typer.Option(None, help="Hub branch, tag or commit."),
+    mem_size: int = typer.Option(5, min=2, help="Most memory frames kept (bounds memory use)."),
+    mem_every: int = typer.Option(5, min=1, help="A new memory frame every K frames."),
+    max_side: Optional[int] = typer.Option(
+        None, min=0, help="Longest side the model sees; 0 keeps the input size [default: the model's]."),
+    direction: str = typer.Option("forward", help=f"Propagation from the first mask: {', '.join(DIRECTIONS)}."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    precision: str = typer.Option("auto", help="auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 or bf16."),
+    overlay: bool = typer.Option(True, "--overlay/--no-overlay", help="Write overlay.mp4."),
+    logits: bool = typer.Option(True, "--logits/--no-logits", help="Write logits.h5."),
+    json_lines: bool = typer.Option(False, "--json", help="One JSON line per video on stdout, nothing else there."),
+    shard: Optional[str] = typer.Option(
+        None, help="K/N: process every N-th video from the K-th (0-based). Default: from torchrun "
+                   "(RANK/WORLD_SIZE) or a SLURM array (SLURM_ARRAY_TASK_ID/COUNT), else all."),
+    overwrite: bool = typer.Option(False, help="Redo videos whose output folder is already finished."),
+) -> None:
+    """Segment videos from their first-frame masks: masks/, overlay.mp4, logits.h5 per video.
+
+    Exit codes: 0 all videos done, 1 some failed (the others are done), 2 usage error.
+    """
+    err = Console(stderr=True)
+    try:
+        inputs = list(videos or [])
+        if not inputs and not sys.stdin.isatty():
+            inputs = [line.strip() for line in sys.stdin if line.strip()]
+        jobs = build_jobs(expand_inputs(inputs), list(mask or []), mask_template, output)
+        selected = (Shard.parse(shard) if shard else Shard.from_environment()).select(jobs)
+        if direction not in DIRECTIONS:
+            raise StmaError(f"--direction {direction!r}: expected one of {', '.join(DIRECTIONS)}")
+    except StmaError as error:
+        err.print(f"stma: error: {error}", markup=False, highlight=False)
+        raise typer.Exit(EXIT_USAGE) from None
+
+    with reporting_errors():
+        torch_device = resolve_device(local_device(device))
+        model, resolved = load_model(weights, revision, device=torch_device)
+        config = SegmenterConfig(mem_size=mem_size, mem_every=mem_every, precision=precision,
+                                 max_side=SegmenterConfig.max_side if max_side is None else max_side)
+        options = RunOptions(direction=direction, overlay=overlay, logits=logits, overwrite=overwrite,
+                             model_id=resolved.model_id, model_revision=resolved.revision)
+        reports = _run(selected, model, config, options, json_lines, err)
+    failed = [r for r in reports if r.status == "error"]
+    done = sum(r.status == "ok" for r in reports)
+    skipped = sum(r.status == "skipped" for r in reports)
+    err.print(f"stma: {done} done, {skipped} skipped, {len(failed)} failed", markup=False, highlight=False)
+    for report in failed:
+        err.print(f"stma: error: {report.error}", markup=False, highlight=False)
+    if failed:
+        raise typer.Exit(EXIT_SOME_FAILED)
+
+
+def _run(jobs, model, config, options, json_lines: bool, err: Console) -> list[VideoReport]:
+    def emit(report: VideoReport) -> None:
+        if json_lines:
+            sys.stdout.write(json.dumps(report.to_dict()) + "\n")
+            sys.stdout.flush()
+        elif report.status == "ok":
+            err.print(f"{report.video}: {report.frames} frames, {report.fps:.2f} fps -> {report.output}",
+                      markup=False, highlight=False)
+
+    show = err.is_terminal and not json_lines
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=err, disable=not show, transient=True) as progress:
+        videos = progress.add_task("videos", total=len(jobs))
+        frames = progress.add_task("frames", total=None)
+
+        def on_start(job) -> None:
+            progress.reset(frames, total=None, description=Path(job.source).name or "stdin")
+
+        def on_report(report: VideoReport) -> None:
+            progress.advance(videos)
+            emit(report)
+
+        def on_frame(done: int, total: int | None) -> None:
+            progress.update(frames, completed=done, total=total)
+
+        return run_batch(jobs, model, config, options, on_start=on_start, on_report=on_report, progress=on_frame)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the command to the app."""
+    app.command("segment")(segment)

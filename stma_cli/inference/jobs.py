@@ -1,0 +1,128 @@
+"""From command-line inputs to a list of video jobs: expansion, masks, output folders, shards."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping
+
+from stma_cli.errors import StmaError
+from stma_cli.inference.pipeline import VideoJob
+from stma_cli.io.masks import parse_mask_arg
+
+VIDEO_SUFFIXES = {".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv", ".gif"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+DEFAULT_OUTPUT = Path("stma_output")
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard `index` of `count` (0-based): videos index, index+count, index+2*count, ..."""
+
+    index: int = 0
+    count: int = 1
+
+    @classmethod
+    def parse(cls, text: str) -> "Shard":
+        """`K/N` with 0 <= K < N."""
+        try:
+            k, n = (int(part) for part in text.split("/"))
+        except ValueError:
+            raise StmaError(f"--shard {text!r}: expected K/N, e.g. 0/4") from None
+        if n < 1 or not 0 <= k < n:
+            raise StmaError(f"--shard {text}: K must be in 0..N-1 (got K={k}, N={n})")
+        return cls(k, n)
+
+    @classmethod
+    def from_environment(cls, env: Mapping[str, str] = os.environ) -> "Shard":
+        """torchrun's RANK/WORLD_SIZE, else a SLURM array's task id/count, else the whole list."""
+        if "WORLD_SIZE" in env and "RANK" in env:
+            return cls(int(env["RANK"]), int(env["WORLD_SIZE"]))
+        if "SLURM_ARRAY_TASK_ID" in env and "SLURM_ARRAY_TASK_COUNT" in env:
+            first = int(env.get("SLURM_ARRAY_TASK_MIN", "0"))
+            return cls(int(env["SLURM_ARRAY_TASK_ID"]) - first, int(env["SLURM_ARRAY_TASK_COUNT"]))
+        return cls()
+
+    def select(self, items: list) -> list:
+        """This shard's share of `items`."""
+        return items[self.index::self.count]
+
+
+def local_device(spec: str, env: Mapping[str, str] = os.environ) -> str:
+    """Under torchrun, `auto`/`cuda` means this process's GPU (LOCAL_RANK)."""
+    if spec in ("auto", "cuda") and "LOCAL_RANK" in env:
+        import torch
+
+        if torch.cuda.is_available():
+            return f"cuda:{int(env['LOCAL_RANK']) % torch.cuda.device_count()}"
+    return spec
+
+
+def expand_inputs(inputs: Iterable[str]) -> list[str]:
+    """Videos from paths: files, frame folders, and folders of videos or frame folders (one level)."""
+    videos: list[str] = []
+    for item in inputs:
+        if item == "-":
+            videos.append(item)
+            continue
+        path = Path(item)
+        if path.is_dir() and not _is_frame_folder(path):
+            children = sorted(p for p in path.iterdir() if _is_video_file(p) or (p.is_dir() and _is_frame_folder(p)))
+            if not children:
+                raise StmaError(f"{path}: folder holds no video files, frames or frame folders")
+            videos += [str(p) for p in children]
+        else:
+            videos.append(item)
+    return videos
+
+
+def video_stem(source: str) -> str:
+    """The name a video's outputs and mask template use: file stem, or folder name."""
+    if source == "-":
+        return "stdin"
+    path = Path(source)
+    return path.name if path.is_dir() else path.stem
+
+
+def mask_from_template(template: str, source: str) -> Path:
+    """Fill `{stem}`, `{name}`, `{parent}` from the video path; relative results are taken from its folder."""
+    path = Path(source)
+    try:
+        filled = Path(template.format(stem=video_stem(source), name=path.name, parent=path.parent.name))
+    except (KeyError, IndexError, ValueError) as exc:
+        raise StmaError(f"--mask-template {template!r}: {exc} (fields: {{stem}}, {{name}}, {{parent}})") from None
+    return filled if filled.is_absolute() or source == "-" else path.parent / filled
+
+
+def build_jobs(videos: list[str], masks: list[str], mask_template: str | None, output: Path | None) -> list[VideoJob]:
+    """One job per video; with one video `output` is its folder, with several each gets output/<stem>."""
+    if not videos:
+        raise StmaError("no video given (paths as arguments, or one per line on standard input)")
+    if masks and mask_template:
+        raise StmaError("give either --mask or --mask-template, not both")
+    if masks and len(videos) > 1:
+        raise StmaError(f"--mask applies to one video, but {len(videos)} were given: use --mask-template")
+    if not masks and not mask_template:
+        raise StmaError("no mask given: use --mask PATH (or FRAME:PATH) or --mask-template")
+    if len(videos) == 1:
+        folder = output if output is not None else DEFAULT_OUTPUT / video_stem(videos[0])
+        mask_specs = [parse_mask_arg(m) for m in masks] or [(0, mask_from_template(mask_template, videos[0]))]
+        return [VideoJob(videos[0], mask_specs, folder)]
+    root = output if output is not None else DEFAULT_OUTPUT
+    seen: dict[str, str] = {}
+    jobs = []
+    for video in videos:
+        stem = video_stem(video)
+        if stem in seen:
+            raise StmaError(f"{video} and {seen[stem]} would share the output folder {root / stem}")
+        seen[stem] = video
+        jobs.append(VideoJob(video, [(0, mask_from_template(mask_template, video))], root / stem))
+    return jobs
+
+
+def _is_video_file(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES
+
+
+def _is_frame_folder(path: Path) -> bool:
+    return any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.iterdir() if p.is_file())
