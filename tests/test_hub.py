@@ -1,0 +1,377 @@
+"""Weights resolution, loading, listing and conversion, against a local Hub driven by the real client."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from stma_cli import hub as hubmod
+from stma_cli.errors import StmaError
+from stma_cli.hub import (
+    ResolvedWeights,
+    convert_checkpoint,
+    list_models,
+    load_model,
+    model_info,
+    resolve_weights,
+    shipped_names,
+)
+from stma_cli.model import STMA, STMAConfig
+
+WeightsFactory = Callable[[int], Path]
+
+
+def _weights_bytes(weights: ResolvedWeights) -> bytes:
+    return (weights.path / "model.safetensors").read_bytes()
+
+
+def _copy(folder: Path, dest: Path) -> Path:
+    shutil.copytree(folder, dest)
+    return dest
+
+
+def _same_tensors(model: STMA, folder: Path) -> bool:
+    expected = load_file(folder / "model.safetensors")
+    state = model.state_dict()
+    return all(torch.equal(state[key], value) for key, value in expected.items())
+
+
+# -- local and shipped -----------------------------------------------------------------------------
+
+
+def test_local_folder_loads_its_weights(tiny_weights: WeightsFactory) -> None:
+    folder = tiny_weights(0)
+    model, weights = load_model(str(folder))
+    assert weights == ResolvedWeights(folder.resolve(), str(folder), None, "local")
+    assert _same_tensors(model, folder) and not _same_tensors(model, tiny_weights(1))
+    assert not model.training
+
+
+def test_default_is_the_shipped_stma_tiny(tiny_weights: WeightsFactory, tmp_path: Path, monkeypatch) -> None:
+    shipped = tmp_path / "weights"
+    _copy(tiny_weights(0), shipped / "stma-tiny")
+    (shipped / "notes").mkdir()  # not a model: no config.json
+    monkeypatch.setenv("STMA_WEIGHTS_DIR", str(shipped))
+    assert shipped_names() == ["stma-tiny"]
+    assert resolve_weights() == ResolvedWeights((shipped / "stma-tiny").resolve(), "stma-tiny", None, "shipped")
+
+
+def test_local_folder_comes_before_a_hub_id(tiny_weights: WeightsFactory, tmp_path: Path, monkeypatch) -> None:
+    _copy(tiny_weights(0), tmp_path / "acme" / "stma")
+    monkeypatch.chdir(tmp_path)
+    assert resolve_weights("acme/stma").source == "local"  # offline, and no Hub request was needed
+
+
+def test_unknown_name_says_what_was_tried(tiny_weights: WeightsFactory, tmp_path: Path, monkeypatch) -> None:
+    _copy(tiny_weights(0), tmp_path / "stma-tiny")
+    monkeypatch.setenv("STMA_WEIGHTS_DIR", str(tmp_path))
+    with pytest.raises(StmaError, match=r"^weights 'stma-large': not a folder, not a shipped model \(stma-tiny\)"):
+        resolve_weights("stma-large")
+
+
+def test_revision_applies_only_to_hub_ids(tiny_weights: WeightsFactory) -> None:
+    with pytest.raises(StmaError, match="--revision applies only to Hub repo ids"):
+        resolve_weights(str(tiny_weights(0)), revision="v1")
+
+
+def test_a_file_is_not_a_weights_folder(tiny_weights: WeightsFactory) -> None:
+    with pytest.raises(StmaError, match="is a file: give the folder"):
+        resolve_weights(str(tiny_weights(0) / "model.safetensors"))
+
+
+def test_pickle_checkpoints_are_never_loaded(tiny_weights: WeightsFactory, tmp_path: Path) -> None:
+    folder = tmp_path / "pickled"
+    folder.mkdir()
+    shutil.copy(tiny_weights(0) / "config.json", folder)
+    torch.save(load_file(tiny_weights(0) / "model.safetensors"), folder / "pytorch_model.bin")
+    with pytest.raises(StmaError, match=r"pickled: no model\.safetensors"):
+        load_model(str(folder))
+
+
+# -- the Hub ---------------------------------------------------------------------------------------
+
+
+def test_download_then_reuse_offline(hub, tiny_weights: WeightsFactory, hf_home: Path, set_offline) -> None:
+    commit = hub.commit_folder("acme/stma", tiny_weights(0))
+    weights = resolve_weights("acme/stma")
+    assert weights == ResolvedWeights(
+        (hf_home / "hub" / "models--acme--stma" / "snapshots" / commit).resolve(), "acme/stma", commit, "hub"
+    )
+    assert sorted(p.name for p in weights.path.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    assert _weights_bytes(weights) == (tiny_weights(0) / "model.safetensors").read_bytes()
+
+    served = len(hub.requests)
+    assert resolve_weights("acme/stma") == weights
+    assert not [r for r in hub.requests[served:] if r.startswith("GET")]  # online again: checked, not fetched
+
+    set_offline(True)
+    served = len(hub.requests)
+    model, again = load_model("acme/stma")
+    assert again == weights and len(hub.requests) == served
+    assert _same_tensors(model, tiny_weights(0))
+
+
+def test_model_card_is_optional(hub, tiny_weights: WeightsFactory, set_offline) -> None:
+    folder = tiny_weights(0)
+    hub.commit("acme/bare", {name: (folder / name).read_bytes() for name in ("config.json", "model.safetensors")})
+    weights = resolve_weights("acme/bare")
+    assert not (weights.path / "README.md").exists()
+    set_offline(True)
+    assert resolve_weights("acme/bare") == weights
+
+
+def test_revision_pins_branch_tag_or_commit(hub, tiny_weights: WeightsFactory, set_offline) -> None:
+    v1 = hub.commit_folder("acme/stma", tiny_weights(0), refs=("main", "v1.0"))
+    dev = hub.commit_folder("acme/stma", tiny_weights(1), refs=("dev",))
+    latest = hub.commit_folder("acme/stma", tiny_weights(2), refs=("main",))
+    pins = {None: latest, "main": latest, "v1.0": v1, "dev": dev, v1: v1}
+    for revision, commit in pins.items():
+        assert resolve_weights("acme/stma", revision).revision == commit
+    assert _weights_bytes(resolve_weights("acme/stma", "v1.0")) == (tiny_weights(0) / "model.safetensors").read_bytes()
+    model, _ = load_model("acme/stma", "dev")
+    assert _same_tensors(model, tiny_weights(1))
+
+    set_offline(True)
+    for revision, commit in pins.items():
+        assert resolve_weights("acme/stma", revision).revision == commit
+
+
+def test_branch_that_moved_gives_the_new_commit(hub, tiny_weights: WeightsFactory) -> None:
+    first = hub.commit_folder("acme/stma", tiny_weights(0))
+    assert resolve_weights("acme/stma").revision == first
+    second = hub.commit_folder("acme/stma", tiny_weights(1))
+    weights = resolve_weights("acme/stma")
+    assert weights.revision == second
+    assert _weights_bytes(weights) == (tiny_weights(1) / "model.safetensors").read_bytes()
+
+
+def test_private_repo_needs_hf_token(hub, tiny_weights: WeightsFactory, monkeypatch) -> None:
+    hub.commit_folder("acme/private", tiny_weights(0))
+    hub.repos["acme/private"].token = "hf_secret"
+    with pytest.raises(StmaError, match=r"repository not found on http://127\.0\.0\.1:\d+ .*set HF_TOKEN"):
+        resolve_weights("acme/private")
+    monkeypatch.setenv("HF_TOKEN", "hf_secret")
+    assert resolve_weights("acme/private").source == "hub"
+
+
+def test_gated_repo(hub, tiny_weights: WeightsFactory) -> None:
+    hub.commit_folder("acme/gated", tiny_weights(0))
+    hub.repos["acme/gated"].token, hub.repos["acme/gated"].gated = "hf_secret", True
+    with pytest.raises(StmaError, match="gated repo on http://127.0.0.1"):
+        resolve_weights("acme/gated")
+
+
+@pytest.mark.parametrize(
+    ("spec", "revision", "message"),
+    [
+        ("acme/missing", None, r"^weights 'acme/missing': repository not found on http://127\.0\.0\.1:\d+ "),
+        ("acme/stma", "v9", r"^weights 'acme/stma': revision 'v9' not found on http://127\.0\.0\.1:\d+$"),
+        ("acme/config-only", None, r"^weights 'acme/config-only': the repository has no model\.safetensors$"),
+    ],
+)
+def test_hub_errors(hub, tiny_weights: WeightsFactory, spec: str, revision: str | None, message: str) -> None:
+    hub.commit_folder("acme/stma", tiny_weights(0))
+    hub.commit("acme/config-only", {"config.json": (tiny_weights(0) / "config.json").read_bytes()})
+    with pytest.raises(StmaError, match=message):
+        resolve_weights(spec, revision)
+
+
+def test_offline_and_not_cached() -> None:
+    message = r"^weights 'acme/stma': config\.json is not in the cache \(.*\) and HF_HUB_OFFLINE is set; run `stma"
+    with pytest.raises(StmaError, match=message):
+        resolve_weights("acme/stma")
+
+
+def test_offline_revision_not_cached(hub, tiny_weights: WeightsFactory, set_offline) -> None:
+    hub.commit_folder("acme/stma", tiny_weights(0), refs=("main", "v1.0"))
+    resolve_weights("acme/stma")
+    set_offline(True)
+    with pytest.raises(StmaError, match=r"^weights 'acme/stma@v1\.0': config\.json is not in the cache"):
+        resolve_weights("acme/stma", "v1.0")
+
+
+def test_truncated_safetensors_from_the_hub(hub, tiny_weights: WeightsFactory) -> None:
+    folder = tiny_weights(0)
+    data = (folder / "model.safetensors").read_bytes()
+    hub.commit("acme/cut", {"config.json": (folder / "config.json").read_bytes(), "model.safetensors": data[:100_000]})
+    with pytest.raises(StmaError, match=r"model\.safetensors: corrupted or truncated safetensors file \("):
+        load_model("acme/cut")
+
+
+def test_corrupted_safetensors(tiny_weights: WeightsFactory, tmp_path: Path) -> None:
+    folder = _copy(tiny_weights(0), tmp_path / "broken")
+    (folder / "model.safetensors").write_bytes(b"\x00" * 64)
+    with pytest.raises(StmaError, match=r"broken/model\.safetensors: corrupted or truncated safetensors file"):
+        load_model(str(folder))
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"architecture": "xmem"}, r"config\.json: config is for architecture 'xmem', not 'stma'$"),
+        ({"model_type": "bert", "hidden_size": 768}, r"config\.json: config is for architecture 'bert', not 'stma'$"),
+        ({"architecture": "stma", "layers": 3}, r"config\.json: invalid STMA config: unknown config keys: layers$"),
+        ({"architecture": "stma", "heads": 3}, r"config\.json: invalid STMA config: dim 128 is not divisible by heads 3$"),
+        ([1, 2], r"config\.json: expected a JSON object$"),
+    ],
+)
+def test_config_errors(tiny_weights: WeightsFactory, tmp_path: Path, config: object, message: str) -> None:
+    folder = _copy(tiny_weights(0), tmp_path / "other")
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(StmaError, match=message):
+        load_model(str(folder))
+
+
+def test_config_that_is_not_json(tiny_weights: WeightsFactory, tmp_path: Path) -> None:
+    folder = _copy(tiny_weights(0), tmp_path / "other")
+    (folder / "config.json").write_text("{architecture: stma")
+    with pytest.raises(StmaError, match=r"other/config\.json: not valid JSON \(Expecting property name"):
+        load_model(str(folder))
+
+
+def test_weights_that_do_not_fit_the_config(tiny_weights: WeightsFactory, tmp_path: Path) -> None:
+    folder = _copy(tiny_weights(0), tmp_path / "deeper")
+    (folder / "config.json").write_text(json.dumps({**STMAConfig.preset("tiny").to_dict(), "depth": 3, "dim": 64}))
+    with pytest.raises(StmaError, match=r"tensors do not match config\.json: \d+ missing \(first: blocks\.2\..*\); "
+                                        r"\d+ with another shape \(first: "):
+        load_model(str(folder))
+
+
+# -- list and info ---------------------------------------------------------------------------------
+
+
+def test_list_shows_shipped_and_cached_stma_models(
+    hub, tiny_weights: WeightsFactory, tmp_path: Path, monkeypatch
+) -> None:
+    _copy(tiny_weights(0), tmp_path / "shipped" / "stma-tiny")
+    monkeypatch.setenv("STMA_WEIGHTS_DIR", str(tmp_path / "shipped"))
+    v1 = hub.commit_folder("acme/stma", tiny_weights(0), refs=("main", "v1.0"))
+    latest = hub.commit_folder("acme/stma", tiny_weights(1), refs=("main",))
+    bert = tmp_path / "bert"
+    _copy(tiny_weights(0), bert)
+    (bert / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    hub.commit_folder("other/bert", bert)
+    for spec, revision in (("acme/stma", "v1.0"), ("acme/stma", "main"), ("other/bert", None)):
+        resolve_weights(spec, revision)
+
+    entries = list_models()
+    assert entries[0].to_dict() == {
+        "model_id": "stma-tiny",
+        "source": "shipped",
+        "path": str(tmp_path / "shipped" / "stma-tiny"),
+        "size": sum(p.stat().st_size for p in tiny_weights(0).iterdir()),
+        "revision": None,
+        "refs": [],
+    }
+    hub_entries = {(e.model_id, e.revision, e.refs) for e in entries[1:]}
+    assert hub_entries == {("acme/stma", v1, ("v1.0",)), ("acme/stma", latest, ("main",))}
+    assert all(e.size > 1_000_000 and (e.path / "model.safetensors").is_file() for e in entries)
+
+
+def test_list_with_no_cache_and_nothing_shipped(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("STMA_WEIGHTS_DIR", str(tmp_path / "none"))
+    assert list_models() == []
+
+
+def test_info_works_offline_from_the_cache(hub, tiny_weights: WeightsFactory, set_offline) -> None:
+    folder = tiny_weights(0)
+    commit = hub.commit_folder("acme/stma", folder, refs=("main", "v1.0"))
+    resolve_weights("acme/stma", "v1.0")
+    set_offline(True)
+    info = model_info("acme/stma", "v1.0")
+    assert info.weights.revision == commit and info.weights.source == "hub"
+    assert info.config == STMAConfig.preset("tiny").to_dict()
+    assert info.parameters == sum(t.numel() for t in STMA(STMAConfig.preset("tiny")).parameters())
+    assert {f.name: (f.size, f.sha256) for f in info.files} == {
+        name: ((folder / name).stat().st_size, hashlib.sha256((folder / name).read_bytes()).hexdigest())
+        for name in ("config.json", "model.safetensors", "README.md")
+    }
+    assert json.loads(json.dumps(info.to_dict()))["files"][1]["name"] == "model.safetensors"
+
+
+# -- convert ---------------------------------------------------------------------------------------
+
+
+TRAIN_STATE = {
+    "step": 1200,
+    "wall_time_s": 3671.4,
+    "recipe": {"lr": 0.0002, "batch_size": 4, "crop": [384, 384], "schedule": "poly|0.9"},
+    "metrics": {"J&F-Mean": 0.8125, "J-Mean": 0.79, "F-Mean": 0.835},
+    "data": "DAVIS-2017 train, 60 videos",
+}
+
+
+def _checkpoint(tmp_path: Path, folder: Path, train_state: object = TRAIN_STATE) -> Path:
+    ckpt = tmp_path / "runs" / "step-1200"
+    ckpt.mkdir(parents=True)
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(folder / name, ckpt)
+    (ckpt / "optimizer.pt").write_bytes(b"optimizer state, never read")
+    (ckpt / "train_state.json").write_text(json.dumps(train_state))
+    return ckpt
+
+
+def test_convert_writes_a_hub_ready_folder(tiny_weights: WeightsFactory, tmp_path: Path) -> None:
+    ckpt = _checkpoint(tmp_path, tiny_weights(0))
+    out = convert_checkpoint(ckpt, tmp_path / "export" / "stma-demo")
+    assert sorted(os.listdir(out)) == ["README.md", "config.json", "model.safetensors"]
+    assert os.listdir(out.parent) == ["stma-demo"]
+    assert (out / "model.safetensors").read_bytes() == (ckpt / "model.safetensors").read_bytes()
+    assert json.loads((out / "config.json").read_text()) == STMAConfig.preset("tiny").to_dict()
+
+    card = (out / "README.md").read_text()
+    front_matter = card.split("---\n")[1]
+    assert front_matter.splitlines() == [
+        "library_name: stma", "license: mit", "tags:", "- video-object-segmentation", "- stma",
+    ]
+    for line in ("# stma-demo", "| J&F-Mean | 0.8125 |", "| F-Mean | 0.8350 |", "- Steps: 1200",
+                 "- Wall time: 1 h 01 min", "- Data: DAVIS-2017 train, 60 videos", "| crop | [384, 384] |",
+                 "| schedule | poly\\|0.9 |", '  "depth": 2,'):
+        assert line in card.splitlines(), line
+
+    model, weights = load_model(str(out))
+    assert weights.source == "local" and _same_tensors(model, tiny_weights(0))
+
+
+def test_convert_refuses_an_existing_folder(tiny_weights: WeightsFactory, tmp_path: Path) -> None:
+    ckpt = _checkpoint(tmp_path, tiny_weights(0))
+    (tmp_path / "out").mkdir()
+    with pytest.raises(StmaError, match="out: already exists"):
+        convert_checkpoint(ckpt, tmp_path / "out")
+
+
+@pytest.mark.parametrize(
+    ("train_state", "message"),
+    [
+        ({**TRAIN_STATE, "metrics": None}, r"train_state\.json: 'metrics' is missing or not an object$"),
+        ({k: v for k, v in TRAIN_STATE.items() if k != "step"}, r"'step' is missing or not an integer$"),
+        ({**TRAIN_STATE, "metrics": {"J&F-Mean": "high"}}, r"metric 'J&F-Mean' is not a number$"),
+    ],
+)
+def test_convert_checks_train_state(
+    tiny_weights: WeightsFactory, tmp_path: Path, train_state: object, message: str
+) -> None:
+    ckpt = _checkpoint(tmp_path, tiny_weights(0), train_state)
+    with pytest.raises(StmaError, match=message):
+        convert_checkpoint(ckpt, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_convert_leaves_nothing_behind_on_failure(tiny_weights: WeightsFactory, tmp_path: Path, monkeypatch) -> None:
+    ckpt = _checkpoint(tmp_path, tiny_weights(0))
+    (tmp_path / "export").mkdir()
+
+    def disk_full(src: object, dst: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(hubmod.shutil, "copyfile", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        convert_checkpoint(ckpt, tmp_path / "export" / "stma-demo")
+    assert os.listdir(tmp_path / "export") == []
