@@ -27,11 +27,12 @@ def _root(
     """Follow objects through videos from their first-frame masks."""
 
 
-from stma_cli.cli import segment, weights  # noqa: E402
+from stma_cli.cli import segment, train, weights  # noqa: E402
 from stma_cli.cli import evaluate  # noqa: E402
 
 weights.register(app)
 segment.register(app)
+train.register(app)
 evaluate.register(app)
 
 

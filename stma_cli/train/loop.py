@@ -47,6 +47,7 @@ class TrainConfig:
     max_objects: int = 3
     lr: float = 4e-4
     encoder_lr_scale: float = 0.25
+    frozen_encoder_blocks: int = 7  # MobileNetV2 blocks up to stride 8 keep their ImageNet weights
     weight_decay: float = 0.05
     warmup: int = 300
     grad_clip: float = 2.0
@@ -161,6 +162,8 @@ def make_optimizer(model: STMA, config: TrainConfig) -> torch.optim.Optimizer:
     """AdamW; the pretrained encoder learns more slowly; no decay on norms, biases and embeddings."""
     groups: dict[tuple[float, float], list[nn.Parameter]] = {}
     for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
         lr = config.lr * (config.encoder_lr_scale if name.startswith("encoder.") else 1.0)
         decay = 0.0 if param.ndim < 2 or name.startswith("ids.") else config.weight_decay
         groups.setdefault((lr, decay), []).append(param)
@@ -215,6 +218,8 @@ def train(config: TrainConfig, dataset: Dataset | None = None,
     out.mkdir(parents=True, exist_ok=True)
 
     model = build_model(config).to(device)
+    if model.config.encoder == "mobilenetv2":
+        model.encoder.features[: config.frozen_encoder_blocks].requires_grad_(False)
     optimizer = make_optimizer(model, config)
     amp_dtype = None
     if config.amp and device.type == "cuda":
@@ -263,7 +268,7 @@ def train(config: TrainConfig, dataset: Dataset | None = None,
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], config.grad_clip)
         scaler.step(optimizer)
         scaler.update()
         step += 1
@@ -282,7 +287,7 @@ def train(config: TrainConfig, dataset: Dataset | None = None,
             means = all_reduce_mean({k: v / n for k, v in running.items()}, context, device)
             running = {}
             elapsed = time.monotonic() - started
-            record = {"step": step, "lr": optimizer.param_groups[0]["lr"], "hard_pixels": fraction,
+            record = {"step": step, "lr": config.lr * learning_rate_factor(step - 1, config), "hard_pixels": round(fraction, 4),
                       "wall_time_s": round(elapsed, 1), **{k: round(v, 5) for k, v in means.items()}}
             if context.is_main:
                 _append_log(out, record)

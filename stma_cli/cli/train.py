@@ -1,0 +1,49 @@
+"""`stma train`: train an STMA model (single process, or under torchrun)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from stma_cli.cli.common import WEIGHTS_HELP, reporting_errors
+
+
+def train(
+    out: Path = typer.Option(..., "--out", help="Run folder: checkpoint/, best/, log.jsonl (resumed if present)."),
+    config: str = typer.Option("tiny", help="Model preset: tiny or base."),
+    data: str = typer.Option(
+        "synthetic+pseudo", help="synthetic, pseudo, synthetic+pseudo, or a DAVIS-2017 / YouTube-VOS folder."),
+    steps: int = typer.Option(20000, min=1, help="Total optimiser steps (the schedule's length)."),
+    batch: int = typer.Option(4, min=1, help="Clips per step and process."),
+    crop: int = typer.Option(384, min=64, help="Square crop size of training clips."),
+    frames: int = typer.Option(4, min=2, help="Frames per clip (the first one annotated)."),
+    max_objects: int = typer.Option(3, min=1, help="Most objects per clip."),
+    lr: float = typer.Option(4e-4, help="Peak learning rate (warm-up, then cosine decay)."),
+    init: Optional[str] = typer.Option(None, help="Start from these weights. " + WEIGHTS_HELP),
+    workers: int = typer.Option(1, min=0, help="Data-loading processes per training process."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N (under torchrun: LOCAL_RANK's GPU)."),
+    amp: bool = typer.Option(True, "--amp/--no-amp", help="Mixed precision on CUDA (bf16, else fp16)."),
+    eval_every: int = typer.Option(1000, min=1, help="Held-out J&F every N steps."),
+    eval_sequences: int = typer.Option(6, min=0, help="Held-out synthetic sequences (0: no evaluation)."),
+    checkpoint_minutes: float = typer.Option(5.0, help="Save a checkpoint at least this often."),
+    max_minutes: Optional[float] = typer.Option(None, help="Stop (with a checkpoint) after this many minutes."),
+    seed: int = typer.Option(0, help="Seed of the training data and the ID assignment."),
+) -> None:
+    """Train (or resume) a model; `stma weights convert OUT/best DIR` turns the result into weights."""
+    with reporting_errors():
+        from stma_cli.train.loop import TrainConfig, train as run_training
+        from stma_cli.train.validation import HeldOutEvaluator
+
+        settings = TrainConfig(out=out, model=config, data=data, steps=steps, batch=batch, crop=crop, frames=frames,
+                               max_objects=max_objects, lr=lr, init=init, workers=workers, device=device, amp=amp,
+                               eval_every=eval_every, checkpoint_minutes=checkpoint_minutes,
+                               max_minutes=max_minutes, seed=seed)
+        evaluator = HeldOutEvaluator(out / "heldout", eval_sequences) if eval_sequences else None
+        state = run_training(settings, evaluate=evaluator, log=lambda line: typer.echo(line, err=True))
+        typer.echo(f"step {state['step']}: checkpoint in {out / 'checkpoint'}", err=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the command to the app."""
+    app.command("train")(train)
