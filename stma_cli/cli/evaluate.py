@@ -13,10 +13,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Column, Table
 
-from stma_cli.cli.common import reporting_errors
+from stma_cli.cli.common import REVISION_HELP, WEIGHTS_HELP, reporting_errors
+from stma_cli.device import autocast_dtype, resolve_device
 from stma_cli.evaluation.datasets import DavisDataset, YouTubeVOSDataset
 from stma_cli.evaluation.davis import GLOBAL_COLUMNS, EvaluationResults, evaluate_folder, global_csv_name, sequence_csv_name
 from stma_cli.evaluation.submission import write_submission
+from stma_cli.hub import load_model
+from stma_cli.inference.dataset import predict_dataset
+from stma_cli.inference.segmenter import SegmenterConfig
 
 
 class DatasetFormat(str, enum.Enum):
@@ -37,26 +41,56 @@ def register(app: typer.Typer) -> None:
 @reporting_errors()
 def evaluate(
     root: Path = typer.Argument(..., help="Dataset root (DAVIS: holds JPEGImages, Annotations, ImageSets; YouTube-VOS: holds SPLIT/)."),
-    results: Path = typer.Option(..., "--results", help="Folder of predicted PNGs to score (DAVIS: SEQ/FRAME.png; YouTube-VOS: Annotations/VID/FRAME.png)."),
+    results: Path | None = typer.Option(None, "--results", help="Folder of predicted PNGs to score (DAVIS: SEQ/FRAME.png; YouTube-VOS: Annotations/VID/FRAME.png)."),
+    output: Path | None = typer.Option(None, "--output", help="Segment the split with the model first, writing the predictions here, then score them (instead of --results)."),
     dataset_format: DatasetFormat = typer.Option(DatasetFormat.davis, "--format", help="Dataset layout."),
     split: str | None = typer.Option(None, "--split", help="Split to evaluate (default: val for DAVIS, valid for YouTube-VOS)."),
     resolution: str = typer.Option("480p", "--resolution", help="DAVIS resolution folder."),
     sequences: str | None = typer.Option(None, "--sequences", help="Comma-separated sequences to evaluate (default: the whole split)."),
     workers: int | None = typer.Option(None, "--workers", min=1, help="Processes scoring sequences in parallel (default: one per CPU)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout instead of tables."),
+    weights: str | None = typer.Option(None, "--weights", help=f"{WEIGHTS_HELP} With --output."),
+    revision: str | None = typer.Option(None, "--revision", help=f"{REVISION_HELP} With --output."),
+    mem_size: int = typer.Option(SegmenterConfig.mem_size, "--mem-size", min=2, help="With --output: most memory frames kept."),
+    mem_every: int = typer.Option(SegmenterConfig.mem_every, "--mem-every", min=1, help="With --output: a new memory frame every K frames."),
+    max_side: int = typer.Option(SegmenterConfig.max_side, "--max-side", min=0, help="With --output: longest side the model sees; 0 keeps the input size."),
+    device: str = typer.Option("auto", "--device", help="With --output: auto, cpu, cuda or cuda:N."),
+    precision: str = typer.Option(SegmenterConfig.precision, "--precision", help="With --output: auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 or bf16."),
 ) -> None:
     """Score predictions with the DAVIS-2017 J&F metrics, or zip them as a YouTube-VOS submission.
 
     DAVIS: the global and per-sequence CSV tables are written into the results folder, as the official toolkit does.
 
     YouTube-VOS: RESULTS/submission.zip is written; its scores come from the evaluation server.
+
+    With --output DIR instead of --results, the model first segments the split into DIR from each sequence's given masks, with the settings of `stma segment`.
     """
+    if (results is None) == (output is None):
+        typer.echo("stma: error: give either --results DIR (existing predictions) or --output DIR (predict, then score)", err=True)
+        raise typer.Exit(2)
     split = split or _DEFAULT_SPLIT[dataset_format]
     names = [name.strip() for name in sequences.split(",") if name.strip()] if sequences else None
     if dataset_format is DatasetFormat.youtube:
-        _pack(YouTubeVOSDataset(root, split, names), results, as_json)
+        dataset: DavisDataset | YouTubeVOSDataset = YouTubeVOSDataset(root, split, names)
     else:
-        _score(DavisDataset(root, split, resolution, names), results, workers, as_json)
+        dataset = DavisDataset(root, split, resolution, names)
+    if output is not None:
+        config = SegmenterConfig(mem_size=mem_size, mem_every=mem_every, max_side=max_side, precision=precision)
+        _predict(dataset, output, weights, revision, device, config)
+        results = output
+    if isinstance(dataset, YouTubeVOSDataset):
+        _pack(dataset, results, as_json)
+    else:
+        _score(dataset, results, workers, as_json)
+
+
+def _predict(dataset: DavisDataset | YouTubeVOSDataset, output: Path, weights: str | None, revision: str | None,
+             device: str, config: SegmenterConfig) -> None:
+    torch_device = resolve_device(device)
+    autocast_dtype(torch_device, config.precision)  # a bad precision fails before the model loads
+    model, _ = load_model(weights, revision, device=torch_device)
+    with _progress("Predicting", len(dataset.sequence_names)) as advance:
+        predict_dataset(dataset, output, model, config, progress=advance)
 
 
 def _score(dataset: DavisDataset, results: Path, workers: int | None, as_json: bool) -> None:

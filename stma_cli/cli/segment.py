@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from stma_cli.cli.common import reporting_errors
-from stma_cli.device import resolve_device
+from stma_cli.device import PRECISIONS, autocast_dtype, resolve_device
 from stma_cli.errors import StmaError
 from stma_cli.hub import load_model
 from stma_cli.inference.jobs import Shard, build_jobs, expand_inputs, local_device
@@ -39,8 +39,7 @@ def segment(
     revision: Optional[str] = typer.Option(None, help="Hub branch, tag or commit."),
     mem_size: int = typer.Option(5, min=2, help="Most memory frames kept (bounds memory use)."),
     mem_every: int = typer.Option(5, min=1, help="A new memory frame every K frames."),
-    max_side: Optional[int] = typer.Option(
-        None, min=0, help="Longest side the model sees; 0 keeps the input size [default: the model's]."),
+    max_side: int = typer.Option(SegmenterConfig.max_side, min=0, help="Longest side the model sees; 0 keeps the input size."),
     direction: str = typer.Option("forward", help=f"Propagation from the first mask: {', '.join(DIRECTIONS)}."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     precision: str = typer.Option("auto", help="auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 or bf16."),
@@ -56,7 +55,7 @@ def segment(
 
     Exit codes: 0 all videos done, 1 some failed (the others are done), 2 usage error.
     """
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)  # one message, one line, whatever the terminal width
     try:
         inputs = list(videos or [])
         if not inputs and not sys.stdin.isatty():
@@ -65,15 +64,17 @@ def segment(
         selected = (Shard.parse(shard) if shard else Shard.from_environment()).select(jobs)
         if direction not in DIRECTIONS:
             raise StmaError(f"--direction {direction!r}: expected one of {', '.join(DIRECTIONS)}")
+        if precision not in PRECISIONS:
+            raise StmaError(f"--precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
     except StmaError as error:
         err.print(f"stma: error: {error}", markup=False, highlight=False)
         raise typer.Exit(EXIT_USAGE) from None
 
     with reporting_errors():
         torch_device = resolve_device(local_device(device))
+        autocast_dtype(torch_device, precision)  # fp16 without CUDA fails here, before any video
         model, resolved = load_model(weights, revision, device=torch_device)
-        config = SegmenterConfig(mem_size=mem_size, mem_every=mem_every, precision=precision,
-                                 max_side=SegmenterConfig.max_side if max_side is None else max_side)
+        config = SegmenterConfig(mem_size=mem_size, mem_every=mem_every, max_side=max_side, precision=precision)
         options = RunOptions(direction=direction, overlay=overlay, logits=logits, overwrite=overwrite,
                              model_id=resolved.model_id, model_revision=resolved.revision)
         reports = _run(selected, model, config, options, json_lines, err)

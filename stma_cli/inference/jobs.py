@@ -35,13 +35,26 @@ class Shard:
 
     @classmethod
     def from_environment(cls, env: Mapping[str, str] = os.environ) -> "Shard":
-        """torchrun's RANK/WORLD_SIZE, else a SLURM array's task id/count, else the whole list."""
+        """torchrun's RANK/WORLD_SIZE, else a SLURM array's task id/count, else the whole list.
+
+        A SLURM array `--array=MIN-MAX:STEP` runs shard (ID - MIN) / STEP of COUNT.
+        """
         if "WORLD_SIZE" in env and "RANK" in env:
-            return cls(int(env["RANK"]), int(env["WORLD_SIZE"]))
+            return cls._checked(_int(env, "RANK"), _int(env, "WORLD_SIZE"), "RANK/WORLD_SIZE")
         if "SLURM_ARRAY_TASK_ID" in env and "SLURM_ARRAY_TASK_COUNT" in env:
-            first = int(env.get("SLURM_ARRAY_TASK_MIN", "0"))
-            return cls(int(env["SLURM_ARRAY_TASK_ID"]) - first, int(env["SLURM_ARRAY_TASK_COUNT"]))
+            offset = _int(env, "SLURM_ARRAY_TASK_ID") - _int(env, "SLURM_ARRAY_TASK_MIN", 0)
+            step = _int(env, "SLURM_ARRAY_TASK_STEP", 1)
+            if step < 1 or offset % step:
+                raise StmaError(f"SLURM_ARRAY_TASK_ID={env['SLURM_ARRAY_TASK_ID']} is not MIN + a multiple of "
+                                "SLURM_ARRAY_TASK_STEP; use --shard K/N")
+            return cls._checked(offset // step, _int(env, "SLURM_ARRAY_TASK_COUNT"), "SLURM_ARRAY_TASK_ID/COUNT")
         return cls()
+
+    @classmethod
+    def _checked(cls, index: int, count: int, source: str) -> "Shard":
+        if count < 1 or not 0 <= index < count:
+            raise StmaError(f"{source}: shard {index} of {count} does not exist; use --shard K/N")
+        return cls(index, count)
 
     def select(self, items: list) -> list:
         """This shard's share of `items`."""
@@ -120,9 +133,20 @@ def build_jobs(videos: list[str], masks: list[str], mask_template: str | None, o
     return jobs
 
 
+def _int(env: Mapping[str, str], name: str, default: int | None = None) -> int:
+    """An integer environment variable; StmaError names it if it is not one."""
+    value = env.get(name, default)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise StmaError(f"environment variable {name}={value!r}: expected an integer") from None
+
+
 def _is_video_file(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES
 
 
 def _is_frame_folder(path: Path) -> bool:
-    return any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.iterdir() if p.is_file())
+    """Images and no video files: a folder of videos may also hold their mask PNGs."""
+    files = [p for p in path.iterdir() if p.is_file()]
+    return any(p.suffix.lower() in IMAGE_SUFFIXES for p in files) and not any(_is_video_file(p) for p in files)

@@ -176,12 +176,14 @@ def _logits_for(result: FrameResult | None, object_ids: list[int], shape: tuple[
 
 
 class _FrameBuffer:
-    """Frames kept on disk (a memory-mapped file), so a long prefix does not fill the RAM."""
+    """Frames and their labels kept on disk (memory-mapped files), so a long prefix does not fill the RAM."""
 
     def __init__(self, folder: Path, count: int, height: int, width: int) -> None:
         self.count = count
         self.frames = np.lib.format.open_memmap(folder / "frames.npy", mode="w+", dtype=np.uint8,
                                                 shape=(count, height, width, 3))
+        self.labels = np.lib.format.open_memmap(folder / "labels.npy", mode="w+", dtype=np.uint8,
+                                                shape=(count, height, width))
 
     def put(self, index: int, frame: np.ndarray) -> None:
         self.frames[index] = frame
@@ -233,5 +235,10 @@ def _backward(buffer: _FrameBuffer, anchor: np.ndarray, mask: np.ndarray, model:
     """Results of the buffered frames, segmented from the anchor frame back to frame 0."""
     segmenter = Segmenter(model, config)
     segmenter.step(anchor, mask)
-    results = {index: segmenter.step(buffer.get(index)) for index in range(buffer.count - 1, -1, -1)}
+    results: dict[int, FrameResult] = {}
+    for index in range(buffer.count - 1, -1, -1):
+        result = segmenter.step(buffer.get(index))
+        buffer.labels[index] = result.labels
+        result.labels = buffer.labels[index]  # the full-size labels wait on disk; the small logits in memory
+        results[index] = result
     return [results[index] for index in range(buffer.count)]

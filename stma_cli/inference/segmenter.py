@@ -92,7 +92,7 @@ class Segmenter:
     # -- helpers ---------------------------------------------------------------------------------
 
     def _prepare(self, image: np.ndarray) -> torch.Tensor:
-        tensor = torch.from_numpy(np.ascontiguousarray(image))
+        tensor = torch.from_numpy(np.require(image, np.uint8, ("C_CONTIGUOUS", "WRITEABLE")))
         if self.device.type == "cuda":
             tensor = tensor.pin_memory().to(self.device, non_blocking=True)
         x = tensor.permute(2, 0, 1)[None].float().div_(255)

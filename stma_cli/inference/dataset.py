@@ -1,0 +1,76 @@
+"""Predictions for a DAVIS or YouTube-VOS split, written in the layout `stma eval` scores or packs."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from stma_cli.errors import StmaError
+from stma_cli.evaluation.datasets import VideoSequence, VosDataset, read_label_map
+from stma_cli.inference.segmenter import Segmenter, SegmenterConfig
+from stma_cli.io.masks import write_mask
+from stma_cli.model import STMA
+
+
+def predict_dataset(dataset: VosDataset, output_dir: Path, model: STMA, segmenter_config: SegmenterConfig,
+                    progress: Callable[[str], None] | None = None) -> None:
+    """Segment every sequence of `dataset` from its given masks; write `dataset.prediction_path(...)` PNGs.
+
+    Each object starts on the frame whose given mask introduces it; only the dataset's output frames
+    are written, with the palette of the sequence's first given mask (DAVIS palette if it has none).
+    `progress` is called with each sequence name when it is done.
+    """
+    segmenter = Segmenter(model, segmenter_config)
+    for name in dataset.sequence_names:
+        segmenter.reset()
+        _predict_sequence(dataset, dataset.sequence(name), Path(output_dir), segmenter)
+        if progress is not None:
+            progress(name)
+
+
+def _predict_sequence(dataset: VosDataset, sequence: VideoSequence, output_dir: Path, segmenter: Segmenter) -> None:
+    introduced: dict[str, list[int]] = {}
+    for object_id, frame in sequence.first_appearance.items():
+        introduced.setdefault(frame, []).append(object_id)
+    palette = _palette(sequence.given_masks[min(sequence.given_masks, key=sequence.frames.index)])
+    outputs = set(sequence.output_frames)
+    tracking = False
+    for frame, path in zip(sequence.frames, sequence.frame_paths):
+        tracking = tracking or frame in sequence.given_masks
+        if not tracking and frame not in outputs:
+            continue
+        image = _read_frame(path)
+        if tracking:
+            given = sequence.given_masks.get(frame)
+            mask = None if given is None else _given_mask(given, introduced.get(frame, []), path, image.shape[:2])
+            labels = segmenter.step(image, mask).labels
+        else:
+            labels = np.zeros(image.shape[:2], np.uint8)
+        if frame in outputs:
+            target = dataset.prediction_path(output_dir, sequence.name, frame)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            write_mask(target, labels, palette)
+
+
+def _read_frame(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except OSError as error:
+        raise StmaError(f"{path}: cannot read the frame ({error})") from None
+
+
+def _given_mask(path: Path, object_ids: list[int], frame_path: Path, size: tuple[int, int]) -> np.ndarray:
+    """The objects `object_ids` of an annotation; other ids (objects already tracked, void 255) become 0."""
+    labels = read_label_map(path)
+    if labels.shape != size:
+        raise StmaError(f"{path}: mask is {labels.shape[1]}x{labels.shape[0]}, the frame {frame_path.name} is "
+                        f"{size[1]}x{size[0]}")
+    return np.where(np.isin(labels, object_ids), labels, 0).astype(np.uint8)
+
+
+def _palette(path: Path) -> list[int] | None:
+    with Image.open(path) as image:
+        return image.getpalette() if image.mode == "P" else None

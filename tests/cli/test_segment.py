@@ -1,0 +1,241 @@
+"""`stma segment` end to end with a random-weights model: outputs, ids, batches, shards, stdin, exit codes.
+
+Quality is not tested here (the weights are random); what is tested is what comes out, where, and how.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import Result
+from PIL import Image
+from typer.testing import CliRunner
+
+from stma_cli.cli.app import app
+from stma_cli.inference.pipeline import ABSENT
+from stma_cli.io.logits import read_logits
+from stma_cli.io.video import count_frames, open_video
+
+runner = CliRunner()
+REPORT_FIELDS = {"video", "output", "frames", "objects", "seconds", "fps", "status", "error"}
+
+
+def segment(*args: object, env: dict[str, str] | None = None) -> Result:
+    return runner.invoke(app, ["segment", *(str(a) for a in args)], env=env)
+
+
+def segment_subprocess(*args: object, stdin: bytes, cwd: Path) -> subprocess.CompletedProcess[bytes]:
+    """A real `python -m stma_cli segment` run, for what needs real stdin and stdout."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "stma_cli", "segment", *(str(a) for a in args)], input=stdin,
+                          capture_output=True, cwd=cwd, env=env, timeout=300)
+
+
+def labels(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        assert image.mode == "P"
+        return np.asarray(image)
+
+
+def mask_names(out: Path) -> list[str]:
+    return sorted(p.name for p in (out / "masks").iterdir())
+
+
+def json_reports(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines()]
+
+
+def test_two_moving_objects(make_video, weights, tmp_path):
+    video = make_video(frames=8)
+    out = tmp_path / "out"
+    result = segment(video.path, "--mask", video.mask, "--weights", weights, "-o", out)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""
+    assert result.stderr.splitlines()[-1] == "stma: 1 done, 0 skipped, 0 failed"
+
+    assert mask_names(out) == [f"{t:05d}.png" for t in range(8)]
+    masks = [labels(out / "masks" / name) for name in mask_names(out)]
+    np.testing.assert_array_equal(masks[0], video.labels[0])
+    assert set(np.unique(np.stack(masks))) <= {0, 1, 2}
+    with open_video(out / "overlay.mp4") as overlay:
+        assert (count_frames(overlay), overlay.width, overlay.height) == (8, 128, 96)
+
+    logits, attrs = read_logits(out / "logits.h5")
+    assert logits.shape == (8, 3, 96 // 4, 128 // 4)
+    assert list(attrs["object_ids"]) == [1, 2]
+    # The masks are the logits' argmax: channel k is object k at the logits' resolution.
+    from_logits = np.array([0, 1, 2])[logits.argmax(1)]
+    assert (from_logits[1:] == np.stack(masks[1:])[:, 2::4, 2::4]).mean() > 0.8
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert (manifest["frames"], manifest["objects"], manifest["size"]) == (8, [1, 2], [128, 96])
+    assert manifest["files"] == ["masks", "overlay.mp4", "logits.h5"]
+
+
+def test_object_added_at_a_later_frame(make_video, weights, tmp_path):
+    video = make_video(frames=8)
+    first = video.write_mask(tmp_path / "first.png", 0, [1])
+    late = video.write_mask(tmp_path / "late.png", 4, [2])
+    out = tmp_path / "out"
+    result = segment(video.path, "--mask", first, "--mask", f"4:{late}", "--weights", weights, "-o", out,
+                     "--no-overlay")
+    assert result.exit_code == 0, result.output
+
+    masks = np.stack([labels(out / "masks" / name) for name in mask_names(out)])
+    assert not (masks[:4] == 2).any()
+    np.testing.assert_array_equal(masks[4] == 2, video.labels[4] == 2)
+    logits, attrs = read_logits(out / "logits.h5")
+    assert list(attrs["object_ids"]) == [1, 2] and logits.shape[:2] == (8, 3)
+    assert (logits[:4, 2] == ABSENT).all()
+    assert (logits[4:, 2] > ABSENT).any(axis=(1, 2)).all()
+    assert json.loads((out / "manifest.json").read_text())["objects"] == [1, 2]
+
+
+def test_direction_both_from_a_middle_frame(make_video, weights, tmp_path):
+    video = make_video(frames=8)
+    middle = video.write_mask(tmp_path / "middle.png", 4, [1, 2])
+    out = tmp_path / "out"
+    result = segment(video.path, "--mask", f"4:{middle}", "--direction", "both", "--weights", weights, "-o", out,
+                     "--no-overlay")
+    assert result.exit_code == 0, result.output
+
+    assert mask_names(out) == [f"{t:05d}.png" for t in range(8)]
+    np.testing.assert_array_equal(labels(out / "masks" / "00004.png"), video.labels[4])
+    logits, _ = read_logits(out / "logits.h5")
+    # Every object is tracked on every frame, those before the mask frame included.
+    assert (logits[:, 1:] > ABSENT).any(axis=(2, 3)).all()
+
+
+def test_ids_and_palette_are_kept(make_video, weights, tmp_path):
+    palette = [value for i in range(256) for value in (i, 255 - i, (7 * i) % 256)]
+    video = make_video(ids=(1, 3, 7), palette=palette, frames=6)
+    out = tmp_path / "out"
+    result = segment(video.path, "--mask", video.mask, "--weights", weights, "-o", out, "--no-overlay", "--json")
+    assert result.exit_code == 0, result.output
+    assert json_reports(result.stdout)[0]["objects"] == [1, 3, 7]
+
+    for name in mask_names(out):
+        with Image.open(out / "masks" / name) as image:
+            assert image.getpalette() == palette
+            assert set(np.unique(np.asarray(image))) <= {0, 1, 3, 7}
+    np.testing.assert_array_equal(labels(out / "masks" / "00000.png"), video.labels[0])
+    logits, attrs = read_logits(out / "logits.h5")
+    assert list(attrs["object_ids"]) == [1, 3, 7] and logits.shape[1] == 4
+
+
+def test_frame_folder_keeps_frame_names(make_video, weights, tmp_path):
+    video = make_video("shots", frame_folder=True, frames=5)
+    out = tmp_path / "out"
+    result = segment(video.path, "--mask-template", "{stem}.png", "--weights", weights, "-o", out, "--no-logits")
+    assert result.exit_code == 0, result.output
+    assert mask_names(out) == [f"frame_{10 * t:03d}.png" for t in range(5)]
+    np.testing.assert_array_equal(labels(out / "masks" / "frame_000.png"), video.labels[0])
+    assert json.loads((out / "manifest.json").read_text())["files"] == ["masks", "overlay.mp4"]
+
+
+def test_batch_with_a_bad_video_finishes_the_others(make_video, weights, tmp_path):
+    videos = tmp_path / "videos"
+    make_video("a", frames=4, folder=videos)
+    make_video("c", frames=4, folder=videos)
+    (videos / "b.mp4").write_bytes(b"this is not a video")
+    shutil.copy(videos / "a.png", videos / "b.png")
+    out = tmp_path / "out"
+    result = segment(videos, "--mask-template", "{stem}.png", "--weights", weights, "-o", out, "--json",
+                     "--no-overlay", "--no-logits")
+    assert result.exit_code == 1
+
+    reports = {Path(r["video"]).name: r for r in json_reports(result.stdout)}
+    assert [reports[name]["status"] for name in ("a.mp4", "b.mp4", "c.mp4")] == ["ok", "error", "ok"]
+    assert reports["b.mp4"]["error"].startswith(f"{videos / 'b.mp4'}: ")
+    assert (out / "a" / "manifest.json").is_file() and (out / "c" / "manifest.json").is_file()
+    assert not (out / "b" / "manifest.json").exists()
+    assert result.stderr.splitlines() == ["stma: 2 done, 0 skipped, 1 failed", f"stma: error: {reports['b.mp4']['error']}"]
+
+
+def test_resume_skips_finished_videos(make_video, weights, tmp_path):
+    videos = tmp_path / "videos"
+    for name in ("a", "b"):
+        make_video(name, frames=4, folder=videos)
+    out = tmp_path / "out"
+    args = (videos, "--mask-template", "{stem}.png", "--weights", weights, "-o", out, "--json", "--no-overlay")
+    assert segment(*args).exit_code == 0
+    (out / "b" / "manifest.json").unlink()  # as if the first run had been stopped during b
+    finished = (out / "a" / "logits.h5").stat().st_mtime_ns
+
+    result = segment(*args)
+    assert result.exit_code == 0, result.output
+    assert [r["status"] for r in json_reports(result.stdout)] == ["skipped", "ok"]
+    assert (out / "a" / "logits.h5").stat().st_mtime_ns == finished
+    assert (out / "b" / "manifest.json").is_file()
+    assert result.stderr.splitlines()[-1] == "stma: 1 done, 1 skipped, 0 failed"
+
+    result = segment(*args, "--overwrite")
+    assert [r["status"] for r in json_reports(result.stdout)] == ["ok", "ok"]
+
+
+def test_shards_split_the_list_exactly(make_video, weights, tmp_path):
+    videos = tmp_path / "videos"
+    for name in ("a", "b", "c"):
+        make_video(name, frames=3, folder=videos)
+    out = tmp_path / "out"
+    args = (videos, "--mask-template", "{stem}.png", "--weights", weights, "-o", out, "--json", "--no-overlay",
+            "--no-logits")
+    first = segment(*args, "--shard", "0/2")
+    second = segment(*args, env={"RANK": "1", "WORLD_SIZE": "2"})  # as under torchrun
+    assert first.exit_code == second.exit_code == 0
+
+    assert [Path(r["video"]).stem for r in json_reports(first.stdout)] == ["a", "c"]
+    assert [Path(r["video"]).stem for r in json_reports(second.stdout)] == ["b"]
+    assert sorted(p.name for p in out.iterdir()) == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["a.mp4", "--mask", "a.png", "--shard", "3/2"], "--shard 3/2: K must be in 0..N-1 (got K=3, N=2)"),
+    (["a.mp4", "b.mp4", "--mask", "a.png"], "--mask applies to one video, but 2 were given: use --mask-template"),
+    (["a.mp4"], "no mask given: use --mask PATH (or FRAME:PATH) or --mask-template"),
+    (["a.mp4", "--mask", "a.png", "--direction", "sideways"], "--direction 'sideways': expected one of"),
+    (["a.mp4", "--mask", "a.png", "--precision", "fp64"], "--precision 'fp64': expected one of"),
+])
+def test_usage_errors_exit_2(args, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = segment(*args)
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert len(result.stderr.splitlines()) == 1
+    assert result.stderr.startswith(f"stma: error: {message}")
+
+
+def test_json_lines_for_paths_on_stdin(make_video, weights, tmp_path):
+    for name in ("a", "b"):
+        make_video(name, frames=3, folder=tmp_path / "videos")
+    paths = b"videos/a.mp4\nvideos/b.mp4\n"  # as `find videos -name '*.mp4'` prints them
+    proc = segment_subprocess("--mask-template", "{stem}.png", "--output", "out", "--json", "--weights", weights,
+                              "--no-overlay", stdin=paths, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr.decode()
+
+    reports = [json.loads(line) for line in proc.stdout.decode().splitlines()]
+    assert [set(r) for r in reports] == [REPORT_FIELDS] * 2
+    assert [(r["video"], r["output"], r["status"]) for r in reports] == [
+        ("videos/a.mp4", "out/a", "ok"), ("videos/b.mp4", "out/b", "ok")]
+    for report in reports:
+        assert (report["frames"], report["objects"], report["error"]) == (3, [1, 2], None)
+        assert report["seconds"] > 0 and report["fps"] > 0
+    assert mask_names(tmp_path / "out" / "b") == ["00000.png", "00001.png", "00002.png"]
+    assert proc.stderr.decode().splitlines()[-1] == "stma: 2 done, 0 skipped, 0 failed"
+
+
+def test_video_from_stdin(make_video, weights, tmp_path):
+    video = make_video(frames=4)
+    proc = segment_subprocess("-", "--mask", video.mask, "-o", "out", "--json", "--weights", weights, "--no-logits",
+                              stdin=video.path.read_bytes(), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr.decode()
+    [report] = [json.loads(line) for line in proc.stdout.decode().splitlines()]
+    assert (report["video"], report["status"], report["frames"]) == ("-", "ok", 4)
+    assert mask_names(tmp_path / "out") == [f"{t:05d}.png" for t in range(4)]
+    np.testing.assert_array_equal(labels(tmp_path / "out" / "masks" / "00000.png"), video.labels[0])

@@ -1,0 +1,132 @@
+"""The training loop: it learns, checkpoints, resumes exactly, and runs under two gloo processes."""
+import json
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from safetensors.torch import load_file
+
+from stma_cli.train.loop import StepSampler, TrainConfig, collate, hard_pixel_fraction, learning_rate_factor, train
+from stma_cli.train.distributed import DistributedContext
+from stma_cli.train.losses import vos_loss
+
+
+class MovingSquares(torch.utils.data.Dataset):
+    """Clips of 1-2 squares moving over noise: item i is a pure function of i."""
+
+    def __len__(self) -> int:
+        return 10_000
+
+    def __getitem__(self, index: int) -> dict:
+        g = torch.Generator().manual_seed(index)
+        frames = torch.rand(3, 3, 48, 48, generator=g) * 0.3
+        masks = torch.zeros(3, 48, 48, dtype=torch.long)
+        count = 1 + index % 2
+        for obj in range(count):
+            y, x = (int(v) for v in torch.randint(4, 24, (2,), generator=g))
+            for t in range(3):
+                frames[t, obj, y + 2 * t:y + 2 * t + 14, x + t:x + t + 14] = 1.0
+                masks[t, y + 2 * t:y + 2 * t + 14, x + t:x + t + 14] = obj + 1
+        return {"frames": frames, "masks": masks, "num_objects": count}
+
+
+def _config(out: Path, steps: int) -> TrainConfig:
+    return TrainConfig(out=out, steps=steps, batch=2, crop=48, frames=3, max_objects=2, workers=0, warmup=2,
+                       log_every=1, device="cpu", seed=3)
+
+
+class Interrupted(MovingSquares):
+    """Dies when step 3's data is fetched, as a killed run would."""
+
+    def __getitem__(self, index: int) -> dict:
+        if index >= 4:
+            raise KeyboardInterrupt
+        return super().__getitem__(index)
+
+
+def test_resume_is_exact(tmp_path):
+    straight = train(_config(tmp_path / "a", 4), dataset=MovingSquares(), log=lambda _: None)
+    interrupted = _config(tmp_path / "b", 4)
+    interrupted.checkpoint_minutes = 0
+    with pytest.raises(KeyboardInterrupt):
+        train(interrupted, dataset=Interrupted(), log=lambda _: None)
+    assert json.loads((tmp_path / "b" / "checkpoint" / "train_state.json").read_text())["step"] == 2
+    resumed = train(_config(tmp_path / "b", 4), dataset=MovingSquares(), log=lambda _: None)
+    assert straight["step"] == resumed["step"] == 4
+    a = load_file(tmp_path / "a" / "checkpoint" / "model.safetensors")
+    b = load_file(tmp_path / "b" / "checkpoint" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    log = [json.loads(line) for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4]
+    state = json.loads((tmp_path / "b" / "checkpoint" / "train_state.json").read_text())
+    assert state["step"] == 4 and state["recipe"]["batch"] == 2
+
+
+def test_evaluation_keeps_the_best(tmp_path):
+    scores = iter([0.5, 0.4])
+    config = _config(tmp_path, 4)
+    config.eval_every = 2
+    train(config, dataset=MovingSquares(), evaluate=lambda model, out: {"J&F-Mean": next(scores)}, log=lambda _: None)
+    best = json.loads((tmp_path / "best" / "train_state.json").read_text())
+    last = json.loads((tmp_path / "checkpoint" / "train_state.json").read_text())
+    assert best["step"] == 2 and best["metrics"]["J&F-Mean"] == 0.5
+    assert last["step"] == 4 and last["best"] == 0.5
+
+
+def test_loss_falls_on_an_easy_task(tmp_path):
+    config = _config(tmp_path, 30)
+    config.lr = 1e-3
+    train(config, dataset=MovingSquares(), log=lambda _: None)
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    first = sum(r["loss"] for r in log[:5]) / 5
+    last = sum(r["loss"] for r in log[-5:]) / 5
+    assert last < 0.8 * first
+
+
+def test_sampler_splits_steps_between_ranks():
+    ranks = [list(StepSampler(1000, 2, 3, 5, DistributedContext(r, 2, r))) for r in range(2)]
+    assert ranks[0] == [[12, 13], [16, 17]] and ranks[1] == [[14, 15], [18, 19]]
+
+
+def test_collate_pads_objects():
+    batch = collate([MovingSquares()[0], MovingSquares()[1]], max_objects=3)
+    assert batch["valid"].tolist() == [[True, False, False], [True, True, False]]
+
+
+def test_schedules():
+    config = TrainConfig(out=Path("x"), steps=100, warmup=10)
+    assert learning_rate_factor(0, config) == pytest.approx(0.1)
+    assert learning_rate_factor(10, config) == pytest.approx(1.0)
+    assert learning_rate_factor(100, config) == pytest.approx(0.05)
+    assert hard_pixel_fraction(0, config) == 1.0
+    assert hard_pixel_fraction(100, config) == pytest.approx(config.hard_pixels_final)
+
+
+def test_loss_is_low_for_a_confident_correct_prediction():
+    target = torch.zeros(1, 8, 8, dtype=torch.long)
+    target[:, 2:6, 2:6] = 1
+    good = torch.nn.functional.one_hot(target, 2).permute(0, 3, 1, 2).float() * 20
+    bad = good.flip(1)
+    valid = torch.ones(1, 1, dtype=torch.bool)
+    assert vos_loss(good, target, valid, 0.5)["loss"] < 0.01 < vos_loss(bad, target, valid, 0.5)["loss"]
+
+
+def _worker(rank: int, port: int, out: str) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    train(_config(Path(out), 2), dataset=MovingSquares(), log=lambda _: None)
+
+
+def test_two_processes_with_gloo(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.start_processes(_worker, args=(port, str(tmp_path)), nprocs=2, start_method="fork")
+    state = json.loads((tmp_path / "checkpoint" / "train_state.json").read_text())
+    assert state["step"] == 2
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2]
