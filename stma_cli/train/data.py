@@ -75,9 +75,13 @@ def _single(spec: str, seed: int, length: int, num_frames: int, size: tuple[int,
                         length=length)
 
 
-def make_dataset(spec: str, *, seed: int = 0, length: int = 100_000, num_frames: int = 5,
+def make_dataset(spec: str, *, seed: int = 0, length: int = 10**9, num_frames: int = 5,
                  size: tuple[int, int] = (384, 384), max_objects: int = 3, assets: str = "train") -> Dataset:
-    """The training dataset of `spec` (see the module docstring); items are deterministic in (seed, index)."""
+    """The training dataset of `spec` (see the module docstring); items are deterministic in (seed, index).
+
+    `length` is how many indices the dataset offers; the default is large enough that a training run
+    never wraps around to repeat a generated clip.
+    """
     options = dict(seed=seed, length=length, num_frames=num_frames, size=size, max_objects=max_objects,
                    assets=assets)
     if spec in GENERATED or Path(spec).exists():

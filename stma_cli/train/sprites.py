@@ -30,14 +30,16 @@ def _choice(rng: np.random.Generator, items: tuple, weights: tuple[float, ...]):
     return items[rng.choice(len(items), p=probabilities / probabilities.sum())]
 
 
-def _ellipse_points(cx: float, cy: float, a: float, b: float, angle: float, count: int = 40) -> list[tuple[float, float]]:
+def _ellipse_points(cx: float, cy: float, a: float, b: float, angle: float,
+                    count: int = 40) -> list[tuple[float, float]]:
     phi = np.linspace(0.0, 2.0 * math.pi, count, endpoint=False)
     x, y = a * np.cos(phi), b * np.sin(phi)
     cos, sin = math.cos(angle), math.sin(angle)
     return list(zip(cx + cos * x - sin * y, cy + sin * x + cos * y))
 
 
-def _radial_points(rng: np.random.Generator, c: float, radii: np.ndarray, jitter: float = 0.0) -> list[tuple[float, float]]:
+def _radial_points(rng: np.random.Generator, c: float, radii: np.ndarray,
+                   jitter: float = 0.0) -> list[tuple[float, float]]:
     count = len(radii)
     phi = np.linspace(0.0, 2.0 * math.pi, count, endpoint=False) + rng.uniform(0, 2 * math.pi)
     phi = phi + rng.uniform(-jitter, jitter, count) * (2 * math.pi / count)
@@ -146,7 +148,7 @@ class Look:
     centre: tuple[float, float] = (0.5, 0.5)
     """Crop centre as fractions of the source width and height."""
     zoom: float = 1.0
-    """Source pixels (at full resolution) per sprite pixel."""
+    """Source pixels (at full resolution) per sprite pixel; for a pattern, the scale of its features."""
     angle: float = 0.0
     tint: tuple[float, float, float] = (1.0, 1.0, 1.0)
     colours: tuple[tuple[float, float, float], ...] = ()
@@ -156,10 +158,10 @@ class Look:
 
 
 def random_tint(rng: np.random.Generator, gray: bool) -> tuple[float, float, float]:
-    """Per-channel gains: strong colouring for gray sources, a mild cast for colour ones."""
+    """Per-channel gains: a colour cast for gray sources, a mild one for colour sources."""
     if gray:
-        colour = rng.uniform(0.25, 1.0, 3)
-        return tuple(float(v) for v in colour / colour.max() * rng.uniform(0.8, 1.3))
+        colour = 1.0 - rng.uniform(0.0, 0.45, 3)
+        return tuple(float(v) for v in colour / colour.max() * rng.uniform(0.8, 1.2))
     return tuple(float(v) for v in rng.uniform(0.85, 1.15, 3))
 
 
@@ -190,7 +192,10 @@ def random_look(rng: np.random.Generator, bank: AssetBank, background: tuple[str
         kind, index = background
         frame = int(rng.integers(len(bank.videos[index].frames))) if kind == "video" else 0
         gray = kind == "photo" and bank.textures[index].gray
-        return Look(kind, index, frame, centre, zoom, angle, random_tint(rng, gray), shade=shade)
+        # Same statistics as the background, but not invisible: shift the brightness by 15-40%.
+        shift = rng.uniform(1.15, 1.4) ** rng.choice((-1.0, 1.0))
+        tint = tuple(float(v * shift) for v in random_tint(rng, gray))
+        return Look(kind, index, frame, centre, zoom, angle, tint, shade=shade)
     if draw < 0.55:
         index = int(rng.integers(len(bank.textures)))
         tint = random_tint(rng, bank.textures[index].gray)
