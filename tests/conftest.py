@@ -64,3 +64,12 @@ def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Callable[[int], Pa
         return folders[seed]
 
     return make
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """One intra-op thread: small tensors gain nothing from more, and a busy machine loses a lot."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

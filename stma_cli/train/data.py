@@ -21,13 +21,14 @@ from stma_cli.io.video import VideoWriter
 from stma_cli.train.datasets import DavisTrainSet, YouTubeVOSTrainSet
 from stma_cli.train.pseudo import PseudoVideos
 from stma_cli.train.synthetic import SyntheticVideos
+from stma_cli.train.seeded import SeededClips
 
 HELDOUT_SEED = 10_000_019
 """Default seed of the held-out sequences (training uses small seeds, and other assets, see HELD_OUT_ASSETS)."""
 GENERATED = ("synthetic", "pseudo")
 
 
-class MixtureDataset(Dataset):
+class MixtureDataset(SeededClips):
     """Item i comes from part k with probability weight_k, chosen from (seed, i); the part's item is random too."""
 
     STREAM = 3
@@ -40,13 +41,8 @@ class MixtureDataset(Dataset):
         self.probabilities = weights / weights.sum()
         self.seed, self.length = seed, length
 
-    def __len__(self) -> int:
-        return self.length
-
     def __getitem__(self, index: int) -> dict:
-        if not 0 <= index < self.length:
-            raise IndexError(f"index {index} out of range for {self.length} clips")
-        rng = np.random.default_rng([self.seed, index, self.STREAM])
+        rng = self.rng(index)
         part = self.parts[int(rng.choice(len(self.parts), p=self.probabilities))]
         return part[int(rng.integers(len(part)))]
 

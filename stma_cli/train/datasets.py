@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
 
 from stma_cli.errors import StmaError
 from stma_cli.train.synthetic import check_clip_args
+from stma_cli.train.seeded import SeededClips
 
 _ATTEMPTS = 20
 _CROP_TRIES = 4
@@ -84,7 +84,7 @@ def _read_frame(path: Path, box: tuple[float, ...], size: tuple[int, int], flip:
     return rgb[:, ::-1] if flip else rgb
 
 
-class VosTrainClips(Dataset):
+class VosTrainClips(SeededClips):
     """Clips sampled from annotated sequences (the shared part of the DAVIS and YouTube-VOS loaders)."""
 
     STREAM = 2
@@ -102,13 +102,8 @@ class VosTrainClips(Dataset):
         self.max_objects, self.seed, self.length = max_objects, seed, length
         self.max_gap, self.min_area = max_gap, min_area
 
-    def __len__(self) -> int:
-        return self.length
-
     def __getitem__(self, index: int) -> dict:
-        if not 0 <= index < self.length:
-            raise IndexError(f"index {index} out of range for {self.length} clips")
-        rng = np.random.default_rng([self.seed, index, self.STREAM])
+        rng = self.rng(index)
         min_pixels = self.min_area * self.size[0] * self.size[1]
         for attempt in range(_ATTEMPTS):
             number = index if attempt == 0 else int(rng.integers(len(self.sequences)))

@@ -15,11 +15,11 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset
 
 from stma_cli.train.assets import asset_bank, split_assets
 from stma_cli.train.geometry import invert, rotate_scale, translate
 from stma_cli.train.synthetic import TRAIN_CONFIG, SyntheticConfig, check_clip_args, photometric, render_clip
+from stma_cli.train.seeded import SeededClips
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ def _warp_grids(rng: np.random.Generator, cfg: PseudoConfig, count: int, out_hw:
     return F.interpolate(coarse, size=(H, W), mode="bilinear", align_corners=True).permute(0, 2, 3, 1)
 
 
-class PseudoVideos(Dataset):
+class PseudoVideos(SeededClips):
     """Map-style dataset of pseudo-videos; item i of seed s is a pure function of (s, i).
 
     Items as SyntheticVideos: {"frames": (T, 3, H, W) float32 in [0, 1], "masks": (T, H, W) int64,
@@ -95,9 +95,6 @@ class PseudoVideos(Dataset):
         self.size = (int(size[0]), int(size[1]))
         self.max_objects, self.assets = max_objects, assets
         self.config = config or PseudoConfig()
-
-    def __len__(self) -> int:
-        return self.length
 
     def _still(self, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, int]:
         """The still (1, 3, h, w), its labels (1, h, w) and the number of objects visible in its centre."""
@@ -120,9 +117,7 @@ class PseudoVideos(Dataset):
         return still, relabel[labels], len(visible)
 
     def __getitem__(self, index: int) -> dict:
-        if not 0 <= index < self.length:
-            raise IndexError(f"index {index} out of range for {self.length} clips")
-        rng = np.random.default_rng([self.seed, index, self.STREAM])
+        rng = self.rng(index)
         H, W = self.size
         still, labels, count = self._still(rng)
         still_hw = tuple(still.shape[2:])

@@ -20,13 +20,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torch.utils.data import Dataset
 
 from stma_cli.errors import StmaError
 from stma_cli.train.assets import AssetBank, asset_bank, split_assets
 from stma_cli.train.geometry import (
     affine_grid, affine_theta, invert, lerp_rows, rotate_scale, source_window, translate,
 )
+from stma_cli.train.seeded import SeededClips
 from stma_cli.train.sprites import (
     PROCEDURAL_KINDS, Look, make_sprite, noise_patch, procedural_texture, random_look, random_palette, random_tint,
     similar_look,
@@ -557,7 +557,7 @@ def check_clip_args(num_frames: int, size: tuple[int, int], max_objects: int, se
         raise StmaError(f"seed={seed}, length={length}: both must be non-negative")
 
 
-class SyntheticVideos(Dataset):
+class SyntheticVideos(SeededClips):
     """Map-style dataset of synthetic clips; item i of seed s is a pure function of (s, i).
 
     Items: {"frames": (T, 3, H, W) float32 in [0, 1], "masks": (T, H, W) int64 labels 0..n,
@@ -575,13 +575,8 @@ class SyntheticVideos(Dataset):
         self.max_objects, self.assets = max_objects, assets
         self.config = config or (HELDOUT_CONFIG if assets == "heldout" else TRAIN_CONFIG)
 
-    def __len__(self) -> int:
-        return self.length
-
     def __getitem__(self, index: int) -> dict:
-        if not 0 <= index < self.length:
-            raise IndexError(f"index {index} out of range for {self.length} clips")
-        rng = np.random.default_rng([self.seed, index, self.STREAM])
+        rng = self.rng(index)
         frames, masks, count = render_clip(rng, asset_bank(self.assets), self.config, self.num_frames, self.size,
                                            self.max_objects)
         return {"frames": frames, "masks": masks, "num_objects": count}

@@ -1,14 +1,13 @@
 """Fixtures for the CLI tests: random-weights STMA weights and synthetic videos with known objects."""
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from stma_cli.io.masks import write_mask
@@ -61,15 +60,6 @@ VideoFactory = Callable[..., SyntheticVideo]
 def weights(tiny_weights: Callable[[int], Path]) -> str:
     """A folder of random tiny STMA weights, for `--weights`."""
     return str(tiny_weights(0))
-
-
-@pytest.fixture(scope="session", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """Frames of 96x128 run fastest on one thread, and steadily on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

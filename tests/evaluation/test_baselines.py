@@ -3,7 +3,6 @@ and the held-out benchmark script end to end."""
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -121,15 +120,7 @@ def test_objects_introduced_later_start_on_their_frame(tmp_path: Path, method):
     assert (read_label_map(folder / "00015.png") == 2).all()
 
 
-@pytest.fixture
-def one_torch_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_heldout_benchmark_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str], one_torch_thread: None):
+def test_heldout_benchmark_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     torch.manual_seed(0)
     weights = tmp_path / "weights"
     STMA(STMAConfig.preset("tiny")).save_pretrained(weights)

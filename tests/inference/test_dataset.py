@@ -4,12 +4,10 @@ from __future__ import annotations
 import csv
 import json
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -17,25 +15,10 @@ from stma_cli.cli.app import app
 from stma_cli.evaluation.datasets import DavisDataset, YouTubeVOSDataset
 from stma_cli.inference.dataset import predict_dataset
 from stma_cli.inference.segmenter import SegmenterConfig
-from stma_cli.model import STMA, STMAConfig
 
 HEIGHT, WIDTH = 48, 64
 PALETTE = [0, 0, 0, 200, 30, 30, 30, 200, 30, 30, 30, 200] + [128, 128, 128] * 252
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def model() -> STMA:
-    torch.manual_seed(0)
-    return STMA(STMAConfig.preset("tiny")).eval()
 
 
 def frame_and_labels(t: int, ids: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:

@@ -3,12 +3,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from stma_cli.errors import StmaError
@@ -16,24 +14,10 @@ from stma_cli.inference.pipeline import ABSENT, RunOptions, VideoJob, run_batch,
 from stma_cli.inference.segmenter import SegmenterConfig
 from stma_cli.io.logits import read_logits
 from stma_cli.io.masks import write_mask
-from stma_cli.model import STMA, STMAConfig
+from stma_cli.model import STMA
 
 HEIGHT, WIDTH = 48, 64
 FRAMES = 5
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def model() -> STMA:
-    torch.manual_seed(0)
-    return STMA(STMAConfig.preset("tiny")).eval()
 
 
 def square(object_id: int, top: int, left: int) -> np.ndarray:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -10,21 +9,6 @@ import torch
 
 from stma_cli.errors import StmaError
 from stma_cli.inference.segmenter import Segmenter, SegmenterConfig, processing_size
-from stma_cli.model import STMA, STMAConfig
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def model() -> STMA:
-    torch.manual_seed(0)
-    return STMA(STMAConfig.preset("tiny")).eval()
 
 
 def noise(height: int, width: int, seed: int = 0) -> np.ndarray:

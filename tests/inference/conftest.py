@@ -1,0 +1,12 @@
+"""Fixtures for the inference tests."""
+import pytest
+import torch
+
+from stma_cli.model import STMA, STMAConfig
+
+
+@pytest.fixture(scope="module")
+def model() -> STMA:
+    """A randomly initialised tiny model (these tests check plumbing, not quality)."""
+    torch.manual_seed(0)
+    return STMA(STMAConfig.preset("tiny")).eval()
