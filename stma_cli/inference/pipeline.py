@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import itertools
 import math
+import queue
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -93,12 +95,13 @@ def segment_video(job: VideoJob, model: STMA, segmenter_config: SegmenterConfig,
                          palette=palette, object_ids=object_ids, overlay=options.overlay, logits=options.logits,
                          logits_shape=logits_shape, attrs=attrs) as output:
             frames = 0
-            for index, frame, result in _propagate(video, masks, model, segmenter_config, options.direction):
-                labels = result.labels if result is not None else np.zeros(frame.shape[:2], np.uint8)
-                output.write(index, frame, labels, _logits_for(result, object_ids, logits_shape))
-                frames = index + 1
-                if progress is not None:
-                    progress(frames, video.num_frames)
+            with _BackgroundWriter(output) as writer:
+                for index, frame, result in _propagate(video, masks, model, segmenter_config, options.direction):
+                    labels = result.labels if result is not None else np.zeros(frame.shape[:2], np.uint8)
+                    writer.write(index, frame, labels, _logits_for(result, object_ids, logits_shape))
+                    frames = index + 1
+                    if progress is not None:
+                        progress(frames, video.num_frames)
             last_mask = max(masks)
             if last_mask >= frames:
                 raise StmaError(f"{dict(job.masks)[last_mask]}: mask for frame {last_mask}, but the video has "
@@ -132,6 +135,46 @@ def run_batch(jobs: Iterable[VideoJob], model: STMA, segmenter_config: Segmenter
 
 
 # -- internals -----------------------------------------------------------------------------------
+
+
+class _BackgroundWriter:
+    """Runs `VideoOutput.write` in a thread, so that encoding the outputs overlaps the model.
+
+    Frames are written in the order given; the first write error is raised in the caller, at its
+    next `write` or when the block ends.
+    """
+
+    def __init__(self, output: VideoOutput, depth: int = 4) -> None:
+        self._output = output
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="stma-writer", daemon=True)
+
+    def __enter__(self) -> "_BackgroundWriter":
+        self._thread.start()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if exc_type is None:
+            self._raise_error()
+
+    def write(self, *frame_outputs) -> None:
+        self._raise_error()
+        self._queue.put(frame_outputs)
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._output.write(*item)
+                except BaseException as error:  # re-raised in the caller's thread
+                    self._error = error
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            raise self._error
 
 
 def _read_masks(job: VideoJob, video: VideoSource) -> tuple[dict[int, np.ndarray], list[int] | None]:

@@ -139,13 +139,15 @@ class Segmenter:
         return torch.log(probs.clamp(min=1e-4)).to(logits.dtype)
 
     def _result(self, logits: torch.Tensor, size: tuple[int, int], input_size: tuple[int, int]) -> FrameResult:
-        full = upsample_logits(logits, size)
-        if size != input_size:
-            full = F.interpolate(full, size=input_size, mode="bilinear", align_corners=False)
-        lookup = torch.tensor([0] + self.object_ids, dtype=torch.uint8, device=full.device)
-        labels = lookup[full[0].argmax(0)].cpu().numpy()
         valid = (math.ceil(size[0] / LOGIT_STRIDE), math.ceil(size[1] / LOGIT_STRIDE))
-        return FrameResult(labels, logits[0, :, : valid[0], : valid[1]].cpu(), list(self.object_ids))
+        logits = logits[:, :, : valid[0], : valid[1]]
+        # One interpolation from the stride-4 grid straight to the input size (the grid may overhang by < 4 px).
+        scale = (input_size[0] / size[0], input_size[1] / size[1])
+        target = (round(valid[0] * LOGIT_STRIDE * scale[0]), round(valid[1] * LOGIT_STRIDE * scale[1]))
+        full = F.interpolate(logits, size=target, mode="bilinear", align_corners=False)
+        lookup = torch.tensor([0] + self.object_ids, dtype=torch.uint8, device=full.device)
+        labels = lookup[full[0, :, : input_size[0], : input_size[1]].argmax(0)].cpu().numpy()
+        return FrameResult(labels, logits[0].cpu(), list(self.object_ids))
 
 
 def processing_size(height: int, width: int, max_side: int) -> tuple[int, int]:
