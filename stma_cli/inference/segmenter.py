@@ -45,7 +45,11 @@ class FrameResult:
 
 @dataclass
 class Segmenter:
-    """Tracks objects through a stream of frames with a bounded memory."""
+    """Tracks objects through a stream of frames with a bounded memory.
+
+    It runs `model.for_inference()`, a copy of the model tuned for inference, so the model passed in
+    is left as it is (it may still be training).
+    """
 
     model: STMA
     config: SegmenterConfig = field(default_factory=SegmenterConfig)
@@ -55,7 +59,7 @@ class Segmenter:
     def __post_init__(self) -> None:
         self.device = next(self.model.parameters()).device
         self.dtype = autocast_dtype(self.device, self.config.precision)
-        self.model.eval()
+        self.model = self.model.for_inference()
         self.reset()
 
     def reset(self) -> None:
@@ -144,7 +148,9 @@ class Segmenter:
         # One interpolation from the stride-4 grid straight to the input size (the grid may overhang by < 4 px).
         scale = (input_size[0] / size[0], input_size[1] / size[1])
         target = (round(valid[0] * LOGIT_STRIDE * scale[0]), round(valid[1] * LOGIT_STRIDE * scale[1]))
-        full = F.interpolate(logits, size=target, mode="bilinear", align_corners=False)
+        # Channels-last makes the per-pixel argmax a reduction over adjacent values (several times faster).
+        full = F.interpolate(logits.contiguous(memory_format=torch.channels_last), size=target, mode="bilinear",
+                             align_corners=False)
         lookup = torch.tensor([0] + self.object_ids, dtype=torch.uint8, device=full.device)
         labels = lookup[full[0, :, : input_size[0], : input_size[1]].argmax(0)].cpu().numpy()
         return FrameResult(labels, logits[0].cpu(), list(self.object_ids))

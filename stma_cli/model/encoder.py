@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -103,6 +104,16 @@ class MobileNetEncoder(_NormalizedInput):
         full.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True), strict=True)
         self.features.load_state_dict(full.features[: _MOBILENET_TAPS[-1] + 1].state_dict())
 
+    def fold_batchnorm(self) -> None:
+        """Fold every BatchNorm into the convolution before it (inference only; changes the state dict)."""
+        for module in self.modules():
+            if isinstance(module, nn.Sequential):
+                children = list(module.named_children())
+                for (conv_name, conv), (bn_name, bn) in zip(children, children[1:]):
+                    if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                        setattr(module, conv_name, fuse_conv_bn_eval(conv, bn))
+                        setattr(module, bn_name, nn.Identity())
+
     def train(self, mode: bool = True) -> "MobileNetEncoder":
         super().train(mode)
         for module in self.modules():
@@ -112,6 +123,8 @@ class MobileNetEncoder(_NormalizedInput):
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x = self.normalize(image)
+        if self.features[0][0].weight.is_contiguous(memory_format=torch.channels_last):
+            x = x.contiguous(memory_format=torch.channels_last)
         taps = []
         for index, block in enumerate(self.features):
             x = block(x)
