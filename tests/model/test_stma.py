@@ -87,3 +87,14 @@ def test_base_preset_uses_patch_encoder():
     image, ref_images, ref_masks, ids = _inputs(2, size=(48, 64), refs=1)
     with torch.inference_mode():
         assert model(image, ref_images, ref_masks, ids).shape == (1, 3, 48, 64)
+
+
+def test_inference_copy_matches_and_leaves_the_model_alone(model):
+    image, ref_images, ref_masks, ids = _inputs(2)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    fast = model.for_inference()
+    with torch.inference_mode():
+        torch.testing.assert_close(fast(image, ref_images, ref_masks, ids), model(image, ref_images, ref_masks, ids),
+                                   rtol=1e-4, atol=1e-4)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.encoder.modules())
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
