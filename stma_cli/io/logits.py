@@ -6,6 +6,7 @@ Channel 0 is the background, channel k (k >= 1) the object `object_ids[k - 1]`. 
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from fractions import Fraction
 from pathlib import Path
@@ -34,6 +35,69 @@ def _attr_value(value: Any) -> Any:
     return value
 
 
+class _GuardedFile:
+    """The file under h5py's file-object driver, so that a failed write never reaches HDF5.
+
+    HDF5 cannot recover from a failed write (closing the file afterwards crashes the process). The first
+    error (disk full, file size limit, Ctrl-C) is kept in `error`; that write and all later ones are held in
+    memory, so HDF5 still closes cleanly, and the writer then reports the error and discards the file.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666)
+        self._pos = 0
+        self._size = 0
+        self._held: list[tuple[int, bytes]] = []  # (offset, data) written after the error, in order
+        self.error: OSError | KeyboardInterrupt | None = None
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        self._pos = offset + {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: self._size}[whence]
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def read(self, size: int) -> bytes:
+        data = bytearray(os.pread(self._fd, size, self._pos).ljust(size, b"\0"))
+        for offset, held in self._held:
+            start, end = max(offset, self._pos), min(offset + len(held), self._pos + size)
+            if start < end:
+                data[start - self._pos : end - self._pos] = held[start - offset : end - offset]
+        self._pos += size
+        return bytes(data)
+
+    def write(self, data: bytes) -> int:
+        if self.error is None:
+            try:
+                view, done = memoryview(data), 0
+                while done < len(data):
+                    done += os.pwrite(self._fd, view[done:], self._pos + done)
+            except (OSError, KeyboardInterrupt) as exc:
+                self.error = exc
+        if self.error is not None:
+            self._held.append((self._pos, bytes(data)))
+        self._pos += len(data)
+        self._size = max(self._size, self._pos)
+        return len(data)
+
+    def truncate(self, size: int) -> int:
+        if self.error is None:
+            try:
+                os.ftruncate(self._fd, size)
+            except (OSError, KeyboardInterrupt) as exc:
+                self.error = exc
+        self._size = size
+        return size
+
+    def flush(self) -> None:
+        """Nothing to do: writes are unbuffered."""
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
 class LogitsWriter:
     """Append logits frame by frame to an HDF5 file written under a temporary name, renamed on `close`."""
 
@@ -54,9 +118,10 @@ class LogitsWriter:
         self.frames_written = 0
         self._pending = PendingFile(self.path)
         try:
-            self._file = h5py.File(self._pending.tmp, "w")
+            self._raw = _GuardedFile(self._pending.tmp)
         except OSError as exc:
-            raise StmaError(f"{self.path}: cannot write the logits file ({exc})") from None
+            raise StmaError(f"{self.path}: cannot write the logits file ({exc.strerror or exc})") from None
+        self._file = h5py.File(self._raw, "w")
         self._open = True
         try:
             options = {"compression_opts": 4} if compression == "gzip" else {}
@@ -82,6 +147,7 @@ class LogitsWriter:
             raise ValueError(f"expected logits of shape {self.shape}, got {logits.shape}")
         self._dataset.resize(self.frames_written + 1, axis=0)
         self._dataset[self.frames_written] = np.clip(logits, -_FLOAT16_MAX, _FLOAT16_MAX).astype(np.float16)
+        self._raise_write_error()
         self.frames_written += 1
 
     def close(self) -> None:
@@ -90,6 +156,8 @@ class LogitsWriter:
             return
         try:
             self._file.close()
+            self._raw.close()
+            self._raise_write_error()
         except BaseException:
             self.abort()
             raise
@@ -104,7 +172,16 @@ class LogitsWriter:
         try:
             self._file.close()
         finally:
+            self._raw.close()
             self._pending.discard()
+
+    def _raise_write_error(self) -> None:
+        """Report the first failed write (see `_GuardedFile`): StmaError, or the Ctrl-C that interrupted it."""
+        error = self._raw.error
+        if isinstance(error, KeyboardInterrupt):
+            raise KeyboardInterrupt
+        if error is not None:
+            raise StmaError(f"{self.path}: cannot write the logits file ({error.strerror or error})")
 
     def __enter__(self) -> LogitsWriter:
         return self

@@ -127,8 +127,11 @@ def write_mask(path: str | Path, labels: np.ndarray, palette: list[int] | None =
     height, width = labels.shape
     image = Image.frombytes("P", (width, height), np.ascontiguousarray(labels).tobytes())
     image.putpalette(_full_palette(palette))
-    with atomic_path(path) as tmp:
-        image.save(tmp, format="PNG")
+    try:
+        with atomic_path(path) as tmp:
+            image.save(tmp, format="PNG")
+    except OSError as exc:
+        raise StmaError(f"{path}: cannot write the mask ({exc.strerror or exc})") from None
 
 
 def parse_mask_arg(arg: str) -> tuple[int, Path]:

@@ -67,7 +67,7 @@ class VideoOutput:
             (self.folder / MASKS).mkdir(parents=True, exist_ok=True)
             (self.folder / MANIFEST).unlink(missing_ok=True)
         except OSError as exc:
-            raise StmaError(f"{self.folder}: cannot create the output folder ({exc})") from None
+            raise StmaError(f"{self.folder}: cannot create the output folder ({exc.strerror or exc})") from None
         width, height = self.size
         self._overlay = VideoWriter(self.folder / OVERLAY, self.fps, width, height) if overlay else None
         self._logits: LogitsWriter | None = None
@@ -134,7 +134,10 @@ class VideoOutput:
             "files": files,
             **manifest,
         }
-        atomic_write_text(self.folder / MANIFEST, json.dumps(record, indent=2, default=str) + "\n")
+        try:
+            atomic_write_text(self.folder / MANIFEST, json.dumps(record, indent=2, default=str) + "\n")
+        except OSError as exc:
+            raise StmaError(f"{self.folder / MANIFEST}: cannot write the manifest ({exc.strerror or exc})") from None
         return record
 
     def abort(self) -> None:
