@@ -339,7 +339,7 @@ def _plan_object(rng: np.random.Generator, bank: AssetBank, cfg: SyntheticConfig
     unit = math.sqrt(H * W)
     if area is None:
         area = math.exp(rng.uniform(*np.log(cfg.object_area)))
-    area_px = area * H * W
+    area_px = max(area * H * W, 64.0)  # a degenerate target (e.g. an empty sprite) must not give area 0
     sprite = make_sprite(rng, look, bank, _sprite_side(area_px, soft), shape)
     log_scale0 = 0.5 * math.log(area_px / max(_alpha_area(sprite), 1.0))
     if label > 0:
