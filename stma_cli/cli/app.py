@@ -1,6 +1,8 @@
 """The `stma` Typer application: one module per subcommand registers itself here."""
 from __future__ import annotations
 
+import warnings
+
 import typer
 
 from stma_cli import __version__
@@ -36,6 +38,11 @@ train.register(app)
 evaluate.register(app)
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001
+    return f"stma: warning: {message}\n"
+
+
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point (warnings, e.g. a video shorter than its header says, as one line)."""
+    warnings.formatwarning = _one_line_warning
     app()
