@@ -46,8 +46,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    model = STMA(STMAConfig.preset(args.config)).eval()
-    print(f"{args.config}: {model.num_parameters() / 1e6:.2f} M parameters; torch {torch.__version__}, "
+    network = STMA(STMAConfig.preset(args.config))
+    model = network.for_inference()  # what the engine runs
+    print(f"{args.config}: {network.num_parameters() / 1e6:.2f} M parameters; torch {torch.__version__}, "
           f"{args.threads} threads, {platform.processor() or platform.machine()}")
     sizes = {(args.height, args.width)}
     sizes.add(processing_size(args.height, args.width, SegmenterConfig.max_side))
