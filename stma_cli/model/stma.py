@@ -105,7 +105,6 @@ class MemoryEntry:
 
     levels: list[tuple[torch.Tensor, torch.Tensor]]
     object_valid: torch.Tensor | None = None  # (B, n*k) bool, for padded training batches
-    num_objects: int = 0
 
 
 class STMA(
@@ -167,7 +166,7 @@ class STMA(
         for block in self.blocks:
             reference, objects = block.memorize(reference, objects, pos, features.grid, object_valid)
             levels.append((reference, objects))
-        return MemoryEntry(levels, object_valid, ids.shape[1])
+        return MemoryEntry(levels, object_valid)
 
     def segment(
         self,
