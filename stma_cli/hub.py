@@ -248,8 +248,12 @@ def read_config(folder: str | Path) -> STMAConfig:
         raise StmaError(f"{path}: invalid STMA config: {_first_line(str(error))}") from None
 
 
-def load_weights_folder(folder: str | Path, device: str | torch.device = "cpu") -> STMA:
-    """Build the model of `folder/config.json` and load `folder/model.safetensors` into it, strictly."""
+def load_weights_folder(folder: str | Path, device: str | torch.device = "cpu", new_modules: tuple[str, ...] = ()) -> STMA:
+    """Build the model of `folder/config.json` and load `folder/model.safetensors` into it, strictly.
+
+    `new_modules` (name prefixes, for starting training from older weights) may be absent from the
+    file; they keep their fresh initialisation.
+    """
     folder = _checked_folder(Path(folder))
     config = read_config(folder)
     try:
@@ -261,8 +265,9 @@ def load_weights_folder(folder: str | Path, device: str | torch.device = "cpu") 
         state = load_file(path)
     except (SafetensorError, OSError) as error:
         raise StmaError(f"{path}: corrupted or truncated safetensors file ({_first_line(str(error))})") from None
-    _check_state_dict(path, model.state_dict(), state)
-    model.load_state_dict(state)
+    expected = {k: v for k, v in model.state_dict().items() if k in state or not k.startswith(new_modules)}
+    _check_state_dict(path, expected, state)
+    model.load_state_dict(state, strict=False)
     return model.to(device).eval()
 
 

@@ -22,6 +22,7 @@ class MemoryBank:
     anchors: list[MemoryEntry] = field(default_factory=list)
     working: deque[MemoryEntry] = field(default_factory=deque)
     short_term: MemoryEntry | None = None
+    latest: MemoryEntry | None = None  # the frame added last, wherever it is kept
     frames_since_working: int = 0
 
     def __post_init__(self) -> None:
@@ -38,13 +39,15 @@ class MemoryBank:
         return not self.anchors
 
     def entries(self) -> list[MemoryEntry]:
-        """The memory frames the next frame is read against (anchors first)."""
+        """The memory frames the next frame is read against; the previous frame comes last."""
         short = [] if self.short_term is None else [self.short_term]
-        return self.anchors + list(self.working) + short
+        older = [entry for entry in self.anchors + list(self.working) + short if entry is not self.latest]
+        return older + ([] if self.latest is None else [self.latest])
 
     def add(self, entry: MemoryEntry, annotated: bool) -> None:
         """Record the frame just processed: as an anchor if annotated, else as working or short-term."""
         self.frames_since_working += 1
+        self.latest = entry
         if annotated:
             self.anchors.append(entry)
             self.short_term = None

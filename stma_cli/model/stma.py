@@ -23,6 +23,7 @@ from torch import nn
 from stma_cli.model.association import STMLBlock, sine_position_embedding
 from stma_cli.model.decoder import Decoder, IDAssociation
 from stma_cli.model.encoder import MobileNetEncoder, PatchEncoder
+from stma_cli.model.propagation import LocalPropagation
 from stma_cli.model.tokens import BACKGROUND_ID, IDEmbedding, ObjectTokenizer
 
 ARCHITECTURE = "stma"
@@ -46,6 +47,8 @@ class STMAConfig:
     vit_dim: int = 768  # patch-embedding width ("vit" encoder only)
     decoder_widths: tuple[int, int, int] = (64, 48, 32)  # decoder channels at strides 16, 8, 4
     embed_dim: int = 32  # per-pixel embedding matched against ID embeddings
+    propagation_dim: int = 64  # key width of the local propagation from the previous frame
+    propagation_radius: int = 4  # its search window: (2r+1)^2 stride-16 patches
 
     PRESETS = ("tiny", "base")
 
@@ -101,9 +104,16 @@ class FrameFeatures:
 
 @dataclass
 class MemoryEntry:
-    """What one memory frame contributes: per level, its reference tokens and object tokens."""
+    """What one memory frame contributes.
+
+    Per level its reference tokens and object tokens (for the association), and its matching keys
+    and background + object coverage on the token grid (for local propagation when it is the
+    previous frame).
+    """
 
     levels: list[tuple[torch.Tensor, torch.Tensor]]
+    keys: torch.Tensor  # (B, propagation_dim, h, w)
+    coverage: torch.Tensor  # (B, 1+n, h, w)
     object_valid: torch.Tensor | None = None  # (B, n*k) bool, for padded training batches
 
 
@@ -133,10 +143,12 @@ class STMA(
             STMLBlock(config.dim, config.heads, config.mlp_ratio, config.frame_self_attention)
             for _ in range(config.depth)
         )
-        self.decoder = Decoder(config.dim * config.depth, (c4, c8), config.decoder_widths, config.embed_dim)
+        self.propagation = LocalPropagation(config.dim, config.propagation_dim, config.propagation_radius)
+        self.decoder = Decoder(config.dim * config.depth, (c4, c8), config.decoder_widths, config.embed_dim,
+                               prior_channels=config.dim)
         self.association = IDAssociation(config.dim, config.embed_dim)
 
-    # -- the three steps -------------------------------------------------------------------------
+    # -- the three steps: encode, memorize, segment ----------------------------------------------
 
     def encode(self, image: torch.Tensor) -> FrameFeatures:
         """Encode images (B, 3, H, W) in [0, 1]; any H, W (padded to a multiple of 16)."""
@@ -166,7 +178,10 @@ class STMA(
         for block in self.blocks:
             reference, objects = block.memorize(reference, objects, pos, features.grid, object_valid)
             levels.append((reference, objects))
-        return MemoryEntry(levels, object_valid)
+        background = (1 - masks.sum(1, keepdim=True)).clamp(min=0)
+        coverage = torch.cat([background, masks], dim=1).unflatten(2, features.grid)
+        keys = self.propagation.keys(features.tokens, features.grid)
+        return MemoryEntry(levels, keys, coverage, object_valid)
 
     def segment(
         self,
@@ -177,7 +192,8 @@ class STMA(
     ) -> torch.Tensor:
         """Logits (B, 1+n, H/4, W/4) of background + n objects for a frame, read from memory.
 
-        The logits are at stride 4 of the padded frame: `upsample_logits` maps them to (H, W).
+        `memory` ends with the previous frame, whose masks are propagated locally. The logits are at
+        stride 4 of the padded frame: `upsample_logits` maps them to (H, W).
         """
         pos = self._position(features)
         batch = features.tokens.shape[0]
@@ -195,9 +211,12 @@ class STMA(
             test = block.read(test, pos, features.grid, tokens, memory_pos, memory_mask)
             outputs.append(test)
         x16 = torch.cat(outputs, dim=2).transpose(1, 2).reshape(batch, -1, *features.grid)
-        embedding = self.decoder(x16, features.f8, features.f4)
+        prior = self._propagate(features, memory[-1], ids.shape[1])
+        prior_ids = self.ids.id_map(prior[:, 1:].flatten(2), ids).transpose(1, 2).reshape(batch, -1, *features.grid)
+        embedding = self.decoder(x16, features.f8, features.f4, prior_ids)
         background = torch.full_like(ids[:, :1], BACKGROUND_ID)
         logits = self.association(embedding, self.ids(torch.cat([background, ids], dim=1)))
+        logits = logits + self.propagation.log_prior(prior, STRIDE // LOGIT_STRIDE)
         if valid is not None:
             keep = torch.cat([torch.ones_like(valid[:, :1]), valid], dim=1)[:, :, None, None]
             logits = logits.masked_fill(~keep, -1e4)
@@ -229,6 +248,16 @@ class STMA(
         return model
 
     # -- helpers ---------------------------------------------------------------------------------
+
+    def _propagate(self, features: FrameFeatures, previous: MemoryEntry, num_objects: int) -> torch.Tensor:
+        """Background + object prior (B, 1+n, h, w) carried over from the previous frame.
+
+        Objects that the previous frame does not hold yet (added on this frame) get a zero prior.
+        """
+        coverage = previous.coverage.to(features.tokens.dtype)
+        coverage = F.pad(coverage, (0, 0, 0, 0, 0, 1 + num_objects - coverage.shape[1]))
+        keys = self.propagation.keys(features.tokens, features.grid)
+        return self.propagation(keys, previous.keys, coverage)
 
     def _position(self, features: FrameFeatures) -> torch.Tensor:
         h, w = features.grid

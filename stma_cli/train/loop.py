@@ -31,6 +31,8 @@ from stma_cli.train.losses import vos_loss
 CHECKPOINT = "checkpoint"
 BEST = "best"
 LOG = "log.jsonl"
+# Modules that weights from before their introduction lack; `--init` from such weights starts them fresh.
+NEW_MODULES = ("propagation.", "decoder.prior.")
 
 
 @dataclass
@@ -144,10 +146,9 @@ def hard_pixel_fraction(step: int, config: TrainConfig) -> float:
 def build_model(config: TrainConfig) -> STMA:
     """A fresh model of the preset (ImageNet-initialised encoder when available), or `--init` weights."""
     if config.init:
-        from stma_cli.hub import load_model as load_weights
+        from stma_cli.hub import load_weights_folder, resolve_weights
 
-        model, _ = load_weights(config.init)
-        return model
+        return load_weights_folder(resolve_weights(config.init).path, new_modules=NEW_MODULES)
     model = STMA(STMAConfig.preset(config.model))
     if model.config.encoder == "mobilenetv2":
         from stma_cli.train.imagenet import imagenet_checkpoint
@@ -307,7 +308,7 @@ def train(config: TrainConfig, dataset: Dataset | None = None,
         out_of_time = config.max_minutes is not None and time.monotonic() - run_started > config.max_minutes * 60
         if context.is_main and (evaluated or time_to_save or out_of_time or step == config.steps):
             save_checkpoint(out / CHECKPOINT, model, optimizer, scaler, state)
-            run_started = last_checkpoint = time.monotonic()
+            last_checkpoint = time.monotonic()
             score = state["metrics"].get("J&F-Mean")
             if evaluated and score is not None and (state["best"] is None or score > state["best"]):
                 state["best"] = score

@@ -7,7 +7,7 @@ from stma_cli.model import MemoryEntry
 
 class _Named(MemoryEntry):
     def __init__(self, name: str) -> None:
-        super().__init__(levels=[])
+        super().__init__(levels=[], keys=None, coverage=None)
         self.name = name
 
     def __repr__(self) -> str:
@@ -36,6 +36,18 @@ def test_bound_holds_for_long_videos(mem_size, mem_every):
         assert len(bank) <= mem_size
         assert names(bank)[0] == "f0"
         assert f"f{t}" in names(bank)
+
+
+def test_the_previous_frame_comes_last():
+    bank = MemoryBank(mem_size=5, mem_every=2)
+    bank.add(_Named("f0"), annotated=True)
+    bank.add(_Named("f1"), annotated=False)
+    bank.add(_Named("f2"), annotated=False)  # a working frame
+    assert names(bank)[-1] == "f2"
+    bank.add(_Named("f3"), annotated=True)  # a new object: an anchor, yet the previous frame
+    assert names(bank) == ["f0", "f2", "f3"]
+    bank.add(_Named("f4"), annotated=False)
+    assert names(bank) == ["f0", "f3", "f2", "f4"]
 
 
 def test_invalid_settings():

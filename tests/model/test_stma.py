@@ -98,3 +98,23 @@ def test_inference_copy_matches_and_leaves_the_model_alone(model):
                                    rtol=1e-4, atol=1e-4)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.encoder.modules())
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
+
+
+def test_segment_follows_the_previous_frame(model):
+    """Once the prior counts, moving the previous frame's masks moves the prediction with them."""
+    image, ref_images, ref_masks, ids = _inputs(1, size=(128, 128), refs=1)
+    weighted = STMA(model.config).eval()
+    weighted.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        weighted.propagation.weight.fill_(20.0)
+        weighted.propagation.log_temperature.fill_(8.0)  # each patch matches itself
+    features = weighted.encode(image)
+    features.tokens = torch.randn_like(features.tokens)  # distinct patches (an untrained encoder gives near-equal ones)
+    left = torch.zeros(1, 1, 128, 128)
+    left[..., 32:96, :48] = 1
+    right = torch.flip(left, dims=[-1])
+    with torch.no_grad():
+        outputs = [weighted.segment(features, [weighted.memorize(features, masks, ids)], ids).argmax(1)
+                   for masks in (left, right)]
+    assert outputs[0][0, 16, :8].eq(1).all() and outputs[0][0, 16, -8:].eq(0).all()
+    assert outputs[1][0, 16, -8:].eq(1).all() and outputs[1][0, 16, :8].eq(0).all()

@@ -9,7 +9,13 @@ import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
-from stma_cli.train.loop import StepSampler, TrainConfig, collate, hard_pixel_fraction, learning_rate_factor, train
+from safetensors.torch import save_file
+
+from stma_cli.errors import StmaError
+from stma_cli.hub import load_weights_folder
+from stma_cli.model import STMA, STMAConfig
+from stma_cli.train.loop import (NEW_MODULES, StepSampler, TrainConfig, build_model, collate, hard_pixel_fraction,
+                                 learning_rate_factor, train)
 from stma_cli.train.distributed import DistributedContext
 from stma_cli.train.losses import vos_loss
 
@@ -84,6 +90,32 @@ def test_loss_falls_on_an_easy_task(tmp_path):
     first = sum(r["loss"] for r in log[:5]) / 5
     last = sum(r["loss"] for r in log[-5:]) / 5
     assert last < 0.8 * first
+
+
+def test_max_minutes_stops_with_a_checkpoint(tmp_path):
+    config = _config(tmp_path, 10)
+    config.max_minutes = 0
+    state = train(config, dataset=MovingSquares(), log=lambda _: None)
+    assert state["step"] == 1
+    assert json.loads((tmp_path / "checkpoint" / "train_state.json").read_text())["step"] == 1
+
+
+def test_init_from_weights_that_predate_new_modules(tmp_path):
+    """Older weights lack the modules added since; --init starts those fresh, plain loading refuses."""
+    model = STMA(STMAConfig.preset("tiny"))
+    model.save_pretrained(tmp_path / "old")
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith(NEW_MODULES)}
+    save_file(state, tmp_path / "old" / "model.safetensors")
+    config = json.loads((tmp_path / "old" / "config.json").read_text())
+    for key in ("propagation_dim", "propagation_radius"):
+        del config[key]
+    (tmp_path / "old" / "config.json").write_text(json.dumps(config))
+
+    started = build_model(TrainConfig(out=tmp_path / "run", init=str(tmp_path / "old")))
+    assert all(torch.equal(started.state_dict()[k], v) for k, v in state.items())
+    assert started.propagation.weight.item() == 0
+    with pytest.raises(StmaError, match="missing"):
+        load_weights_folder(tmp_path / "old")
 
 
 def test_sampler_splits_steps_between_ranks():

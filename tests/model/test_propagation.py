@@ -1,0 +1,57 @@
+"""Local propagation: a windowed softmax over the previous frame, equal to a naive loop over patches."""
+import pytest
+import torch
+
+from stma_cli.model.propagation import LocalPropagation
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def naive_prior(module, keys, previous_keys, coverage):
+    """For each patch: softmax of the similarities to the previous frame's patches within the window."""
+    b, d, h, w = keys.shape
+    r, scale = module.radius, module.log_temperature.exp()
+    prior = torch.zeros(b, coverage.shape[1], h, w)
+    for y in range(h):
+        for x in range(w):
+            ys = range(max(0, y - r), min(h, y + r + 1))
+            xs = range(max(0, x - r), min(w, x + r + 1))
+            near = [(j, i) for j in ys for i in xs]
+            sims = torch.stack([(keys[:, :, y, x] * previous_keys[:, :, j, i]).sum(1) for j, i in near], 1) * scale
+            weights = sims.softmax(1)
+            values = torch.stack([coverage[:, :, j, i] for j, i in near], 2)
+            prior[:, :, y, x] = (values * weights[:, None]).sum(2)
+    return prior
+
+
+def test_matches_a_naive_window_loop():
+    module = LocalPropagation(dim=16, key_dim=8, radius=2)
+    keys = module.keys(torch.randn(2, 5 * 7, 16), (5, 7))
+    previous = module.keys(torch.randn(2, 5 * 7, 16), (5, 7))
+    coverage = torch.rand(2, 3, 5, 7).softmax(1)
+    torch.testing.assert_close(module(keys, previous, coverage), naive_prior(module, keys, previous, coverage))
+
+
+def test_follows_a_shift_within_the_window():
+    """A frame whose patches all moved one patch right carries the masks one patch right."""
+    module = LocalPropagation(dim=16, key_dim=16, radius=1)
+    with torch.no_grad():
+        module.log_temperature.fill_(8.0)  # nearly a hard match
+    tokens = torch.randn(1, 6, 8, 16)
+    shifted = torch.roll(tokens, shifts=1, dims=2)
+    coverage = torch.zeros(1, 2, 6, 8)
+    coverage[:, 1, 2:4, 2:4] = 1
+    coverage[:, 0] = 1 - coverage[:, 1]
+    prior = module(module.keys(shifted.flatten(1, 2), (6, 8)), module.keys(tokens.flatten(1, 2), (6, 8)), coverage)
+    expected = torch.roll(coverage, shifts=1, dims=3)
+    torch.testing.assert_close(prior[..., 1:], expected[..., 1:], atol=1e-3, rtol=0)
+
+
+def test_the_prior_starts_with_no_weight():
+    module = LocalPropagation(dim=16, key_dim=8, radius=1)
+    prior = torch.rand(1, 3, 4, 4).softmax(1)
+    assert module.log_prior(prior, 4).shape == (1, 3, 16, 16)
+    assert torch.count_nonzero(module.log_prior(prior, 4)) == 0
