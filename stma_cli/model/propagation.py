@@ -19,8 +19,9 @@ from torch import nn
 class LocalPropagation(nn.Module):
     """Per-object prior (B, 1+n, h, w) from local matching against the previous frame.
 
-    `weight` scales the log-prior that is added to the final logits; it starts at zero, so a
-    network gains the prior without its outputs changing until training says how much to trust it.
+    `weight` scales the log-prior that is added to the final logits. It starts at one: the softmax
+    of logits plus log-prior is the network's probabilities times the prior, renormalised, and
+    training then learns how far to trust the prior.
     """
 
     def __init__(self, dim: int, key_dim: int, radius: int) -> None:
@@ -29,7 +30,7 @@ class LocalPropagation(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.key = nn.Linear(dim, key_dim)
         self.log_temperature = nn.Parameter(torch.tensor(math.log(10.0)))  # scale of the cosine similarity
-        self.weight = nn.Parameter(torch.zeros(()))
+        self.weight = nn.Parameter(torch.ones(()))
 
     def keys(self, tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         """Unit-length matching keys (B, key_dim, h, w) from stride-16 tokens (B, h*w, C)."""
@@ -51,4 +52,4 @@ class LocalPropagation(nn.Module):
     def log_prior(self, prior: torch.Tensor, scale: int) -> torch.Tensor:
         """The weighted log-prior at `scale` times the prior's resolution, to add to logits."""
         prior = F.interpolate(prior, scale_factor=scale, mode="bilinear", align_corners=False)
-        return self.weight * torch.log(prior.clamp(min=1e-3))
+        return self.weight * torch.log(prior.clamp(min=1e-2))

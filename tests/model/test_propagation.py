@@ -50,8 +50,11 @@ def test_follows_a_shift_within_the_window():
     torch.testing.assert_close(prior[..., 1:], expected[..., 1:], atol=1e-3, rtol=0)
 
 
-def test_the_prior_starts_with_no_weight():
+def test_log_prior_multiplies_probabilities_by_the_prior():
     module = LocalPropagation(dim=16, key_dim=8, radius=1)
     prior = torch.rand(1, 3, 4, 4).softmax(1)
+    logits = torch.randn(1, 3, 4, 4)
+    combined = (logits + module.log_prior(prior, 1)).softmax(1)
+    product = logits.softmax(1) * prior
+    torch.testing.assert_close(combined, product / product.sum(1, keepdim=True))
     assert module.log_prior(prior, 4).shape == (1, 3, 16, 16)
-    assert torch.count_nonzero(module.log_prior(prior, 4)) == 0

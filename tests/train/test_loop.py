@@ -83,7 +83,7 @@ def test_evaluation_keeps_the_best(tmp_path):
 
 
 def test_loss_falls_on_an_easy_task(tmp_path):
-    config = _config(tmp_path, 30)
+    config = _config(tmp_path, 50)
     config.lr = 1e-3
     train(config, dataset=MovingSquares(), log=lambda _: None)
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
@@ -113,7 +113,7 @@ def test_init_from_weights_that_predate_new_modules(tmp_path):
 
     started = build_model(TrainConfig(out=tmp_path / "run", init=str(tmp_path / "old")))
     assert all(torch.equal(started.state_dict()[k], v) for k, v in state.items())
-    assert started.propagation.weight.item() == 0
+    assert started.propagation.weight.item() == 1  # fresh
     with pytest.raises(StmaError, match="missing"):
         load_weights_folder(tmp_path / "old")
 
