@@ -2,10 +2,12 @@
 
 Run: python benchmarks/heldout.py [--root runs/heldout] [--sequences 12] [--frames 40] [--size 480x854]
      [--weights stma-tiny] [--max-side 640] [--methods model,copy,motion] [--device auto] [--workers N]
+     [--seed 10000019]
 
 The held-out set (synthetic sequences with 2-3 objects, held-out assets and seed, see
 `stma_cli.train.data.write_davis_layout`) is rendered into --root as a DAVIS-2017 layout unless it
-is there already. Each method writes its predictions under ``<root>-predictions/<method>/`` and is
+is there already. The default seed gives the test set that models are reported on; choose
+checkpoints and settings on the validation seed instead (`--seed 10000079 --root runs/validation`). Each method writes its predictions under ``<root>-predictions/<method>/`` and is
 scored there with the DAVIS-2017 metrics (the toolkit's CSV tables land beside the predictions):
 
 * model: the STMA weights --weights (a shipped name, a folder such as a training checkpoint, or a Hub
@@ -38,7 +40,7 @@ from stma_cli.hub import DEFAULT_WEIGHTS, load_model
 from stma_cli.inference.dataset import predict_dataset
 from stma_cli.inference.segmenter import SegmenterConfig
 from stma_cli.io.atomic import atomic_write_text
-from stma_cli.train.data import HELDOUT_SEED, write_davis_layout
+from stma_cli.train.data import HELDOUT_SEED, VALIDATION_SEED, write_davis_layout
 
 METHODS = ("model", "copy", "motion")
 COLUMNS = ("J&F-Mean", "J-Mean", "J-Recall", "F-Mean", "F-Recall", "J-Decay")
@@ -50,6 +52,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--sequences", type=int, default=12)
     parser.add_argument("--frames", type=int, default=40)
     parser.add_argument("--size", type=_size, default=(480, 854), help="HEIGHTxWIDTH (default 480x854)")
+    parser.add_argument("--seed", type=int, default=HELDOUT_SEED,
+                        help=f"{HELDOUT_SEED} (default): the test set; {VALIDATION_SEED}: the validation set that "
+                             "chooses checkpoints and settings")
     parser.add_argument("--weights", default=DEFAULT_WEIGHTS)
     parser.add_argument("--max-side", type=int, default=640, help="longest side the model sees")
     parser.add_argument("--methods", type=_methods, default=METHODS, help="comma-separated: model,copy,motion")
@@ -76,16 +81,16 @@ def _methods(text: str) -> tuple[str, ...]:
     return methods
 
 
-def heldout_set(root: Path, sequences: int, frames: int, size: tuple[int, int]) -> DavisDataset:
-    """The held-out set in `root`, rendered first if `root` does not hold one."""
+def heldout_set(root: Path, sequences: int, frames: int, size: tuple[int, int], seed: int) -> DavisDataset:
+    """The set of `seed` in `root`, rendered first if `root` does not hold one."""
     if not (root / "ImageSets" / "2017" / "val.txt").is_file():
-        print(f"rendering {sequences} held-out sequences of {frames} frames into {root}", file=sys.stderr)
-        write_davis_layout(root, "synthetic", sequences, HELDOUT_SEED, frames, size)
+        print(f"rendering {sequences} sequences of {frames} frames (seed {seed}) into {root}", file=sys.stderr)
+        write_davis_layout(root, "synthetic", sequences, seed, frames, size)
     dataset = DavisDataset(root)
-    expected = [f"synthetic-{HELDOUT_SEED}-{index:04d}" for index in range(sequences)]
+    expected = [f"synthetic-{seed}-{index:04d}" for index in range(sequences)]
     first = dataset.frame_paths(dataset.sequence_names[0]) if dataset.sequence_names else []
     if dataset.sequence_names != expected or len(first) != frames or image_size(first[0]) != size:
-        raise StmaError(f"{root}: holds another set than {sequences} held-out sequences of {frames} frames at "
+        raise StmaError(f"{root}: holds another set than {sequences} sequences (seed {seed}) of {frames} frames at "
                         f"{size[0]}x{size[1]}; remove it or choose another --root")
     return dataset
 
@@ -121,7 +126,7 @@ def report(args: argparse.Namespace, argv: list[str], dataset: DavisDataset,
     num_objects = sum(dataset.num_objects(name) for name in dataset.sequence_names)
     lines = [
         f"Held-out synthetic set: {len(dataset.sequence_names)} sequences x {args.frames} frames at {width}x{height}, "
-        f"{num_objects} objects, held-out seed {HELDOUT_SEED} ({args.root}, fingerprint {fingerprint(dataset)}). "
+        f"{num_objects} objects, seed {args.seed} ({args.root}, fingerprint {fingerprint(dataset)}). "
         "DAVIS-2017 metrics over frames 1 .. N-2 of each sequence.",
         "",
         "| method | " + " | ".join(COLUMNS) + " | seconds |",
@@ -138,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     predictors = {method: predictor(method, args) for method in args.methods}
-    dataset = heldout_set(args.root, args.sequences, args.frames, args.size)
+    dataset = heldout_set(args.root, args.sequences, args.frames, args.size, args.seed)
     predictions = Path(f"{args.root}-predictions")
     rows = []
     for method, (name, predict, note) in predictors.items():

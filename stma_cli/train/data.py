@@ -24,7 +24,11 @@ from stma_cli.train.synthetic import SyntheticVideos
 from stma_cli.train.seeded import SeededClips
 
 HELDOUT_SEED = 10_000_019
-"""Default seed of the held-out sequences (training uses small seeds, and other assets, see HELD_OUT_ASSETS)."""
+"""Seed of the held-out test sequences, the ones a model is reported on (training uses small seeds, and
+other assets, see HELD_OUT_ASSETS). Never used to choose a checkpoint or a setting."""
+VALIDATION_SEED = 10_000_079
+"""Seed of the validation sequences that choose checkpoints (`stma train` keeps best/ by them): held-out
+imagery like the test sequences, other scenes."""
 GENERATED = ("synthetic", "pseudo")
 
 

@@ -10,21 +10,22 @@ from stma_cli.evaluation.davis import evaluate_folder
 from stma_cli.inference.dataset import predict_dataset
 from stma_cli.inference.segmenter import SegmenterConfig
 from stma_cli.model import STMA
-from stma_cli.train.data import HELDOUT_SEED, write_davis_layout
+from stma_cli.train.data import VALIDATION_SEED, write_davis_layout
 
 
 @dataclass
 class HeldOutEvaluator:
-    """Renders `sequences` held-out synthetic sequences once (DAVIS layout under `root`), then scores a model.
+    """Renders `sequences` validation sequences once (DAVIS layout under `root`), then scores a model.
 
-    The sequences use the held-out seed and held-out imagery, never seen in training.
+    The sequences use the validation seed and held-out imagery, never seen in training; the test
+    sequences (HELDOUT_SEED) stay out of checkpoint selection.
     """
 
     root: Path
     sequences: int = 6
     frames: int = 30
     size: tuple[int, int] = (240, 426)
-    seed: int = HELDOUT_SEED
+    seed: int = VALIDATION_SEED
 
     def __call__(self, model: STMA, out: Path) -> dict[str, float]:
         if not (self.root / "ImageSets" / "2017" / "val.txt").exists():

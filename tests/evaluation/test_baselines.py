@@ -145,7 +145,7 @@ def test_heldout_benchmark_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixt
     assert set(rows) == {f"model ({weights})", "copy-first-mask", "motion-propagation"}
     for cells in rows.values():
         assert 0.0 <= float(cells[0]) <= 1.0
-    assert "held-out seed 10000019" in output
+    assert "seed 10000019" in output
     assert f"--root {root}" in output
     assert (predictions / "results.md").read_text() in output
 
