@@ -37,8 +37,10 @@ def segment(
                                      "one folder per video for several [default: stma_output/<stem>]."),
     weights: Optional[str] = typer.Option(None, help="Local folder, shipped name or Hub repo id [default: stma-tiny]."),
     revision: Optional[str] = typer.Option(None, help="Hub branch, tag or commit."),
-    mem_size: int = typer.Option(5, min=2, help="Most memory frames kept (bounds memory use)."),
-    mem_every: int = typer.Option(5, min=1, help="A new memory frame every K frames."),
+    mem_size: int = typer.Option(SegmenterConfig.mem_size, min=2,
+                                 help="Most memory frames kept: the annotated frame, the previous frame and every "
+                                      "K-th frame in between (bounds memory use)."),
+    mem_every: int = typer.Option(SegmenterConfig.mem_every, min=1, help="A new memory frame every K frames."),
     max_side: int = typer.Option(SegmenterConfig.max_side, min=0, help="Longest side the model sees; 0 keeps the input size."),
     direction: str = typer.Option("forward", help=f"Propagation from the first mask: {', '.join(DIRECTIONS)}."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),

@@ -28,7 +28,7 @@ from stma_cli.model import LOGIT_STRIDE, STMA, upsample_logits
 class SegmenterConfig:
     """Inference settings (same names as the CLI flags)."""
 
-    mem_size: int = 5
+    mem_size: int = 2  # the annotated frame and the previous frame: best on the validation sequences
     mem_every: int = 5
     max_side: int = 640  # longest side the model sees; 0 keeps the input size
     precision: str = "auto"
