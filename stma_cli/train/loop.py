@@ -206,7 +206,7 @@ def train(config: TrainConfig, dataset: Dataset | None = None,
           log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run (or resume) training; returns the final train state.
 
-    `dataset` defaults to `make_dataset(config.data, ...)`; `evaluate(model, out)` returns held-out
+    `dataset` defaults to `make_dataset(config.data, ...)`; `evaluate(model, out)` returns validation
     metrics (J&F-Mean first) every `eval_every` steps.
     """
     device = resolve_device(config.device)
@@ -301,7 +301,7 @@ def train(config: TrainConfig, dataset: Dataset | None = None,
             model.train()
             state["metrics"] = metrics
             _append_log(out, {"step": step, "eval": metrics})
-            log(f"step {step} held-out: " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+            log(f"step {step} validation: " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
         state["step"] = step
         state["wall_time_s"] = time.monotonic() - started
         time_to_save = time.monotonic() - last_checkpoint > config.checkpoint_minutes * 60
