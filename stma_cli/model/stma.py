@@ -93,13 +93,14 @@ class FrameFeatures:
     f4: torch.Tensor
     f8: torch.Tensor
     tokens: torch.Tensor  # (B, N, C) stride-16 tokens
+    keys: torch.Tensor  # (B, propagation_dim, h, w) local-propagation keys, used when segmenting and memorizing
     grid: tuple[int, int]  # (h, w) of the token grid
     size: tuple[int, int]  # (H, W) of the input before padding
 
     def chunk(self, parts: int) -> list["FrameFeatures"]:
         """Split along the batch into `parts` equal batches (e.g. the frames of a clip)."""
-        pieces = zip(self.f4.chunk(parts), self.f8.chunk(parts), self.tokens.chunk(parts))
-        return [FrameFeatures(f4, f8, tokens, self.grid, self.size) for f4, f8, tokens in pieces]
+        pieces = zip(self.f4.chunk(parts), self.f8.chunk(parts), self.tokens.chunk(parts), self.keys.chunk(parts))
+        return [FrameFeatures(f4, f8, tokens, keys, self.grid, self.size) for f4, f8, tokens, keys in pieces]
 
 
 @dataclass
@@ -159,7 +160,8 @@ class STMA(
         f4, f8, f16 = self.encoder(image)
         tokens = self.project(f16)
         grid = (tokens.shape[-2], tokens.shape[-1])
-        return FrameFeatures(f4, f8, tokens.flatten(2).transpose(1, 2), grid, size)
+        tokens = tokens.flatten(2).transpose(1, 2)
+        return FrameFeatures(f4, f8, tokens, self.propagation.keys(tokens, grid), grid, size)
 
     def memorize(
         self, features: FrameFeatures, masks: torch.Tensor, ids: torch.Tensor, valid: torch.Tensor | None = None
@@ -180,8 +182,7 @@ class STMA(
             levels.append((reference, objects))
         background = (1 - masks.sum(1, keepdim=True)).clamp(min=0)
         coverage = torch.cat([background, masks], dim=1).unflatten(2, features.grid)
-        keys = self.propagation.keys(features.tokens, features.grid)
-        return MemoryEntry(levels, keys, coverage, object_valid)
+        return MemoryEntry(levels, features.keys, coverage, object_valid)
 
     def segment(
         self,
@@ -256,8 +257,7 @@ class STMA(
         """
         coverage = previous.coverage.to(features.tokens.dtype)
         coverage = F.pad(coverage, (0, 0, 0, 0, 0, 1 + num_objects - coverage.shape[1]))
-        keys = self.propagation.keys(features.tokens, features.grid)
-        return self.propagation(keys, previous.keys, coverage)
+        return self.propagation(features.keys, previous.keys, coverage)
 
     def _position(self, features: FrameFeatures) -> torch.Tensor:
         h, w = features.grid

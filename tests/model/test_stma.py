@@ -110,6 +110,7 @@ def test_segment_follows_the_previous_frame(model):
         weighted.propagation.log_temperature.fill_(8.0)  # each patch matches itself
     features = weighted.encode(image)
     features.tokens = torch.randn_like(features.tokens)  # distinct patches (an untrained encoder gives near-equal ones)
+    features.keys = weighted.propagation.keys(features.tokens, features.grid)
     left = torch.zeros(1, 1, 128, 128)
     left[..., 32:96, :48] = 1
     right = torch.flip(left, dims=[-1])
