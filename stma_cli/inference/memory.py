@@ -58,12 +58,12 @@ class MemoryBank:
             self.frames_since_working = 0
         else:
             self.short_term = entry
-        self._enforce_bound(entry)
+        self._enforce_bound()
 
-    def _enforce_bound(self, latest: MemoryEntry) -> None:
+    def _enforce_bound(self) -> None:
         """Drop the oldest working frames, then the oldest anchors but the first; never `latest`."""
         while len(self) > self.mem_size:
-            if len(self.working) > (1 if self.working and self.working[-1] is latest else 0):
+            if len(self.working) > (1 if self.working and self.working[-1] is self.latest else 0):
                 self.working.popleft()
             else:
                 del self.anchors[1]
