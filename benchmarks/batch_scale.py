@@ -12,17 +12,16 @@ start-up included.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
-from segment_speed import benchmark_weights, first_mask, machine, synthetic_video
+from segment_speed import benchmark_weights, first_mask, synthetic_video, write_record
 
 WIDTH, HEIGHT = 426, 240
 
@@ -104,9 +103,7 @@ def main() -> None:
         command = " ".join(["python benchmarks/batch_scale.py", f"--videos {args.videos}", f"--frames {args.frames}",
                             f"--shards {args.shards}", f"--device {args.device}",
                             *([f"--threads {args.threads}"] if args.threads else [])])
-        record = {"benchmark": "batch", "command": command, "model": model_name, "machine": machine(),
-                  "markdown": markdown, "results": [asdict(r) for r in results]}
-        args.json.write_text(json.dumps(record, indent=2) + "\n")
+        write_record(args.json, "batch", command, model_name, markdown, results)
 
 
 if __name__ == "__main__":

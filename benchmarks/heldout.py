@@ -7,8 +7,9 @@ Run: python benchmarks/heldout.py [--root runs/heldout] [--sequences 12] [--fram
 The held-out set (synthetic sequences with 2-3 objects, held-out assets and seed, see
 `stma_cli.train.data.write_davis_layout`) is rendered into --root as a DAVIS-2017 layout unless it
 is there already. The default seed gives the test set that models are reported on; choose
-checkpoints and settings on the validation seed instead (`--seed 10000079 --root runs/validation`). Each method writes its predictions under ``<root>-predictions/<method>/`` and is
-scored there with the DAVIS-2017 metrics (the toolkit's CSV tables land beside the predictions):
+checkpoints and settings on the validation seed instead (`--seed 10000079 --root runs/validation`).
+Each method writes its predictions under ``<root>-predictions/<method>/`` and is scored there
+with the DAVIS-2017 metrics (the toolkit's CSV tables land beside the predictions):
 
 * model: the STMA weights --weights (a shipped name, a folder such as a training checkpoint, or a Hub
   repo id), segmenting each sequence from its first-frame mask;

@@ -14,16 +14,15 @@ Default: 160x120 at 100 and 1,000 frames, 854x480 at 100 and 300 frames (a few m
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
-from segment_speed import benchmark_weights, first_mask, machine, synthetic_video
+from segment_speed import benchmark_weights, first_mask, synthetic_video, write_record
 
 DEFAULT_RUNS = [((160, 120), 100), ((160, 120), 1000), ((854, 480), 100), ((854, 480), 300)]
 FULL_RUNS = [((160, 120), 100), ((160, 120), 1000), ((160, 120), 10000), ((854, 480), 100), ((854, 480), 3000)]
@@ -130,9 +129,7 @@ def main() -> None:
         command = " ".join(["python benchmarks/memory.py", *(["--full"] if args.full else []), *runs,
                             f"--mem-size {args.mem_size}", f"--device {args.device}",
                             *([f"--threads {args.threads}"] if args.threads else [])])
-        record = {"benchmark": "memory", "command": command, "model": model_name, "machine": machine(),
-                  "markdown": markdown, "results": [asdict(r) for r in results]}
-        args.json.write_text(json.dumps(record, indent=2) + "\n")
+        write_record(args.json, "memory", command, model_name, markdown, results)
 
 
 if __name__ == "__main__":

@@ -121,6 +121,14 @@ def machine() -> dict[str, object]:
     return info
 
 
+def write_record(path: Path, benchmark: str, command: str, model_name: str, markdown: str,
+                 results: list) -> None:
+    """The JSON record `run_all.py` reads: what ran, on what, the table and the raw results."""
+    record = {"benchmark": benchmark, "command": command, "model": model_name, "machine": machine(),
+              "markdown": markdown, "results": [asdict(r) for r in results]}
+    path.write_text(json.dumps(record, indent=2) + "\n")
+
+
 def _cpu_name() -> str:
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -284,9 +292,7 @@ def main() -> None:
     print()
     print(markdown)
     if args.json:
-        record = {"benchmark": "speed", "command": _command(args), "model": model_name, "machine": machine(),
-                  "markdown": markdown, "results": [asdict(r) for r in results]}
-        args.json.write_text(json.dumps(record, indent=2) + "\n")
+        write_record(args.json, "speed", _command(args), model_name, markdown, results)
 
 
 def _command(args: argparse.Namespace) -> str:
