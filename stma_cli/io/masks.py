@@ -6,6 +6,7 @@ a mask with ids 1, 3 and 7 produces outputs with ids 1, 3 and 7.
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,14 +55,19 @@ def _full_palette(palette: list[int] | None) -> list[int]:
     return (list(palette) + [0] * 768)[:768]
 
 
+VOID = 255  # "void" in palette masks (DAVIS): pixels that belong to no object and are not tracked
+MAX_FRAME_DIGITS = 18  # fits in 64 bits
+LOSSY_FORMATS = {"JPEG": "JPEG", "MPO": "JPEG", "JPEG2000": "JPEG 2000"}
+
+
 def _gray_ids(values: np.ndarray, path: Path) -> np.ndarray:
-    """Grayscale values as ids; a mask made only of 0 and 255 is binary and becomes id 1."""
-    if values.min(initial=0) < 0 or values.max(initial=0) > 255:
-        raise StmaError(f"{path}: mask values range over {values.min()}..{values.max()}, object ids must be 0..255")
-    values = values.astype(np.uint8)
-    if np.isin(values, (0, 255)).all():
-        return (values == 255).astype(np.uint8)
-    return values
+    """Grayscale values as ids; a two-level mask (0 and the largest value of its depth) is binary: id 1."""
+    low, high = int(values.min(initial=0)), int(values.max(initial=0))
+    if low >= 0 and high in (255, 65535) and np.isin(values, (0, high)).all():
+        return (values == high).astype(np.uint8)
+    if low < 0 or high > 255:
+        raise StmaError(f"{path}: mask values range over {low}..{high}, object ids must be 0..255")
+    return values.astype(np.uint8)
 
 
 def _colour_ids(rgb: np.ndarray, path: Path) -> np.ndarray:
@@ -84,37 +90,94 @@ def _colour_ids(rgb: np.ndarray, path: Path) -> np.ndarray:
     return ids[inverse].reshape(codes.shape)
 
 
+def _alpha_ids(image: Image.Image, path: Path) -> np.ndarray:
+    """An image with an alpha channel (LA, RGBA, PA).
+
+    When the colour channels carry no mask (one colour all over), the alpha channel is the mask:
+    opaque (alpha >= 128) is object 1. Otherwise the colours are read as ids and transparent pixels are
+    background; colours that are no mask (a cut-out photo) leave the alpha as the mask.
+    """
+    alpha = np.asarray(image.getchannel("A"))
+    colour = np.asarray(image.convert("RGB"))
+    opaque = (alpha >= 128).astype(np.uint8)
+    if (alpha == 255).all():
+        return _colour_ids(colour, path)
+    if (colour == colour[0, 0]).all():
+        return opaque
+    try:
+        labels = _colour_ids(colour, path)
+    except StmaError:
+        return opaque
+    labels[alpha == 0] = 0
+    return labels
+
+
+def _lossy_ids(image: Image.Image, path: Path, kind: str) -> np.ndarray:
+    """A mask saved in a lossy format: a two-tone (black and white) image is cleaned into object 1 with a
+    warning; anything else is refused, since compression noise would turn into dozens of objects."""
+    rgb = np.asarray(image.convert("RGB")).astype(np.int16)
+    gray = rgb.mean(axis=2)
+    colourless = (rgb.max(axis=2) - rgb.min(axis=2) <= 24).mean() >= 0.99
+    two_tone = ((gray <= 64) | (gray >= 192)).mean() >= 0.99
+    if not (colourless and two_tone):
+        raise StmaError(
+            f"{path}: {kind} is a lossy format and this mask is not black and white, so its object ids "
+            "cannot be read exactly; save it as a PNG"
+        )
+    warnings.warn(f"{path}: {kind} is a lossy format: read as one object (pixels brighter than 50%); "
+                  "save masks as PNG to keep them exact", LossyMaskWarning, stacklevel=3)
+    return (gray >= 128).astype(np.uint8)
+
+
+class LossyMaskWarning(UserWarning):
+    """A mask was read from a lossy format (JPEG) and cleaned into a binary mask."""
+
+
+def _labels(image: Image.Image, path: Path) -> tuple[np.ndarray, list[int] | None]:
+    """Object ids (H, W) uint8 and the palette of an opened mask image."""
+    if image.format in LOSSY_FORMATS:
+        return _lossy_ids(image, path, LOSSY_FORMATS[image.format]), None
+    mode = image.mode
+    if mode == "P" and "A" not in image.getbands():
+        labels = np.array(image, dtype=np.uint8)
+        labels[labels == VOID] = 0
+        return labels, _full_palette(image.getpalette())
+    if mode == "1":
+        return np.asarray(image, dtype=np.uint8), None
+    if mode in ("L", "I", "I;16", "I;16L", "I;16B", "I;16N"):
+        return _gray_ids(np.asarray(image), path), None
+    if "A" in image.getbands():
+        return _alpha_ids(image, path), None
+    if mode == "RGB":
+        return _colour_ids(np.asarray(image), path), None
+    raise StmaError(f"{path}: unsupported mask image mode {mode}; use a palette or grayscale PNG")
+
+
 def read_mask(path: str | Path, size: tuple[int, int] | None = None) -> Mask:
     """Read a mask image; `size` = (width, height) of the frames it must match.
 
-    Palette PNGs keep their indices as ids and their palette; grayscale images keep their values as ids,
-    except a binary 0/255 image, which is object 1; RGB images must be gray or use DAVIS palette colours.
+    Palette PNGs keep their indices as ids (255 is void: not an object) and their palette; grayscale
+    images (8 or 16 bits) keep their values as ids, except a two-level 0/max image, which is object 1;
+    RGB images must be gray or use DAVIS palette colours; an alpha channel is the mask when the colours
+    carry none. A JPEG mask is cleaned into one object, with a warning, if it is black and white, and
+    refused otherwise.
     """
     path = Path(path)
-    palette: list[int] | None = None
     try:
         with Image.open(path) as image:
+            width, height = image.size
+            if size is not None and (width, height) != tuple(size):
+                raise StmaError(f"{path}: mask is {width}x{height} but the frames are {size[0]}x{size[1]}")
             image.load()
-            if image.mode == "P":
-                labels = np.asarray(image, dtype=np.uint8)
-                palette = _full_palette(image.getpalette())
-            elif image.mode == "1":
-                labels = np.asarray(image, dtype=np.uint8)
-            elif image.mode in ("L", "LA", "I", "I;16"):
-                labels = _gray_ids(np.asarray(image.getchannel(0)), path)
-            elif image.mode in ("RGB", "RGBA"):
-                labels = _colour_ids(np.asarray(image.convert("RGB")), path)
-            else:
-                raise StmaError(f"{path}: unsupported mask image mode {image.mode}; use a palette or grayscale PNG")
+            labels, palette = _labels(image, path)
     except FileNotFoundError:
         raise StmaError(f"{path}: mask file not found") from None
     except UnidentifiedImageError:
         raise StmaError(f"{path}: not an image") from None
+    except Image.DecompressionBombError:
+        raise StmaError(f"{path}: image too large to be a mask (more than {2 * Image.MAX_IMAGE_PIXELS} pixels)") from None
     except OSError as exc:
-        raise StmaError(f"{path}: cannot read the mask image ({exc})") from None
-    height, width = labels.shape
-    if size is not None and (width, height) != tuple(size):
-        raise StmaError(f"{path}: mask is {width}x{height} but the frames are {size[0]}x{size[1]}")
+        raise StmaError(f"{path}: cannot read the mask image ({exc.strerror or exc})") from None
     if not labels.any():
         raise StmaError(f"{path}: mask has no object (every pixel is background 0)")
     return Mask(labels=np.ascontiguousarray(labels), palette=palette)
@@ -136,11 +199,13 @@ def write_mask(path: str | Path, labels: np.ndarray, palette: list[int] | None =
 
 def parse_mask_arg(arg: str) -> tuple[int, Path]:
     """Split a `--mask` value: "FRAME:PATH" gives (FRAME, PATH) with 0-based FRAME; "PATH" gives (0, PATH)."""
-    match = re.fullmatch(r"(\d+):(.*)", arg)
+    match = re.fullmatch(r"(\d+):(.*)", arg, re.DOTALL)
     if match is None:
         if not arg:
             raise StmaError("--mask: empty value; give PATH or FRAME:PATH")
         return 0, Path(arg)
     if not match[2]:
         raise StmaError(f"--mask {arg}: missing the mask path after the frame number")
+    if len(match[1]) > MAX_FRAME_DIGITS:
+        raise StmaError(f"--mask {arg[:40]}...: frame number {match[1][:20]}... is out of range")
     return int(match[1]), Path(match[2])

@@ -287,6 +287,8 @@ class _FolderSource(VideoSource):
                 return image.size
         except UnidentifiedImageError:
             raise StmaError(f"{file}: not an image") from None
+        except Image.DecompressionBombError:
+            raise StmaError(f"{file}: image too large (more than {2 * Image.MAX_IMAGE_PIXELS} pixels)") from None
         except OSError as exc:
             raise StmaError(f"{file}: cannot read the frame ({exc})") from None
 
