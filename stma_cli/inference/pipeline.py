@@ -6,10 +6,10 @@ model, skipping finished folders and going on past a bad video.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import queue
-import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
+import torch
 
 from stma_cli import __version__
 from stma_cli.errors import StmaError
-from stma_cli.inference.segmenter import FrameResult, Segmenter, SegmenterConfig, processing_size
+from stma_cli.inference.segmenter import FrameResult, Segmenter, SegmenterConfig, frame_result, processing_size
+from stma_cli.io.atomic import PendingFile
 from stma_cli.io.masks import read_mask
 from stma_cli.io.output import VideoOutput, is_finished, read_manifest
 from stma_cli.io.video import VideoSource, open_video
@@ -88,15 +90,15 @@ def segment_video(job: VideoJob, model: STMA, segmenter_config: SegmenterConfig,
             first = job.masks[0][1]
             raise StmaError(f"{first}: {len(object_ids)} objects, but the model's ID table holds at most "
                             f"{model.config.num_ids}")
-        ph, pw = processing_size(video.height, video.width, segmenter_config.max_side)
-        logits_shape = (math.ceil(ph / LOGIT_STRIDE), math.ceil(pw / LOGIT_STRIDE))
+        logits_shape = _logits_shape(video.height, video.width, segmenter_config.max_side)
         attrs = {"model_id": options.model_id, "model_revision": options.model_revision or ""}
         with VideoOutput(job.output, frame_names=video.frame_names, fps=video.fps, size=(video.width, video.height),
                          palette=palette, object_ids=object_ids, overlay=options.overlay, logits=options.logits,
                          logits_shape=logits_shape, attrs=attrs) as output:
             frames = 0
             with _BackgroundWriter(output) as writer:
-                for index, frame, result in _propagate(video, masks, model, segmenter_config, options.direction):
+                for index, frame, result in _propagate(video, masks, object_ids, model, segmenter_config,
+                                                       options.direction, job.output):
                     labels = result.labels if result is not None else np.zeros(frame.shape[:2], np.uint8)
                     writer.write(index, frame, labels, _logits_for(result, object_ids, logits_shape))
                     frames = index + 1
@@ -105,7 +107,7 @@ def segment_video(job: VideoJob, model: STMA, segmenter_config: SegmenterConfig,
             last_mask = max(masks)
             if last_mask >= frames:
                 raise StmaError(f"{dict(job.masks)[last_mask]}: mask for frame {last_mask}, but the video has "
-                                f"{frames} frames")
+                                f"{video.num_frames or frames} frames")
             seconds = time.perf_counter() - started
             output.finish({"model": options.model_id, "revision": options.model_revision,
                            "seconds": round(seconds, 3), "stma_version": __version__,
@@ -119,19 +121,38 @@ def run_batch(jobs: Iterable[VideoJob], model: STMA, segmenter_config: Segmenter
               on_start: Callable[[VideoJob], None] | None = None,
               on_report: Callable[[VideoReport], None] | None = None,
               progress: ProgressCallback | None = None) -> list[VideoReport]:
-    """Segment many videos with one model; a bad video gives an `error` report and the batch goes on."""
+    """Segment many videos with one model.
+
+    Whatever goes wrong with one video (bad input, a full disk, out of memory, even a bug) becomes its
+    `error` report, and the batch goes on; only KeyboardInterrupt (Ctrl-C, or SIGTERM in the CLI) stops it.
+    """
     reports = []
     for job in jobs:
         if on_start is not None:
             on_start(job)
         try:
             report = segment_video(job, model, segmenter_config, options, progress)
-        except StmaError as exc:
-            report = VideoReport(job.source, str(job.output), "error", error=str(exc))
+        except Exception as error:  # noqa: BLE001 - every failure is reported, in one line, as the video's
+            report = VideoReport(job.source, str(job.output), "error", error=describe_error(error, job.source))
         reports.append(report)
         if on_report is not None:
             on_report(report)
     return reports
+
+
+def describe_error(error: Exception, source: str) -> str:
+    """One line that names the file at fault: StmaError as it is; other errors are prefixed with `source`
+    (or the file an OSError names) and say what they are."""
+    if isinstance(error, StmaError):
+        text = str(error)
+    elif isinstance(error, OSError):
+        names = " -> ".join(str(name) for name in (error.filename, error.filename2) if name is not None)
+        text = f"{names or source}: {error.strerror or error}"
+    elif isinstance(error, MemoryError):
+        text = f"{source}: out of memory"
+    else:
+        text = f"{source}: unexpected error: {type(error).__name__}: {error}"
+    return " ".join(text.splitlines())
 
 
 # -- internals -----------------------------------------------------------------------------------
@@ -218,70 +239,189 @@ def _logits_for(result: FrameResult | None, object_ids: list[int], shape: tuple[
     return out
 
 
-class _FrameBuffer:
-    """Frames and their labels kept on disk (memory-mapped files), so a long prefix does not fill the RAM."""
+@dataclass(frozen=True)
+class Pass:
+    """One run of a Segmenter through the video: from frame `start`, forward to the last frame or
+    backward (`reverse`) to frame 0, taking up the masks given on the frames it crosses."""
 
-    def __init__(self, folder: Path, count: int, height: int, width: int) -> None:
-        self.count = count
-        self.frames = np.lib.format.open_memmap(folder / "frames.npy", mode="w+", dtype=np.uint8,
-                                                shape=(count, height, width, 3))
-        self.labels = np.lib.format.open_memmap(folder / "labels.npy", mode="w+", dtype=np.uint8,
-                                                shape=(count, height, width))
-
-    def put(self, index: int, frame: np.ndarray) -> None:
-        self.frames[index] = frame
-
-    def get(self, index: int) -> np.ndarray:
-        return np.asarray(self.frames[index])
+    start: int
+    reverse: bool
+    masks: dict[int, np.ndarray]
 
 
-def _propagate(video: VideoSource, masks: dict[int, np.ndarray], model: STMA, config: SegmenterConfig,
-               direction: str) -> Iterator[tuple[int, np.ndarray, FrameResult | None]]:
-    """(index, frame, result) for every frame in order; result None where no object is tracked.
+def plan_passes(direction: str, masks: dict[int, np.ndarray]) -> list[Pass]:
+    """The passes of a direction, in the order they run.
 
-    forward: each object from its mask on. backward: from the first mask back to frame 0 only.
-    both: backward from the first mask, then forward from it. The frames before the first mask are
-    kept in a disk buffer for the backward pass, so a long prefix does not fill the memory.
+    forward: one pass from the first mask to the end. backward: one pass from the last mask to frame 0.
+    both: the backward pass, then the forward pass; on the frames both cross, each object is taken from
+    the pass whose latest mask of that object is nearest (the forward pass on a tie).
     """
-    first = min(masks)
-    frames: Iterator[tuple[int, np.ndarray]] = enumerate(video)
-    with tempfile.TemporaryDirectory(prefix="stma-") as tmp:
-        if direction != "forward" and first > 0:
-            buffer = _FrameBuffer(Path(tmp), first, video.height, video.width)
-            for index, frame in frames:
-                buffer.put(index, frame)
-                if index == first - 1:
-                    break
-            anchor = next(frames, None)
-            if anchor is None:
-                return
-            results = _backward(buffer, anchor[1], masks[first], model, config)
-            for index in range(first):
-                yield index, buffer.get(index), results[index]
-            frames = itertools.chain([anchor], frames)
-        forward_masks = {first: masks[first]} if direction == "backward" else masks
-        yield from _forward(frames, forward_masks, model, config, last=first if direction == "backward" else None)
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction {direction!r}: expected one of {', '.join(DIRECTIONS)}")
+    passes = []
+    if direction in ("backward", "both"):
+        passes.append(Pass(max(masks), True, masks))
+    if direction in ("forward", "both"):
+        passes.append(Pass(min(masks), False, masks))
+    return passes
 
 
-def _forward(frames: Iterable[tuple[int, np.ndarray]], masks: dict[int, np.ndarray], model: STMA,
-             config: SegmenterConfig, last: int | None = None) -> Iterator[tuple[int, np.ndarray, FrameResult | None]]:
-    """Track forward from each mask; frames after `last` (if given) are not segmented."""
+def run_pass(plan: Pass, frames: Iterable[tuple[int, np.ndarray]], model: STMA, config: SegmenterConfig,
+             name: str) -> Iterator[tuple[int, np.ndarray, FrameResult]]:
+    """Segment `frames`, (index, frame) pairs from `plan.start` in the pass's order, with a new Segmenter;
+    errors name the video `name` and the frame."""
     segmenter = Segmenter(model, config)
     for index, frame in frames:
-        mask = masks.get(index)
-        active = (mask is not None or segmenter.object_ids) and (last is None or index <= last)
-        yield index, frame, segmenter.step(frame, mask) if active else None
+        try:
+            result = segmenter.step(frame, plan.masks.get(index))
+        except StmaError as error:
+            raise StmaError(f"{name}: frame {index}: {error}") from None
+        yield index, frame, result
 
 
-def _backward(buffer: _FrameBuffer, anchor: np.ndarray, mask: np.ndarray, model: STMA,
-              config: SegmenterConfig) -> list[FrameResult]:
-    """Results of the buffered frames, segmented from the anchor frame back to frame 0."""
-    segmenter = Segmenter(model, config)
-    segmenter.step(anchor, mask)
-    results: dict[int, FrameResult] = {}
-    for index in range(buffer.count - 1, -1, -1):
-        result = segmenter.step(buffer.get(index))
-        buffer.labels[index] = result.labels
-        result.labels = buffer.labels[index]  # the full-size labels wait on disk; the small logits in memory
-        results[index] = result
-    return [results[index] for index in range(buffer.count)]
+class _DiskArray:
+    """Equal-sized arrays kept in a file (memory-mapped), so that a long stretch of frames does not fill
+    the RAM; appended one by one, or written at any index once `allocate`d."""
+
+    def __init__(self, path: Path, shape: tuple[int, ...], dtype: type) -> None:
+        self.path, self.shape, self.dtype = path, shape, np.dtype(dtype)
+        self.count = 0
+        self._file = open(path, "wb")
+        self._map: np.memmap | None = None
+
+    def append(self, item: np.ndarray) -> None:
+        self._file.write(np.ascontiguousarray(item, self.dtype).tobytes())
+        self.count += 1
+
+    def allocate(self, count: int) -> None:
+        self._file.truncate(count * self.dtype.itemsize * math.prod(self.shape))
+        self.count = count
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return self._mapped()[index]
+
+    def __setitem__(self, index: int, item: np.ndarray) -> None:
+        self._mapped()[index] = item
+
+    def _mapped(self) -> np.memmap:
+        if self._map is None:
+            self._file.flush()
+            self._map = np.memmap(self.path, self.dtype, "r+", shape=(self.count, *self.shape))
+        return self._map
+
+    def close(self) -> None:
+        self._map = None
+        self._file.close()
+        self.path.unlink(missing_ok=True)
+
+
+def _propagate(video: VideoSource, masks: dict[int, np.ndarray], object_ids: list[int], model: STMA,
+               config: SegmenterConfig, direction: str, scratch: Path,
+               ) -> Iterator[tuple[int, np.ndarray, FrameResult | None]]:
+    """(index, frame, result) for every frame in order; result None where no object is tracked.
+
+    Runs the passes of `plan_passes`. A backward pass needs the frames up to its start at once: they are
+    kept in a scratch file in `scratch` (removed at the end), with the backward results, so that a long
+    stretch does not fill the memory.
+    """
+    passes = plan_passes(direction, masks)
+    backward = next((p for p in passes if p.reverse), None)
+    forward = next((p for p in passes if not p.reverse), None)
+    frames: Iterator[tuple[int, np.ndarray]] = enumerate(video)
+    if backward is None:
+        assert forward is not None
+        for index, frame in frames:
+            if index == forward.start:
+                yield from run_pass(forward, itertools.chain([(index, frame)], frames), model, config, video.name)
+                return
+            yield index, frame, None
+        return
+    with contextlib.ExitStack() as stack:
+        buffer = _scratch_array(stack, scratch, "frames", (video.height, video.width, 3), np.uint8)
+        for index, frame in frames:
+            buffer.append(frame)
+            if index == backward.start:
+                break
+        if buffer.count <= backward.start:
+            return  # the video ends before the last mask: the caller reports it
+        labels = _scratch_array(stack, scratch, "labels", (video.height, video.width), np.uint8)
+        labels.allocate(buffer.count)
+        shape = _logits_shape(video.height, video.width, config.max_side)
+        logits = _scratch_array(stack, scratch, "logits", (len(object_ids) + 1, *shape), np.float32)
+        logits.allocate(buffer.count)
+        for index, _, result in run_pass(backward, ((i, buffer[i]) for i in range(backward.start, -1, -1)),
+                                         model, config, video.name):
+            labels[index] = result.labels
+            logits[index] = _logits_for(result, object_ids, shape)
+
+        def behind(index: int) -> FrameResult:
+            return FrameResult(np.array(labels[index]), torch.from_numpy(np.array(logits[index])), object_ids)
+
+        if forward is None:
+            for index in range(buffer.count):
+                yield index, np.array(buffer[index]), behind(index)
+            yield from ((index, frame, None) for index, frame in frames)
+            return
+        for index in range(forward.start):
+            yield index, np.array(buffer[index]), behind(index)
+        ahead = itertools.chain(((i, np.array(buffer[i])) for i in range(forward.start, buffer.count)), frames)
+        choose = _NearestMask(masks, object_ids)
+        for index, frame, result in run_pass(forward, ahead, model, config, video.name):
+            if index <= backward.start:
+                result = _merge(result, behind(index), choose.backward_objects(index), masks.get(index),
+                                (video.height, video.width), config.max_side)
+            yield index, frame, result
+
+
+def _scratch_array(stack: contextlib.ExitStack, folder: Path, name: str, shape: tuple[int, ...],
+                   dtype: type) -> _DiskArray:
+    array = _DiskArray(PendingFile(folder / f"{name}.npy").tmp, shape, dtype)
+    stack.callback(array.close)
+    return array
+
+
+def _logits_shape(height: int, width: int, max_side: int) -> tuple[int, int]:
+    """(H', W') of the stride-4 logits of a frame."""
+    ph, pw = processing_size(height, width, max_side)
+    return math.ceil(ph / LOGIT_STRIDE), math.ceil(pw / LOGIT_STRIDE)
+
+
+class _NearestMask:
+    """For a frame crossed by both passes, which objects the backward pass gives: those whose next mask
+    (at or after the frame) is nearer than their last mask (at or before it)."""
+
+    def __init__(self, masks: dict[int, np.ndarray], object_ids: list[int]) -> None:
+        self.given = {i: sorted(f for f, m in masks.items() if (m == i).any()) for i in object_ids}
+
+    def backward_objects(self, index: int) -> list[int]:
+        chosen = []
+        for object_id, frames in self.given.items():
+            before = [index - f for f in frames if f <= index]
+            after = [f - index for f in frames if f >= index]
+            if after and (not before or min(after) < min(before)):
+                chosen.append(object_id)
+        return chosen
+
+
+def _merge(ahead: FrameResult, behind: FrameResult, from_behind: list[int], mask: np.ndarray | None,
+           size: tuple[int, int], max_side: int) -> FrameResult:
+    """One frame from the two passes: the objects `from_behind` from the backward pass, the others from
+    the forward pass, combined as probabilities (renormalised where they overlap)."""
+    if not from_behind:
+        return ahead
+    object_ids = behind.object_ids
+    own = _logits_for(ahead, object_ids, tuple(behind.logits.shape[1:]))
+    probs_ahead = torch.from_numpy(own).softmax(0)
+    probs_behind = behind.logits.softmax(0)
+    take = torch.tensor([0] + [int(i in from_behind) for i in object_ids], dtype=torch.bool)[:, None, None]
+    probs = torch.where(take, probs_behind, probs_ahead)
+    objects = probs[1:].sum(0, keepdim=True)
+    probs[1:] /= objects.clamp(min=1)
+    probs[0] = (1 - probs[1:].sum(0)).clamp(min=0)
+    merged = frame_result(torch.log(probs.clamp(min=1e-4))[None], object_ids,
+                          processing_size(*size, max_side), size)
+    if mask is not None:  # the user's mask, exactly, as on every frame that holds one
+        given = [int(i) for i in np.unique(mask) if i != 0]
+        merged.labels[np.isin(merged.labels, given)] = 0
+        merged.labels[mask != 0] = mask[mask != 0]
+    return merged

@@ -87,7 +87,9 @@ class Segmenter:
             if self.object_ids:
                 probs = upsample_logits(logits, features.size).softmax(1)
                 self.memory.add(self.model.memorize(features, probs[:, 1:], ids), annotated=bool(given))
-        result = self._result(logits.float(), features.size, (height, width))
+        result = frame_result(logits.float(), self.object_ids, features.size, (height, width))
+        if not torch.isfinite(result.logits).all():
+            raise StmaError("the model's output is not finite (NaN or inf): its weights are broken")
         if given:  # the user's mask is returned exactly, not as the model re-renders it
             result.labels[np.isin(result.labels, given)] = 0
             result.labels[mask != 0] = mask[mask != 0]
@@ -142,18 +144,24 @@ class Segmenter:
         probs[:, 0] = (1 - probs[:, 1:].sum(1)).clamp(min=0)
         return torch.log(probs.clamp(min=1e-4)).to(logits.dtype)
 
-    def _result(self, logits: torch.Tensor, size: tuple[int, int], input_size: tuple[int, int]) -> FrameResult:
-        valid = (math.ceil(size[0] / LOGIT_STRIDE), math.ceil(size[1] / LOGIT_STRIDE))
-        logits = logits[:, :, : valid[0], : valid[1]]
-        # One interpolation from the stride-4 grid straight to the input size (the grid may overhang by < 4 px).
-        scale = (input_size[0] / size[0], input_size[1] / size[1])
-        target = (round(valid[0] * LOGIT_STRIDE * scale[0]), round(valid[1] * LOGIT_STRIDE * scale[1]))
-        # Channels-last makes the per-pixel argmax a reduction over adjacent values (several times faster).
-        full = F.interpolate(logits.contiguous(memory_format=torch.channels_last), size=target, mode="bilinear",
-                             align_corners=False)
-        lookup = torch.tensor([0] + self.object_ids, dtype=torch.uint8, device=full.device)
-        labels = lookup[full[0, :, : input_size[0], : input_size[1]].argmax(0)].cpu().numpy()
-        return FrameResult(labels, logits[0].cpu(), list(self.object_ids))
+def frame_result(logits: torch.Tensor, object_ids: list[int], size: tuple[int, int],
+                 input_size: tuple[int, int]) -> FrameResult:
+    """The labels at the input size and the logits on the CPU, from (1, 1+K, H', W') stride-4 logits.
+
+    `size` is the (h, w) the model saw (see `processing_size`); rows and columns of the logits beyond
+    it (padding) are dropped.
+    """
+    valid = (math.ceil(size[0] / LOGIT_STRIDE), math.ceil(size[1] / LOGIT_STRIDE))
+    logits = logits[:, :, : valid[0], : valid[1]]
+    # One interpolation from the stride-4 grid straight to the input size (the grid may overhang by < 4 px).
+    scale = (input_size[0] / size[0], input_size[1] / size[1])
+    target = (round(valid[0] * LOGIT_STRIDE * scale[0]), round(valid[1] * LOGIT_STRIDE * scale[1]))
+    # Channels-last makes the per-pixel argmax a reduction over adjacent values (several times faster).
+    full = F.interpolate(logits.contiguous(memory_format=torch.channels_last), size=target, mode="bilinear",
+                         align_corners=False)
+    lookup = torch.tensor([0] + list(object_ids), dtype=torch.uint8, device=full.device)
+    labels = lookup[full[0, :, : input_size[0], : input_size[1]].argmax(0)].cpu().numpy()
+    return FrameResult(labels, logits[0].cpu(), list(object_ids))
 
 
 def processing_size(height: int, width: int, max_side: int) -> tuple[int, int]:

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from stma_cli.errors import StmaError
-from stma_cli.inference.pipeline import ABSENT, RunOptions, VideoJob, run_batch, segment_video
+from stma_cli.inference.pipeline import ABSENT, RunOptions, VideoJob, plan_passes, run_batch, segment_video
 from stma_cli.inference.segmenter import SegmenterConfig
 from stma_cli.io.logits import read_logits
 from stma_cli.io.masks import write_mask
@@ -71,6 +71,56 @@ def test_backward_stops_at_the_mask_frame(frames, tmp_path, model):
     assert not masks[3:].any() and (logits[3:, 1] == ABSENT).all()
 
 
+def tracked(logits: np.ndarray, channel: int) -> list[int]:
+    """The frames on which the object of logits channel `channel` is tracked (not ABSENT)."""
+    return [t for t in range(len(logits)) if (logits[t, channel] > ABSENT).any()]
+
+
+def test_plan_of_passes() -> None:
+    masks = {2: square(1, 0, 0), 8: square(2, 0, 0)}
+    assert [(p.start, p.reverse) for p in plan_passes("forward", masks)] == [(2, False)]
+    assert [(p.start, p.reverse) for p in plan_passes("backward", masks)] == [(8, True)]
+    assert [(p.start, p.reverse) for p in plan_passes("both", masks)] == [(8, True), (2, False)]
+    assert all(p.masks is masks for p in plan_passes("both", masks))
+
+
+@pytest.fixture
+def two_masks(frames, tmp_path) -> VideoJob:
+    """Object 1 given on frame 1, object 2 on frame 3."""
+    return VideoJob(str(frames), [(1, mask_file(tmp_path / "a.png", square(1, 8, 8))),
+                                  (3, mask_file(tmp_path / "b.png", square(2, 24, 40)))], tmp_path / "out")
+
+
+@pytest.mark.parametrize(("direction", "one", "two"), [
+    ("forward", [1, 2, 3, 4], [3, 4]),
+    ("backward", [0, 1], [0, 1, 2, 3]),
+    ("both", [0, 1, 2, 3, 4], [0, 1, 2, 3, 4]),
+])
+def test_every_direction_takes_up_every_mask(two_masks, model, direction, one, two):
+    """Each object is tracked from its own mask in the direction asked; no mask is left out."""
+    masks, logits, manifest = run(two_masks, model, direction=direction)
+    assert manifest["objects"] == [1, 2]
+    assert tracked(logits, 1) == one and tracked(logits, 2) == two
+    assert (masks[1][square(1, 8, 8) > 0] == 1).all() and (masks[3][square(2, 24, 40) > 0] == 2).all()
+    untracked = [t for t in range(FRAMES) if t not in one + two]
+    assert not masks[untracked].any()
+
+
+def test_both_takes_each_object_from_its_nearest_mask(frames, tmp_path, model):
+    """One object given on frames 0 and 4: frames 1-2 follow the mask of frame 0 (forward; 2 is a tie),
+    frame 3 the mask of frame 4 (backward). The given frames are exact."""
+    first, last = square(1, 4, 4), square(1, 28, 44)
+    job = VideoJob(str(frames), [(0, mask_file(tmp_path / "a.png", first)),
+                                 (4, mask_file(tmp_path / "b.png", last))], tmp_path / "out")
+    masks, both, _ = run(job, model, direction="both")
+    forward, _, _ = run(VideoJob(job.source, job.masks, tmp_path / "forward"), model, direction="forward")
+    backward, _, _ = run(VideoJob(job.source, job.masks, tmp_path / "backward"), model, direction="backward")
+    np.testing.assert_array_equal(masks[0], first)
+    np.testing.assert_array_equal(masks[4], last)
+    np.testing.assert_array_equal(masks[1:3], forward[1:3])
+    np.testing.assert_array_equal(masks[3], backward[3])
+
+
 def test_masks_on_one_frame_merge_and_ids_follow_first_appearance(frames, tmp_path, model):
     job = VideoJob(str(frames), [(0, mask_file(tmp_path / "a.png", square(5, 0, 0))),
                                  (0, mask_file(tmp_path / "b.png", square(2, 30, 40))),
@@ -105,3 +155,27 @@ def test_run_batch_reports_and_callbacks(frames, tmp_path, model):
     assert (reports[2].frames, reports[2].objects) == (FRAMES, [1])
     assert progress == [(t, FRAMES) for t in range(1, FRAMES + 1)]
     assert reports[0].to_dict().keys() == {"video", "output", "frames", "objects", "seconds", "fps", "status", "error"}
+
+
+def test_any_failure_of_one_video_is_its_error_report(frames, tmp_path, model, monkeypatch):
+    """Not only StmaError: out of memory, an OSError or a bug in one video gives its error report, and
+    the next video is done."""
+    import stma_cli.inference.pipeline as pipeline
+
+    mask = mask_file(tmp_path / "m.png", square(1, 8, 8))
+    failures = iter([MemoryError(), IsADirectoryError(21, "Is a directory", "x.tmp", None, "overlay.mp4"),
+                     KeyError("dim")])
+    real = pipeline._read_masks
+
+    def failing(job, video):
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        return real(job, video)
+
+    monkeypatch.setattr(pipeline, "_read_masks", failing)
+    jobs = [VideoJob(str(frames), [(0, mask)], tmp_path / name) for name in "abcd"]
+    reports = run_batch(jobs, model, SegmenterConfig(), RunOptions(overlay=False, logits=False))
+    assert [r.status for r in reports] == ["error", "error", "error", "ok"]
+    assert [r.error for r in reports[:3]] == [f"{frames}: out of memory", "x.tmp -> overlay.mp4: Is a directory",
+                                              f"{frames}: unexpected error: KeyError: 'dim'"]
