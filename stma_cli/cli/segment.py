@@ -42,7 +42,8 @@ def segment(
                                       "K-th frame in between (bounds memory use)."),
     mem_every: int = typer.Option(SegmenterConfig.mem_every, min=1, help="A new memory frame every K frames."),
     max_side: int = typer.Option(SegmenterConfig.max_side, min=0, help="Longest side the model sees; 0 keeps the input size."),
-    direction: str = typer.Option("forward", help=f"Propagation from the first mask: {', '.join(DIRECTIONS)}."),
+    direction: str = typer.Option("forward", help="forward: from the first mask to the end; backward: from the "
+                                                  "last mask back to frame 0; both: the two."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     precision: str = typer.Option("auto", help="auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 or bf16."),
     overlay: bool = typer.Option(True, "--overlay/--no-overlay", help="Write overlay.mp4."),
