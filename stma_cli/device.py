@@ -9,6 +9,7 @@ import torch
 from stma_cli.errors import StmaError
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+PRECISION_NAMES = {None: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}  # autocast dtype -> name
 
 
 def resolve_device(spec: str = "auto") -> torch.device:

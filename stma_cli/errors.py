@@ -1,8 +1,15 @@
-"""The one exception type that carries a user-facing message."""
+"""The exception types the command line turns into one line on stderr."""
 
 
 class StmaError(Exception):
     """A problem with the user's input or environment, reported as one line without a traceback.
 
     The message names the file (or setting) at fault and says what is wrong.
+    """
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (from SLURM, `timeout`, docker, Kubernetes), raised in the main thread of the command line.
+
+    It is a KeyboardInterrupt, so every clean-up that Ctrl-C runs runs for it too.
     """

@@ -14,7 +14,6 @@ are only ever read with safetensors: pickle files are never loaded.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -42,6 +41,7 @@ from safetensors.torch import load_file
 
 import stma_cli
 from stma_cli.errors import StmaError
+from stma_cli.io.provenance import file_sha256
 from stma_cli.model import STMA, STMAConfig
 from stma_cli.model.stma import ARCHITECTURE
 
@@ -299,7 +299,7 @@ def model_info(spec: str | None = None, revision: str | None = None) -> WeightsI
     """Config, parameter count, file hashes and origin of some weights (works offline from the cache)."""
     model, weights = load_model(spec, revision)
     files = [
-        FileInfo(name, (weights.path / name).stat().st_size, _sha256(weights.path / name))
+        FileInfo(name, (weights.path / name).stat().st_size, file_sha256(weights.path / name))
         for name in (CONFIG_FILE, WEIGHTS_FILE, CARD_FILE)
         if (weights.path / name).is_file()
     ]
@@ -332,14 +332,6 @@ def _is_stma_config(path: Path) -> bool:
         return json.loads(path.read_text(encoding="utf-8")).get("architecture") == ARCHITECTURE
     except (OSError, ValueError, AttributeError):
         return False
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _folder_size(folder: Path) -> int:

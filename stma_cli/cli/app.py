@@ -1,11 +1,13 @@
 """The `stma` Typer application: one module per subcommand registers itself here."""
 from __future__ import annotations
 
+import signal
 import warnings
 
 import typer
 
 from stma_cli import __version__
+from stma_cli.errors import Terminated
 
 app = typer.Typer(
     name="stma",
@@ -42,7 +44,14 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:  #
     return f"stma: warning: {message}\n"
 
 
+def _terminate(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the clean-up runs once, whatever follows
+    raise Terminated
+
+
 def main() -> None:
-    """Console-script entry point (warnings, e.g. a video shorter than its header says, as one line)."""
+    """Console-script entry point: warnings (e.g. a video shorter than its header says) as one line, and
+    SIGTERM handled as Ctrl-C is (temporary files removed, finished work kept), exiting 143."""
     warnings.formatwarning = _one_line_warning
+    signal.signal(signal.SIGTERM, _terminate)
     app()

@@ -6,7 +6,10 @@ from contextlib import contextmanager
 
 import typer
 
-from stma_cli.errors import StmaError
+from stma_cli.errors import StmaError, Terminated
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 WEIGHTS_HELP = (
     "Model weights, tried in this order: a local folder (config.json + model.safetensors), "
@@ -17,7 +20,7 @@ REVISION_HELP = "Branch, tag or commit of a Hub repo (default: main)."
 
 @contextmanager
 def reporting_errors() -> Iterator[None]:
-    """Report errors as one line `stma: error: ...` on stderr and exit 1; Ctrl-C exits 130.
+    """Report errors as one line `stma: error: ...` on stderr and exit 1; Ctrl-C exits 130, SIGTERM 143.
 
     Works as a context manager or as a decorator under `@app.command()`. Catches StmaError and
     OSError (a file that cannot be read or written); anything else is a bug and keeps its traceback.
@@ -28,9 +31,16 @@ def reporting_errors() -> Iterator[None]:
         _fail(str(error))
     except OSError as error:
         _fail(f"{error.filename}: {error.strerror}" if error.filename and error.strerror else str(error))
-    except KeyboardInterrupt:
-        typer.echo("stma: interrupted", err=True)
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt as interrupt:
+        stop(interrupt)
+
+
+def stop(interrupt: KeyboardInterrupt, doing: str | None = None) -> None:
+    """Exit after Ctrl-C (130) or SIGTERM (143) with one line saying what was interrupted."""
+    terminated = isinstance(interrupt, Terminated)
+    what = "terminated (SIGTERM)" if terminated else "interrupted"
+    typer.echo(f"stma: {what}" + (f" while {doing}" if doing else ""), err=True)
+    raise typer.Exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED) from None
 
 
 def _fail(message: str) -> None:

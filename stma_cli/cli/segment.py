@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -10,13 +11,14 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from stma_cli.cli.common import reporting_errors
+from stma_cli.cli.common import reporting_errors, stop
 from stma_cli.device import PRECISIONS, autocast_dtype, resolve_device
 from stma_cli.errors import StmaError
-from stma_cli.hub import load_model
+from stma_cli.hub import WEIGHTS_FILE, load_model
 from stma_cli.inference.jobs import Shard, build_jobs, expand_inputs, local_device
 from stma_cli.inference.pipeline import DIRECTIONS, RunOptions, VideoReport, run_batch
 from stma_cli.inference.segmenter import SegmenterConfig
+from stma_cli.io.provenance import file_sha256
 
 EXIT_SOME_FAILED = 1
 EXIT_USAGE = 2
@@ -52,17 +54,20 @@ def segment(
     shard: Optional[str] = typer.Option(
         None, help="K/N: process every N-th video from the K-th (0-based). Default: from torchrun "
                    "(RANK/WORLD_SIZE) or a SLURM array (SLURM_ARRAY_TASK_ID/COUNT), else all."),
-    overwrite: bool = typer.Option(False, help="Redo videos whose output folder is already finished."),
+    overwrite: bool = typer.Option(False, help="Redo videos whose output folder is finished, or holds the results "
+                                               "of another run or files stma did not write (only stma's own "
+                                               "file names are replaced)."),
 ) -> None:
     """Segment videos from their first-frame masks: masks/, overlay.mp4, logits.h5 per video.
 
-    Exit codes: 0 all videos done, 1 some failed (the others are done), 2 usage error.
+    Exit codes: 0 all videos done, 1 some failed (the others are done), 2 usage error, 130 Ctrl-C,
+    143 SIGTERM (finished videos are kept).
     """
     err = Console(stderr=True, soft_wrap=True)  # one message, one line, whatever the terminal width
     try:
         inputs = list(videos or [])
         if not inputs and not sys.stdin.isatty():
-            inputs = [line.strip() for line in sys.stdin if line.strip()]
+            inputs = _paths_on_stdin()
         jobs = build_jobs(expand_inputs(inputs), list(mask or []), mask_template, output)
         selected = (Shard.parse(shard) if shard else Shard.from_environment()).select(jobs)
         if direction not in DIRECTIONS:
@@ -72,6 +77,8 @@ def segment(
     except StmaError as error:
         err.print(f"stma: error: {error}", markup=False, highlight=False)
         raise typer.Exit(EXIT_USAGE) from None
+    except KeyboardInterrupt as interrupt:
+        stop(interrupt)
 
     with reporting_errors():
         torch_device = resolve_device(local_device(device))
@@ -79,8 +86,13 @@ def segment(
         model, resolved = load_model(weights, revision, device=torch_device)
         config = SegmenterConfig(mem_size=mem_size, mem_every=mem_every, max_side=max_side, precision=precision)
         options = RunOptions(direction=direction, overlay=overlay, logits=logits, overwrite=overwrite,
-                             model_id=resolved.model_id, model_revision=resolved.revision)
-        reports = _run(selected, model, config, options, json_lines, err)
+                             model_id=resolved.model_id, model_revision=resolved.revision,
+                             weights_sha256=file_sha256(resolved.path / WEIGHTS_FILE))
+        current: list[str] = []
+        try:
+            reports = _run(selected, model, config, options, json_lines, err, current)
+        except KeyboardInterrupt as interrupt:
+            stop(interrupt, f"segmenting {current[-1]} (finished videos are kept)" if current else None)
     failed = [r for r in reports if r.status == "error"]
     done = sum(r.status == "ok" for r in reports)
     skipped = sum(r.status == "skipped" for r in reports)
@@ -91,7 +103,12 @@ def segment(
         raise typer.Exit(EXIT_SOME_FAILED)
 
 
-def _run(jobs, model, config, options, json_lines: bool, err: Console) -> list[VideoReport]:
+def _paths_on_stdin() -> list[str]:
+    """Paths on standard input, one per line, as the bytes the file system uses (any encoding)."""
+    return [os.fsdecode(line.strip()) for line in sys.stdin.buffer if line.strip()]
+
+
+def _run(jobs, model, config, options, json_lines: bool, err: Console, current: list[str]) -> list[VideoReport]:
     def emit(report: VideoReport) -> None:
         if json_lines:
             sys.stdout.write(json.dumps(report.to_dict()) + "\n")
@@ -107,6 +124,7 @@ def _run(jobs, model, config, options, json_lines: bool, err: Console) -> list[V
         frames = progress.add_task("frames", total=None)
 
         def on_start(job) -> None:
+            current.append(job.source)
             progress.reset(frames, total=None, description=Path(job.source).name or "stdin")
 
         def on_report(report: VideoReport) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import string
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -67,7 +68,10 @@ def local_device(spec: str, env: Mapping[str, str] = os.environ) -> str:
         import torch
 
         if torch.cuda.is_available():
-            return f"cuda:{int(env['LOCAL_RANK']) % torch.cuda.device_count()}"
+            local_rank = _int(env, "LOCAL_RANK")
+            if local_rank < 0:
+                raise StmaError(f"environment variable LOCAL_RANK={local_rank}: expected 0 or more")
+            return f"cuda:{local_rank % torch.cuda.device_count()}"
     return spec
 
 
@@ -79,7 +83,7 @@ def expand_inputs(inputs: Iterable[str]) -> list[str]:
             videos.append(item)
             continue
         path = Path(item)
-        if path.is_dir() and not _is_frame_folder(path):
+        if _is_dir(path) and not _is_frame_folder(path):
             children = sorted(p for p in path.iterdir() if _is_video_file(p) or (p.is_dir() and _is_frame_folder(p)))
             if not children:
                 raise StmaError(f"{path}: folder holds no video files, frames or frame folders")
@@ -90,25 +94,56 @@ def expand_inputs(inputs: Iterable[str]) -> list[str]:
 
 
 def video_stem(source: str) -> str:
-    """The name a video's outputs and mask template use: file stem, or folder name."""
+    """The name a video's outputs and mask template use: file stem, or folder name (`..` gives the real name)."""
     if source == "-":
         return "stdin"
     path = Path(source)
-    return path.name if path.is_dir() else path.stem
+    if _is_dir(path):
+        return (path.resolve().name if path.name in ("", ".", "..") else path.name) or "root"
+    return path.stem
+
+
+def output_name_problem(stem: str) -> str | None:
+    """Why `stem` cannot name an output folder inside --output, or None if it can."""
+    if stem in ("", ".", ".."):
+        return f"its name gives the output folder name {stem!r}, which is not a folder inside --output"
+    if "/" in stem or "\0" in stem:
+        return "its name holds '/' or a NUL byte"
+    return None
+
+
+TEMPLATE_FIELDS = ("stem", "name", "parent")
+
+
+def check_template(template: str) -> None:
+    """A --mask-template may use only the plain fields {stem}, {name} and {parent}."""
+    try:
+        fields = [field for _, field, _, _ in string.Formatter().parse(template) if field is not None]
+    except ValueError as exc:
+        raise StmaError(f"--mask-template {template!r}: {exc} (fields: {{stem}}, {{name}}, {{parent}})") from None
+    for field in fields:
+        if field not in TEMPLATE_FIELDS:
+            raise StmaError(f"--mask-template {template!r}: unknown field {{{field}}} "
+                            "(fields: {stem}, {name}, {parent}, without attributes or indices)")
 
 
 def mask_from_template(template: str, source: str) -> Path:
     """Fill `{stem}`, `{name}`, `{parent}` from the video path; relative results are taken from its folder."""
+    check_template(template)
     path = Path(source)
     try:
         filled = Path(template.format(stem=video_stem(source), name=path.name, parent=path.parent.name))
-    except (KeyError, IndexError, ValueError) as exc:
+    except (KeyError, IndexError, ValueError, AttributeError, TypeError) as exc:
         raise StmaError(f"--mask-template {template!r}: {exc} (fields: {{stem}}, {{name}}, {{parent}})") from None
     return filled if filled.is_absolute() or source == "-" else path.parent / filled
 
 
 def build_jobs(videos: list[str], masks: list[str], mask_template: str | None, output: Path | None) -> list[VideoJob]:
-    """One job per video; with one video `output` is its folder, with several each gets output/<stem>."""
+    """One job per video; with one video `output` is its folder, with several each gets output/<stem>.
+
+    A video whose name gives no safe folder name inside the output (a file `...mp4` has the stem `..`)
+    gets a job that only reports the problem, so the rest of the batch goes on.
+    """
     if not videos:
         raise StmaError("no video given (paths as arguments, or one per line on standard input)")
     if masks and mask_template:
@@ -117,19 +152,24 @@ def build_jobs(videos: list[str], masks: list[str], mask_template: str | None, o
         raise StmaError(f"--mask applies to one video, but {len(videos)} were given: use --mask-template")
     if not masks and not mask_template:
         raise StmaError("no mask given: use --mask PATH (or FRAME:PATH) or --mask-template")
-    if len(videos) == 1:
-        folder = output if output is not None else DEFAULT_OUTPUT / video_stem(videos[0])
-        mask_specs = [parse_mask_arg(m) for m in masks] or [(0, mask_from_template(mask_template, videos[0]))]
-        return [VideoJob(videos[0], mask_specs, folder)]
+    if mask_template is not None:
+        check_template(mask_template)
+    mask_specs = [parse_mask_arg(m) for m in masks]
+    if len(videos) == 1 and output is not None:
+        return [VideoJob(videos[0], mask_specs or [(0, mask_from_template(mask_template, videos[0]))], output)]
     root = output if output is not None else DEFAULT_OUTPUT
     seen: dict[str, str] = {}
     jobs = []
     for video in videos:
         stem = video_stem(video)
+        problem = output_name_problem(stem)
+        if problem is not None:
+            jobs.append(VideoJob(video, [], root, error=f"{video}: {problem}; rename it"))
+            continue
         if stem in seen:
             raise StmaError(f"{video} and {seen[stem]} would share the output folder {root / stem}")
         seen[stem] = video
-        jobs.append(VideoJob(video, [(0, mask_from_template(mask_template, video))], root / stem))
+        jobs.append(VideoJob(video, mask_specs or [(0, mask_from_template(mask_template, video))], root / stem))
     return jobs
 
 
@@ -140,6 +180,15 @@ def _int(env: Mapping[str, str], name: str, default: int | None = None) -> int:
         return int(value)
     except (TypeError, ValueError):
         raise StmaError(f"environment variable {name}={value!r}: expected an integer") from None
+
+
+def _is_dir(path: Path) -> bool:
+    """Whether `path` is a folder; False for paths the system refuses (too long, NUL bytes): opening
+    them reports the problem, per video."""
+    try:
+        return path.is_dir()
+    except (OSError, ValueError):
+        return False
 
 
 def _is_video_file(path: Path) -> bool:

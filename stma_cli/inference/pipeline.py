@@ -19,13 +19,26 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import torch
 
-from stma_cli import __version__
+from stma_cli.device import PRECISION_NAMES, autocast_dtype
 from stma_cli.errors import StmaError
 from stma_cli.inference.segmenter import FrameResult, Segmenter, SegmenterConfig, frame_result, processing_size
 from stma_cli.io.atomic import PendingFile
 from stma_cli.io.masks import read_mask
-from stma_cli.io.output import VideoOutput, is_finished, read_manifest
-from stma_cli.io.video import VideoSource, open_video
+from stma_cli.io.claim import claim_folder
+from stma_cli.io.output import (
+    LOGITS,
+    MASKS,
+    NUMBERED,
+    OVERLAY,
+    MaskNames,
+    VideoOutput,
+    clear_for_run,
+    inspect_folder,
+    is_output_mask,
+    read_manifest_or_none,
+)
+from stma_cli.io.provenance import differences, input_identity, mask_identity
+from stma_cli.io.video import VideoSource, frame_files, open_video
 from stma_cli.model import LOGIT_STRIDE, STMA
 
 DIRECTIONS = ("forward", "backward", "both")
@@ -34,11 +47,15 @@ ABSENT = -1e4  # logit of an object on frames before it appears
 
 @dataclass
 class VideoJob:
-    """One video to segment: its source, its masks as (frame, path), and its output folder."""
+    """One video to segment: its source, its masks as (frame, path), and its output folder.
+
+    `error`, if set, is reported for the video instead of segmenting it (a problem found in planning).
+    """
 
     source: str
     masks: list[tuple[int, Path]]
     output: Path
+    error: str | None = None
 
 
 @dataclass
@@ -60,7 +77,11 @@ class VideoReport:
 
 @dataclass
 class RunOptions:
-    """Options of a run that are not the model's or the segmenter's."""
+    """Options of a run that are not the model's or the segmenter's.
+
+    `weights_sha256` (of model.safetensors) goes into the manifest's provenance with the model id and
+    revision, so that a folder made by other weights under the same name is not taken as finished.
+    """
 
     direction: str = "forward"
     overlay: bool = True
@@ -68,6 +89,7 @@ class RunOptions:
     overwrite: bool = False
     model_id: str = ""
     model_revision: str | None = None
+    weights_sha256: str = ""
 
 
 ProgressCallback = Callable[[int, int | None], None]  # (frames done, total frames or None)
@@ -75,13 +97,21 @@ ProgressCallback = Callable[[int, int | None], None]  # (frames done, total fram
 
 def segment_video(job: VideoJob, model: STMA, segmenter_config: SegmenterConfig, options: RunOptions,
                   progress: ProgressCallback | None = None) -> VideoReport:
-    """Segment one video into its output folder; raises StmaError for bad input."""
-    if not options.overwrite and is_finished(job.output):
-        manifest = read_manifest(job.output)
-        return VideoReport(job.source, str(job.output), "skipped", manifest.get("frames", 0),
-                           manifest.get("objects", []), manifest.get("seconds", 0.0))
+    """Segment one video into its output folder; raises StmaError for bad input.
+
+    A folder finished by a run with the same provenance (input, masks, model, settings) is skipped; one
+    finished by another run, or holding files stma did not write, is an error unless `options.overwrite`.
+    The folder is locked while it is written (StmaError "busy" if another process holds it).
+    """
     if options.direction not in DIRECTIONS:
         raise StmaError(f"--direction {options.direction!r}: expected one of {', '.join(DIRECTIONS)}")
+    naming = _mask_naming(job.source)
+    _check_masks_are_not_outputs(job, naming)
+    provenance = _provenance(job, model, segmenter_config, options, input_identity(job.source))
+    if provenance is not None:  # known without opening the video: a finished folder is skipped at once
+        verdict = _verdict(job, options, provenance, naming)
+        if verdict is not None:
+            return verdict
     started = time.perf_counter()
     with open_video(job.source) as video:
         masks, palette = _read_masks(job, video)
@@ -90,31 +120,105 @@ def segment_video(job: VideoJob, model: STMA, segmenter_config: SegmenterConfig,
             first = job.masks[0][1]
             raise StmaError(f"{first}: {len(object_ids)} objects, but the model's ID table holds at most "
                             f"{model.config.num_ids}")
-        logits_shape = _logits_shape(video.height, video.width, segmenter_config.max_side)
-        attrs = {"model_id": options.model_id, "model_revision": options.model_revision or ""}
-        with VideoOutput(job.output, frame_names=video.frame_names, fps=video.fps, size=(video.width, video.height),
-                         palette=palette, object_ids=object_ids, overlay=options.overlay, logits=options.logits,
-                         logits_shape=logits_shape, attrs=attrs) as output:
-            frames = 0
-            with _BackgroundWriter(output) as writer:
-                for index, frame, result in _propagate(video, masks, object_ids, model, segmenter_config,
-                                                       options.direction, job.output):
-                    labels = result.labels if result is not None else np.zeros(frame.shape[:2], np.uint8)
-                    writer.write(index, frame, labels, _logits_for(result, object_ids, logits_shape))
-                    frames = index + 1
-                    if progress is not None:
-                        progress(frames, video.num_frames)
-            last_mask = max(masks)
-            if last_mask >= frames:
-                raise StmaError(f"{dict(job.masks)[last_mask]}: mask for frame {last_mask}, but the video has "
-                                f"{video.num_frames or frames} frames")
-            seconds = time.perf_counter() - started
-            output.finish({"model": options.model_id, "revision": options.model_revision,
-                           "seconds": round(seconds, 3), "stma_version": __version__,
-                           "direction": options.direction, "max_side": segmenter_config.max_side,
-                           "mem_size": segmenter_config.mem_size, "mem_every": segmenter_config.mem_every})
+        provenance = _provenance(job, model, segmenter_config, options,
+                                 input_identity(job.source, video.content_sha256))
+        with claim_folder(job.output) as claim:
+            verdict = _verdict(job, options, provenance, naming)  # again: another process may have been quicker
+            if verdict is not None:
+                return verdict
+            earlier = [record.get("mask_names") for record in (read_manifest_or_none(job.output), claim.previous)
+                       if record]
+            claim.record({"provenance": provenance, "mask_names": naming})
+            clear_for_run(job.output, [*earlier, naming])
+            frames = _write(job, video, masks, palette, object_ids, model, segmenter_config, options, progress,
+                            {"provenance": provenance, "mask_names": naming}, started)
+            claim.finished()
+    seconds = time.perf_counter() - started
     return VideoReport(job.source, str(job.output), "ok", frames, object_ids, round(seconds, 3),
                        round(frames / seconds, 3) if seconds > 0 else 0.0)
+
+
+def _write(job: VideoJob, video: VideoSource, masks: dict[int, np.ndarray], palette: list[int] | None,
+           object_ids: list[int], model: STMA, segmenter_config: SegmenterConfig, options: RunOptions,
+           progress: ProgressCallback | None, record: dict, started: float) -> int:
+    """Segment the video into the claimed folder and finish it; returns the number of frames."""
+    logits_shape = _logits_shape(video.height, video.width, segmenter_config.max_side)
+    attrs = {"model_id": options.model_id, "model_revision": options.model_revision or ""}
+    with VideoOutput(job.output, frame_names=video.frame_names, fps=video.fps, size=(video.width, video.height),
+                     palette=palette, object_ids=object_ids, overlay=options.overlay, logits=options.logits,
+                     logits_shape=logits_shape, attrs=attrs) as output:
+        frames = 0
+        with _BackgroundWriter(output) as writer:
+            for index, frame, result in _propagate(video, masks, object_ids, model, segmenter_config,
+                                                   options.direction, job.output):
+                labels = result.labels if result is not None else np.zeros(frame.shape[:2], np.uint8)
+                writer.write(index, frame, labels, _logits_for(result, object_ids, logits_shape))
+                frames = index + 1
+                if progress is not None:
+                    progress(frames, video.num_frames)
+        last_mask = max(masks)
+        if last_mask >= frames:
+            raise StmaError(f"{dict(job.masks)[last_mask]}: mask for frame {last_mask}, but the video has "
+                            f"{video.num_frames or frames} frames")
+        output.finish({"model": options.model_id, "revision": options.model_revision,
+                       "seconds": round(time.perf_counter() - started, 3),
+                       "direction": options.direction, "max_side": segmenter_config.max_side,
+                       "mem_size": segmenter_config.mem_size, "mem_every": segmenter_config.mem_every, **record})
+    return frames
+
+
+def _mask_naming(source: str) -> MaskNames:
+    """How the output masks of `source` are named: by its frames' stems for a frame folder, else numbered."""
+    try:
+        return [path.stem for path in frame_files(Path(source))] if Path(source).is_dir() else NUMBERED
+    except (OSError, ValueError):
+        return NUMBERED
+
+
+def _check_masks_are_not_outputs(job: VideoJob, naming: MaskNames) -> None:
+    """A mask given as input must not be a file this run replaces (a rerun would write over it)."""
+    outputs = (job.output / MASKS).resolve()
+    for _, path in job.masks:
+        resolved = path.resolve()
+        if resolved.parent == outputs and is_output_mask(resolved.name, naming):
+            raise StmaError(f"{path}: this mask is where stma writes its output masks ({job.output / MASKS}); "
+                            "move it, or choose another --output")
+
+
+def _provenance(job: VideoJob, model: STMA, config: SegmenterConfig, options: RunOptions,
+                source: dict | None) -> dict | None:
+    """The provenance of this video's results (see stma_cli.io.provenance), or None if not known yet."""
+    masks = mask_identity(job.masks)
+    if source is None or masks is None:
+        return None
+    dtype = autocast_dtype(next(model.parameters()).device, config.precision)
+    return {
+        "input": source,
+        "masks": masks,
+        "model": {"id": options.model_id, "revision": options.model_revision, "sha256": options.weights_sha256},
+        "settings": {"direction": options.direction, "max_side": config.max_side, "mem_size": config.mem_size,
+                     "mem_every": config.mem_every, "precision": PRECISION_NAMES[dtype]},
+        "outputs": [MASKS] + [name for name, on in ((OVERLAY, options.overlay), (LOGITS, options.logits)) if on],
+    }
+
+
+def _verdict(job: VideoJob, options: RunOptions, provenance: dict, naming: MaskNames) -> VideoReport | None:
+    """A report if the folder is not to be written: `skipped` when it holds these very results; StmaError
+    when it holds other results or files stma did not write (without --overwrite). None: write it."""
+    state = inspect_folder(job.output, naming)
+    if state.manifest is not None:
+        different = differences(state.manifest.get("provenance"), provenance)
+        if not different and not options.overwrite:
+            manifest = state.manifest
+            return VideoReport(job.source, str(job.output), "skipped", manifest.get("frames", 0),
+                               manifest.get("objects", []), manifest.get("seconds", 0.0))
+        if different and not options.overwrite:
+            raise StmaError(f"{job.output}: holds the finished results of another run ({'; '.join(different)}); "
+                            "--overwrite replaces them")
+    elif state.foreign and not options.overwrite:
+        raise StmaError(f"{job.output}: holds {', '.join(state.foreign)}, not written by stma; "
+                        "--overwrite replaces them, or choose another --output")
+    return None
 
 
 def run_batch(jobs: Iterable[VideoJob], model: STMA, segmenter_config: SegmenterConfig, options: RunOptions,
@@ -131,6 +235,8 @@ def run_batch(jobs: Iterable[VideoJob], model: STMA, segmenter_config: Segmenter
         if on_start is not None:
             on_start(job)
         try:
+            if job.error is not None:
+                raise StmaError(job.error)
             report = segment_video(job, model, segmenter_config, options, progress)
         except Exception as error:  # noqa: BLE001 - every failure is reported, in one line, as the video's
             report = VideoReport(job.source, str(job.output), "error", error=describe_error(error, job.source))

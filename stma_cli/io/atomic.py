@@ -9,10 +9,19 @@ interruption, not power loss: files are not fsynced.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+
+_TEMPORARY = re.compile(r"\..*\.tmp-\d+-[0-9a-f]{8}(\.[^.]*)?")
+
+
+def is_temporary(name: str) -> bool:
+    """Whether a file name is one `PendingFile` gives (a file a killed process may have left)."""
+    return _TEMPORARY.fullmatch(name) is not None
 
 
 class PendingFile:

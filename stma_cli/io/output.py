@@ -3,14 +3,20 @@
     <folder>/masks/<name>.png   palette PNG per frame (frame-folder stems, else 00000, 00001, ...)
     <folder>/overlay.mp4        H.264 overlay (optional)
     <folder>/logits.h5          per-frame logits (optional, see stma_cli.io.logits)
-    <folder>/manifest.json      written last: its presence means the folder is complete
+    <folder>/manifest.json      written last: its presence means the folder is complete; it records the
+                                provenance of the results (see stma_cli.io.provenance)
+    <folder>/.stma.lock         while a run writes the folder, and after a run that did not finish it
+                                (see stma_cli.io.claim)
 
-Every file is written under a temporary name and renamed when complete.
+Every file is written under a temporary name and renamed when complete. `inspect_folder` tells what a
+folder holds before a run, `clear_for_run` removes stma's own earlier results and nothing else.
 """
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
@@ -20,7 +26,8 @@ import numpy as np
 
 from stma_cli import __version__
 from stma_cli.errors import StmaError
-from stma_cli.io.atomic import atomic_write_text
+from stma_cli.io.atomic import atomic_write_text, is_temporary
+from stma_cli.io.claim import LOCK_FILE, read_record
 from stma_cli.io.logits import LogitsWriter
 from stma_cli.io.masks import DAVIS_PALETTE, write_mask
 from stma_cli.io.overlay import overlay as draw_overlay
@@ -30,6 +37,10 @@ MANIFEST = "manifest.json"
 MASKS = "masks"
 OVERLAY = "overlay.mp4"
 LOGITS = "logits.h5"
+NUMBERED = "numbered"  # masks named 00000.png, 00001.png, ... (else: a list of frame stems)
+_NUMBERED_MASK = re.compile(r"\d{5,}\.png")
+
+MaskNames = str | list[str]  # NUMBERED, or the stems of a frame folder's frames
 
 
 class VideoOutput:
@@ -112,8 +123,8 @@ class VideoOutput:
     def finish(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
         """Close the overlay and logits, then write manifest.json last; return the manifest written.
 
-        The manifest holds `frames`, `objects`, `fps`, `size`, `files`, updated with the caller's entries
-        (model, seconds, ...).
+        The manifest holds `frames`, `objects`, `fps`, `size`, `files`, `stma_version`, updated with the
+        caller's entries (model, seconds, provenance, ...).
         """
         if self.frame_names is not None and self.frames_written != len(self.frame_names):
             raise ValueError(f"wrote {self.frames_written} frames of {len(self.frame_names)}")
@@ -132,6 +143,7 @@ class VideoOutput:
             "fps": float(self.fps),
             "size": list(self.size),
             "files": files,
+            "stma_version": __version__,
             **manifest,
         }
         try:
@@ -166,15 +178,88 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
         raise StmaError(f"{path}: no manifest (the output is not finished)") from None
     except (OSError, ValueError) as exc:
         raise StmaError(f"{path}: unreadable manifest ({exc})") from None
-    if not isinstance(data, dict):
-        raise StmaError(f"{path}: manifest is not a JSON object")
+    if not isinstance(data, dict) or "stma_version" not in data:
+        raise StmaError(f"{path}: not a manifest written by stma")
     return data
 
 
-def is_finished(folder: str | Path) -> bool:
-    """Whether the folder holds a readable manifest, i.e. a previous run completed it."""
+def read_manifest_or_none(folder: str | Path) -> dict[str, Any] | None:
+    """The manifest of a finished output folder, or None (no manifest, or not one written by stma)."""
     try:
-        read_manifest(folder)
+        return read_manifest(folder)
     except StmaError:
-        return False
-    return True
+        return None
+
+
+def is_finished(folder: str | Path) -> bool:
+    """Whether the folder holds a manifest written by stma, i.e. a previous run completed it."""
+    return read_manifest_or_none(folder) is not None
+
+
+@dataclass
+class FolderState:
+    """What an output folder holds before a run writes it."""
+
+    manifest: dict[str, Any] | None = None  # a finished folder's manifest
+    unfinished: dict[str, Any] | None = None  # the record of an earlier run that did not finish ({} if unreadable)
+    foreign: list[str] = field(default_factory=list)  # files at stma's names that no stma record covers
+
+
+def inspect_folder(folder: str | Path, mask_names: MaskNames) -> FolderState:
+    """What `folder` holds at the names a run writes (`mask_names` being this run's masks)."""
+    folder = Path(folder)
+    state = FolderState()
+    if not folder.is_dir():
+        return state
+    if (folder / MANIFEST).exists():
+        state.manifest = read_manifest_or_none(folder)
+        if state.manifest is None:
+            state.foreign.append(MANIFEST)
+    if (folder / LOCK_FILE).exists():
+        state.unfinished = read_record(folder) or {}
+    if state.manifest is None and state.unfinished is None:
+        state.foreign += [name for name in (OVERLAY, LOGITS) if (folder / name).exists()]
+        masks = _named_masks(folder, [mask_names])
+        state.foreign += [f"{MASKS}/{path.name}" for path in masks[:2]]
+        if len(masks) > 2:
+            state.foreign.append(f"{len(masks) - 2} more masks")
+    return state
+
+
+def clear_for_run(folder: str | Path, earlier: list[MaskNames]) -> None:
+    """Remove what stma wrote into `folder` before: temporary files left by killed runs, the manifest,
+    overlay, logits, and the masks named as in `earlier` (the namings of earlier runs and of this one).
+
+    Nothing else is touched. A folder where stma writes a file is an error.
+    """
+    folder = Path(folder)
+    for place in (folder, folder / MASKS):
+        if place.is_dir():
+            for path in place.iterdir():
+                if is_temporary(path.name) and path.is_file():
+                    path.unlink(missing_ok=True)
+    for name in (MANIFEST, OVERLAY, LOGITS):
+        path = folder / name
+        if path.is_dir() and not path.is_symlink():
+            raise StmaError(f"{path}: is a folder, where stma writes a file; move it away")
+        path.unlink(missing_ok=True)
+    for path in _named_masks(folder, earlier):
+        path.unlink(missing_ok=True)
+
+
+def is_output_mask(name: str, naming: Any) -> bool:
+    """Whether a file name in masks/ is one that `naming` (NUMBERED or a list of stems) gives."""
+    if naming == NUMBERED:
+        return _NUMBERED_MASK.fullmatch(name) is not None
+    return isinstance(naming, (list, set)) and name.endswith(".png") and name[:-4] in naming
+
+
+def _named_masks(folder: Path, namings: list[Any]) -> list[Path]:
+    """The files in folder/masks/ that the given namings produce."""
+    masks = folder / MASKS
+    if not masks.is_dir():
+        return []
+    lookups = [{stem for stem in naming if isinstance(stem, str)} if isinstance(naming, list) else naming
+               for naming in namings]
+    return sorted(path for path in masks.iterdir()
+                  if path.is_file() and any(is_output_mask(path.name, naming) for naming in lookups))

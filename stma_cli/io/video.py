@@ -5,10 +5,10 @@ video is never held in memory as a whole.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import queue
 import re
-import shutil
 import sys
 import tempfile
 import threading
@@ -44,6 +44,12 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, av.FFmpegError) and exc.strerror:
         return exc.strerror
     return str(exc)
+
+
+def frame_files(folder: Path) -> list[Path]:
+    """The .jpg/.png frames of a frame folder, in natural order."""
+    return sorted((p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES and p.is_file()),
+                  key=lambda p: natural_key(p.name))
 
 
 _END = object()
@@ -126,6 +132,8 @@ class VideoSource:
     MP4 edit list) is not an error: a TruncatedVideoWarning is issued and `num_frames` becomes the
     decoded count.
     """
+
+    content_sha256: str | None = None  # standard input only: SHA-256 of the bytes read
 
     def __init__(
         self,
@@ -258,10 +266,7 @@ class _FolderSource(VideoSource):
     """A folder of .jpg/.png frames in natural order; every frame must have the same size."""
 
     def __init__(self, folder: Path, fps: Fraction, queue_size: int) -> None:
-        files = sorted(
-            (p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES and p.is_file()),
-            key=lambda p: natural_key(p.name),
-        )
+        files = frame_files(folder)
         if not files:
             raise StmaError(f"{folder}: no .jpg or .png frames in this folder")
         stems = [p.stem for p in files]
@@ -307,39 +312,45 @@ class _FolderSource(VideoSource):
         return len(self._files)
 
 
-def _spool_stdin() -> Path:
-    """Copy standard input to a temporary file (MP4 and MOV need a seekable input) and return its path."""
+def _spool_stdin() -> tuple[Path, str]:
+    """Copy standard input to a temporary file (MP4 and MOV need a seekable input); its path and SHA-256."""
     stdin = sys.stdin.buffer
     if sys.stdin.isatty():
         raise StmaError(f"{STDIN_NAME}: standard input is a terminal; pipe a video into it")
     fd, name = tempfile.mkstemp(prefix="stma-stdin-", suffix=".video")
     tmp = Path(name)
+    digest = hashlib.sha256()
     try:
         with os.fdopen(fd, "wb") as out:
-            shutil.copyfileobj(stdin, out, 1 << 20)
+            while chunk := stdin.read(1 << 20):
+                digest.update(chunk)
+                out.write(chunk)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     if tmp.stat().st_size == 0:
         tmp.unlink()
         raise StmaError(f"{STDIN_NAME}: empty input")
-    return tmp
+    return tmp, digest.hexdigest()
 
 
 def open_video(source: str | Path, queue_size: int = 8, *, folder_fps: Fraction = DEFAULT_FOLDER_FPS) -> VideoSource:
     """Open a video file, a frame folder, or "-" (standard input) and probe it.
 
     The first frame is decoded at once, so a bad file raises StmaError here, before any output is written.
-    Standard input is copied to a temporary file (removed on `close`), because MP4/MOV need to seek.
+    Standard input is copied to a temporary file (removed on `close`), because MP4/MOV need to seek; the
+    hash of its bytes is `content_sha256`.
     Frame folders have no frame rate of their own: `folder_fps` is used.
     """
     if str(source) == "-":
-        tmp = _spool_stdin()
+        tmp, digest = _spool_stdin()
         try:
-            return _FileSource(tmp, Path("-"), STDIN_NAME, queue_size, remove_on_close=True)
+            video = _FileSource(tmp, Path("-"), STDIN_NAME, queue_size, remove_on_close=True)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+        video.content_sha256 = digest
+        return video
     path = Path(source)
     if path.is_dir():
         return _FolderSource(path, folder_fps, queue_size)

@@ -139,7 +139,7 @@ def test_stopped_midway_keeps_only_the_decoded_frames(batch: Batch, stem: str) -
     decoded = int(re.search(r"after frame (\d+)", batch.reports[stem]["error"])[1])
     assert 0 < decoded < 30
     folder = batch.output / stem
-    assert sorted(p.name for p in folder.iterdir()) == ["masks"]
+    assert sorted(p.name for p in folder.iterdir()) == [".stma.lock", "masks"]  # masks and the run's record
     assert sorted(p.name for p in (folder / "masks").iterdir()) == [f"{i:05d}.png" for i in range(decoded)]
 
 

@@ -54,7 +54,8 @@ def interrupted(tmp_path_factory: pytest.TempPathFactory, random_weights: Path) 
 
 def test_clean_stop_with_exit_code_130(interrupted: Interrupted) -> None:
     assert interrupted.run.returncode == 130
-    assert interrupted.run.stderr.splitlines()[-1] == "stma: interrupted"
+    assert interrupted.run.stderr.splitlines()[-1] == (
+        f"stma: interrupted while segmenting {interrupted.output.parent / 'long.mp4'} (finished videos are kept)")
     assert interrupted.run.error_lines == []
     assert_clean_stderr(interrupted.run)
 
@@ -66,7 +67,7 @@ def test_state_at_interrupt(interrupted: Interrupted) -> None:
     done += [f"a_good/masks/{i:05d}.png" for i in range(FRAMES)]
     masks = [path for path in interrupted.at_interrupt if path.startswith("long/masks/")]
     assert 5 <= len(masks) < LONG
-    assert interrupted.at_interrupt == sorted([*done, "long", "long/masks", "a_good",
+    assert interrupted.at_interrupt == sorted([*done, "long", "long/.stma.lock", "long/masks", "a_good",
                                                *[f"long/masks/{i:05d}.png" for i in range(len(masks))]])
 
 

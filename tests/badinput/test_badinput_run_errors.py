@@ -101,7 +101,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory, random_weights: Path) -> It
             "cannot create the output folder", unwritable_output),
         "output_is_a_file": Case(
             ["--output", str(existing_file)], FAILED, str(existing_file),
-            "cannot create the output folder (Not a directory)", existing_file / "masks"),
+            "cannot create the output folder (it is a file)", existing_file / "masks"),
         "shard_out_of_range": Case(
             ["--shard", "3/2"], USAGE, "--shard 3/2", "K must be in 0..N-1 (got K=3, N=2)", out("shard")),
         "device_cuda_without_cuda": Case(
@@ -156,6 +156,6 @@ def test_mask_after_the_end_of_an_uncounted_video(corpus: Corpus) -> None:
     """A Matroska file does not give its frame count: the mask's frame is found missing only at the end.
     The masks of the frames seen stay, but the overlay and logits are discarded and no manifest is written."""
     folder = corpus.cases["mask_after_last_frame_uncounted"].output
-    assert sorted(p.name for p in folder.iterdir()) == ["masks"]
+    assert sorted(p.name for p in folder.iterdir()) == [".stma.lock", "masks"]  # masks and the run's record
     assert len(list((folder / "masks").iterdir())) == FRAMES
     assert temporary_files(folder) == []

@@ -5,7 +5,7 @@ import typer
 from typer.testing import CliRunner
 
 from stma_cli.cli.common import reporting_errors
-from stma_cli.errors import StmaError
+from stma_cli.errors import StmaError, Terminated
 
 runner = CliRunner()
 
@@ -44,3 +44,9 @@ def test_interrupt_exits_130() -> None:
 def test_other_exceptions_are_bugs_and_propagate() -> None:
     result = runner.invoke(_app(ZeroDivisionError("bug")), [])
     assert isinstance(result.exception, ZeroDivisionError)
+
+
+def test_sigterm_exits_143() -> None:
+    result = runner.invoke(_app(Terminated()), [])
+    assert result.exit_code == 143
+    assert result.stderr == "stma: terminated (SIGTERM)\n"

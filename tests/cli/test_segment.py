@@ -165,7 +165,9 @@ def test_resume_skips_finished_videos(make_video, weights, tmp_path):
     out = tmp_path / "out"
     args = (videos, "--mask-template", "{stem}.png", "--weights", weights, "-o", out, "--json", "--no-overlay")
     assert segment(*args).exit_code == 0
-    (out / "b" / "manifest.json").unlink()  # as if the first run had been stopped during b
+    # As if the first run had been stopped during b: no manifest, and the record of that run in its lock file.
+    (out / "b" / "manifest.json").unlink()
+    (out / "b" / ".stma.lock").write_text(json.dumps({"pid": 1, "mask_names": "numbered"}))
     finished = (out / "a" / "logits.h5").stat().st_mtime_ns
 
     result = segment(*args)
@@ -175,8 +177,30 @@ def test_resume_skips_finished_videos(make_video, weights, tmp_path):
     assert (out / "b" / "manifest.json").is_file()
     assert result.stderr.splitlines()[-1] == "stma: 1 done, 1 skipped, 0 failed"
 
+    assert not (out / "b" / ".stma.lock").exists()
+
     result = segment(*args, "--overwrite")
     assert [r["status"] for r in json_reports(result.stdout)] == ["ok", "ok"]
+
+
+def test_files_stma_did_not_write_are_kept_unless_overwrite(make_video, weights, tmp_path):
+    """Masks at stma's names without a manifest or a record of an unfinished run are not stma's: an error
+    names --overwrite, and nothing is touched; --overwrite replaces stma's names and keeps other files."""
+    video = make_video("a", frames=3)
+    out = tmp_path / "out"
+    (out / "masks").mkdir(parents=True)
+    for name in ("00000.png", "00007.png", "mine.png"):
+        (out / "masks" / name).write_text("user data")
+    args = (video.path, "--mask", video.mask, "--weights", weights, "-o", out, "--no-overlay", "--no-logits")
+    result = segment(*args)
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[-1] == (f"stma: error: {out}: holds masks/00000.png, masks/00007.png, "
+                                              "not written by stma; --overwrite replaces them, or choose another "
+                                              "--output")
+    assert sorted(p.name for p in out.rglob("*")) == ["00000.png", "00007.png", "masks", "mine.png"]
+    assert segment(*args, "--overwrite").exit_code == 0
+    assert sorted(p.name for p in (out / "masks").iterdir()) == ["00000.png", "00001.png", "00002.png", "mine.png"]
+    assert (out / "masks" / "mine.png").read_text() == "user data"
 
 
 def test_shards_split_the_list_exactly(make_video, weights, tmp_path):

@@ -85,8 +85,28 @@ def test_video_stem_and_mask_template(tmp_path):
         tmp_path / "set1" / ".." / "masks" / "set1" / "cat.mp4.png")
     assert mask_from_template(str(tmp_path / "m" / "{stem}.png"), str(video)) == tmp_path / "m" / "cat.png"
     assert mask_from_template("{stem}.png", "-") == Path("stdin.png")
-    with pytest.raises(StmaError, match=r"--mask-template '\{size\}.png': 'size'"):
-        mask_from_template("{size}.png", str(video))
+    for template in ("{size}.png", "{stem.foo}.png", "{stem[x]}.png", "{}.png", "{0}.png"):
+        with pytest.raises(StmaError, match=r"--mask-template .*: unknown field"):
+            mask_from_template(template, str(video))
+    with pytest.raises(StmaError, match=r"--mask-template '\{stem': "):
+        mask_from_template("{stem", str(video))
+
+
+def test_dot_dot_folder_is_named_after_the_real_folder(tmp_path, monkeypatch):
+    (tmp_path / "clips" / "inner").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "clips" / "inner")
+    assert video_stem("..") == "clips" and video_stem(".") == "inner"
+
+
+def test_video_whose_stem_is_dot_dot_is_refused_alone(tmp_path):
+    """`...mp4` has the stem `..`: its job reports why, the other videos get their folders inside --output."""
+    jobs = build_jobs(["v/...mp4", "v/..mp4", "v/cat.mp4"], [], "{stem}.png", tmp_path / "out")
+    assert [job.error for job in jobs[:2]] == [
+        "v/...mp4: its name gives the output folder name '..', which is not a folder inside --output; rename it",
+        "v/..mp4: its name gives the output folder name '.', which is not a folder inside --output; rename it"]
+    assert jobs[2].error is None and jobs[2].output == tmp_path / "out" / "cat"
+    [job] = build_jobs(["v/...mp4"], ["m.png"], None, None)
+    assert job.error is not None  # the default output, stma_output/<stem>, would be stma_output/..
 
 
 def test_build_jobs(tmp_path):
@@ -110,3 +130,7 @@ def test_build_jobs(tmp_path):
 def test_local_device():
     assert local_device("cpu", {"LOCAL_RANK": "1"}) == "cpu"
     assert local_device("auto", {}) == "auto"
+
+
+def test_paths_the_system_refuses_are_not_folders():
+    assert expand_inputs(["x" * 300 + ".mp4", "a\0b.mp4"]) == ["x" * 300 + ".mp4", "a\0b.mp4"]

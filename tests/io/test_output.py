@@ -12,7 +12,16 @@ from io_helpers import synthetic_frames
 
 from stma_cli.errors import StmaError
 from stma_cli.io.masks import read_mask
-from stma_cli.io.output import VideoOutput, is_finished, read_manifest
+from stma_cli.io.output import (
+    NUMBERED,
+    FolderState,
+    VideoOutput,
+    clear_for_run,
+    inspect_folder,
+    is_finished,
+    is_output_mask,
+    read_manifest,
+)
 
 ATTRS = {"model_id": "someone/stma-small", "model_revision": "abc123"}
 
@@ -99,7 +108,7 @@ def test_interrupted_output_is_not_finished_and_leaves_no_partial_file(tmp_path:
 def test_rerun_removes_the_old_manifest_first(tmp_path: Path) -> None:
     folder = tmp_path / "bear"
     folder.mkdir()
-    (folder / "manifest.json").write_text('{"frames": 3}')
+    (folder / "manifest.json").write_text('{"frames": 3, "stma_version": "0.1.0"}')
     assert is_finished(folder)
     out = make_output(folder, None)
     assert not is_finished(folder)
@@ -123,3 +132,48 @@ def test_read_manifest_errors(tmp_path: Path) -> None:
     with pytest.raises(StmaError, match="unreadable manifest"):
         read_manifest(tmp_path)
     assert not is_finished(tmp_path)
+    for foreign in ("[1, 2]", '{"frames": 3}'):
+        (tmp_path / "manifest.json").write_text(foreign)
+        with pytest.raises(StmaError, match="not a manifest written by stma"):
+            read_manifest(tmp_path)
+
+
+def test_inspect_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "bear"
+    assert inspect_folder(folder, NUMBERED) == FolderState()
+    (folder / "masks").mkdir(parents=True)
+    (folder / "masks" / "mine.png").touch()  # not a name stma writes
+    (folder / "notes.txt").touch()
+    assert inspect_folder(folder, NUMBERED) == FolderState()
+    for index in range(4):
+        (folder / "masks" / f"{index:05d}.png").touch()
+    (folder / "overlay.mp4").touch()
+    (folder / "manifest.json").write_text("[]")
+    assert inspect_folder(folder, NUMBERED).foreign == [
+        "manifest.json", "overlay.mp4", "masks/00000.png", "masks/00001.png", "2 more masks"]
+    assert inspect_folder(folder, ["a", "mine"]).foreign == ["manifest.json", "overlay.mp4", "masks/mine.png"]
+    (folder / ".stma.lock").write_text('{"pid": 1, "mask_names": "numbered"}')  # an unfinished run of stma's
+    state = inspect_folder(folder, NUMBERED)
+    assert state.unfinished == {"pid": 1, "mask_names": "numbered"} and state.foreign == ["manifest.json"]
+    (folder / "manifest.json").write_text('{"stma_version": "0.1.0", "frames": 4}')
+    assert inspect_folder(folder, NUMBERED).manifest == {"stma_version": "0.1.0", "frames": 4}
+
+
+def test_clear_for_run_removes_only_what_stma_wrote(tmp_path: Path) -> None:
+    folder = tmp_path / "bear"
+    (folder / "masks").mkdir(parents=True)
+    keep = ["notes.txt", "masks/mine.png", "masks/0001.png", ".hidden"]
+    gone = ["manifest.json", "overlay.mp4", "logits.h5", "masks/00000.png", "masks/00119.png", "masks/a.png",
+            ".overlay.tmp-123-0123abcd.mp4", "masks/.00003.tmp-9-89abcdef.png"]
+    for name in keep + gone:
+        (folder / name).touch()
+    clear_for_run(folder, [NUMBERED, ["a", "b"]])
+    assert sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()) == sorted(keep)
+    assert is_output_mask("00012.png", NUMBERED) and not is_output_mask("12.png", NUMBERED)
+    assert is_output_mask("b.png", ["a", "b"]) and not is_output_mask("b.jpg", ["a", "b"])
+
+
+def test_clear_for_run_refuses_a_folder_at_a_file_name(tmp_path: Path) -> None:
+    (tmp_path / "overlay.mp4").mkdir()
+    with pytest.raises(StmaError, match=r"overlay\.mp4: is a folder, where stma writes a file"):
+        clear_for_run(tmp_path, [NUMBERED])

@@ -1,0 +1,109 @@
+"""One writer per output folder: a lock the operating system releases when its process dies.
+
+    with claim_folder(folder) as claim:      # StmaError "busy" if another process holds it
+        claim.previous                         # the record left by an earlier run that did not finish
+        claim.record({...})                    # what this run is writing (read back by the next run)
+        ...
+        claim.finished()                       # the folder is complete: the lock file goes
+
+The lock is an exclusive `flock` on `<folder>/.stma.lock`, a small JSON file that also holds the record
+of the run holding it: process, host, and what it writes. After a run that did not finish (an error,
+Ctrl-C, a kill), the file stays, unlocked, and tells the next run that the partial files in the folder
+are stma's own. flock works on local file systems and on NFS (Linux emulates it with byte-range locks).
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from stma_cli.errors import StmaError
+
+LOCK_FILE = ".stma.lock"
+
+
+class FolderClaim:
+    """The lock of one output folder, held by this process."""
+
+    def __init__(self, folder: Path, fd: int, previous: dict[str, Any] | None) -> None:
+        self.folder = folder
+        self.path = folder / LOCK_FILE
+        self.previous = previous
+        self._fd = fd
+
+    def record(self, entries: dict[str, Any]) -> None:
+        """Write what this run is doing into the lock file, for the next run to read if this one stops."""
+        data = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), **entries}, default=str).encode()
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, data, 0)
+
+    def finished(self) -> None:
+        """Remove the lock file (the folder is complete), then release the lock."""
+        self.path.unlink(missing_ok=True)
+        self.release()
+
+    def release(self) -> None:
+        """Release the lock; the lock file and its record stay."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+@contextmanager
+def claim_folder(folder: str | Path) -> Iterator[FolderClaim]:
+    """Create `folder` if needed and hold its lock for the block; StmaError if another process holds it."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise StmaError(f"{folder}: cannot create the output folder (it is a file)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StmaError(f"{folder}: cannot create the output folder ({exc.strerror or exc})") from None
+    claim = _acquire(folder)
+    try:
+        yield claim
+    finally:
+        claim.release()
+
+
+def read_record(folder: str | Path) -> dict[str, Any] | None:
+    """The record in a folder's lock file, or None (no lock file, or not readable as a record)."""
+    try:
+        data = json.loads((Path(folder) / LOCK_FILE).read_bytes() or b"null")
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _acquire(folder: Path) -> FolderClaim:
+    path = folder / LOCK_FILE
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        except OSError as exc:
+            raise StmaError(f"{path}: cannot create the lock file ({exc.strerror or exc})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            holder = read_record(folder) or {}
+            who = f" (pid {holder['pid']} on {holder.get('host', '?')})" if "pid" in holder else ""
+            raise StmaError(f"{folder}: busy: another stma process{who} is writing this folder; "
+                            "run again once it is done") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        # The holder before us may have finished and removed the file after we opened it: then our lock
+        # is on a file nobody else sees, and we start again with the file now at the path.
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return FolderClaim(folder, fd, read_record(folder))
+        os.close(fd)
