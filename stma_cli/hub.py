@@ -9,21 +9,28 @@ A weights folder holds `config.json` (an `STMAConfig`), `model.safetensors` and 
 3. a Hub repo id `owner/name`, at `--revision` (branch, tag or commit; default `main`).
 
 Hub files go through `huggingface_hub.hf_hub_download` into the shared cache, so `HF_HOME`,
-`HF_HUB_CACHE`, `HF_ENDPOINT`, `HF_HUB_OFFLINE` and `HF_TOKEN` behave as in every Hub tool. Weights
-are only ever read with safetensors: pickle files are never loaded.
+`HF_HUB_CACHE`, `HF_ENDPOINT`, `HF_HUB_OFFLINE` and `HF_TOKEN` behave as in every Hub tool. The
+endpoint is checked once per process with a short connection attempt: when it cannot be reached,
+files come from the cache or the error says at once how to work offline (no retries). Weights are
+only ever read with safetensors: pickle files are never loaded.
+
+torch, safetensors and the model are imported by the loading functions only, so resolving,
+downloading and listing weights do not pay for them.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
-import secrets
-import shutil
+import socket
+import threading
+import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
 
-import torch
 from huggingface_hub import constants, hf_hub_download, is_offline_mode, scan_cache_dir
 from huggingface_hub.errors import (
     CacheNotFound,
@@ -36,22 +43,35 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 
 import stma_cli
 from stma_cli.errors import StmaError
-from stma_cli.io.provenance import file_sha256
-from stma_cli.model import STMA, STMAConfig
-from stma_cli.model.stma import ARCHITECTURE
+
+if TYPE_CHECKING:
+    import torch
+
+    from stma_cli.model import STMA, STMAConfig
 
 DEFAULT_WEIGHTS = "stma-tiny"
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "README.md"
-TRAIN_STATE_FILE = "train_state.json"
+REACH_TIMEOUT_S = 3.0  # the one connection attempt that decides whether the Hub is reachable
 
 _REPO_ID = re.compile(r"[\w.-]+/[\w.-]+")
+
+# What a Hub client exception means, most specific first (a GatedRepoError is a RepositoryNotFoundError,
+# and all of them are HfHubHTTPErrors). Fields: where (repo[@revision]), repo, revision, endpoint, file,
+# status, detail.
+_HUB_ERRORS: tuple[tuple[type[Exception], str], ...] = (
+    (GatedRepoError, "weights '{where}': gated repo on {endpoint}; accept its terms there and set HF_TOKEN"),
+    (RepositoryNotFoundError,
+     "weights '{where}': repository not found on {endpoint} (check the name; for a private repo set HF_TOKEN)"),
+    (RevisionNotFoundError, "weights '{repo}': revision '{revision}' not found on {endpoint}"),
+    (RemoteEntryNotFoundError, "weights '{where}': the repository has no {file}"),
+    (HfHubHTTPError, "weights '{where}': {endpoint} answered HTTP {status} for {file}"),
+    (HFValidationError, "weights '{where}': {detail}"),
+)
 
 Source = Literal["local", "shipped", "hub"]
 
@@ -109,17 +129,6 @@ class ModelEntry:
         return {**asdict(self), "path": str(self.path), "refs": list(self.refs)}
 
 
-@dataclass(frozen=True)
-class TrainState:
-    """The parts of a training checkpoint's train_state.json that go into a model card."""
-
-    step: int
-    wall_time_s: float
-    recipe: dict[str, Any]
-    metrics: dict[str, float]
-    data: str
-
-
 # -- resolution ------------------------------------------------------------------------------------
 
 
@@ -164,60 +173,94 @@ def download(repo_id: str, revision: str | None = None) -> ResolvedWeights:
     """Fetch config.json, model.safetensors and the model card (if any) of a Hub repo into the cache.
 
     All files come from the commit that `revision` pointed at when config.json was fetched. Offline
-    (`HF_HUB_OFFLINE=1`), the files come from the cache or not at all.
+    (`HF_HUB_OFFLINE=1`) or when the endpoint cannot be reached, the files come from the cache or not at all.
     """
     where = f"{repo_id}@{revision}" if revision else repo_id
     endpoint = _endpoint()
+    unreachable = None if is_offline_mode() else unreachable_reason(endpoint)
     fetching = CONFIG_FILE
     try:
-        config = Path(_hub_file(repo_id, CONFIG_FILE, revision, endpoint))
+        config = Path(_hub_file(repo_id, CONFIG_FILE, revision, endpoint, cache_only=unreachable is not None))
         commit = config.parent.name  # the cache keeps files under snapshots/<commit>/
         fetching = WEIGHTS_FILE
-        _hub_file(repo_id, WEIGHTS_FILE, commit, endpoint)
+        _hub_file(repo_id, WEIGHTS_FILE, commit, endpoint, cache_only=unreachable is not None)
         fetching = CARD_FILE
         try:
-            _hub_file(repo_id, CARD_FILE, commit, endpoint)
+            _hub_file(repo_id, CARD_FILE, commit, endpoint, cache_only=unreachable is not None)
         except EntryNotFoundError:
             pass  # the model card is optional
-    except GatedRepoError:
-        raise StmaError(
-            f"weights '{where}': gated repo on {endpoint}; accept its terms there and set HF_TOKEN"
-        ) from None
-    except RepositoryNotFoundError:
-        raise StmaError(
-            f"weights '{where}': repository not found on {endpoint} (check the name; for a private repo set HF_TOKEN)"
-        ) from None
-    except RevisionNotFoundError:
-        raise StmaError(f"weights '{repo_id}': revision '{revision}' not found on {endpoint}") from None
-    except RemoteEntryNotFoundError:
-        raise StmaError(f"weights '{where}': the repository has no {fetching}") from None
     except LocalEntryNotFoundError:
-        cache = constants.HF_HUB_CACHE
-        if is_offline_mode():
-            raise StmaError(
-                f"weights '{where}': {fetching} is not in the cache ({cache}) and HF_HUB_OFFLINE is set; "
-                f"run `stma weights download {repo_id}{f' --revision {revision}' if revision else ''}` while online"
-            ) from None
-        raise StmaError(
-            f"weights '{where}': cannot reach {endpoint} and {fetching} is not in the cache ({cache})"
-        ) from None
-    except HfHubHTTPError as error:
-        status = error.response.status_code
-        raise StmaError(f"weights '{where}': {endpoint} answered HTTP {status} for {fetching}") from None
-    except HFValidationError as error:
-        raise StmaError(f"weights '{where}': {_first_line(str(error))}") from None
+        raise StmaError(_not_cached_message(repo_id, revision, fetching, endpoint, unreachable)) from None
+    except tuple(kind for kind, _ in _HUB_ERRORS) as error:
+        raise StmaError(_hub_error_message(error, repo_id, revision, fetching, endpoint)) from None
     return ResolvedWeights(config.parent, repo_id, commit, "hub")
 
 
-def _hub_file(repo_id: str, filename: str, revision: str | None, endpoint: str) -> str:
+@functools.cache
+def unreachable_reason(endpoint: str, timeout: float = REACH_TIMEOUT_S) -> str | None:
+    """Why a TCP connection to `endpoint` (or to the proxy that serves it) fails; None when it opens.
+
+    Checked once per process and endpoint, within `timeout` seconds (name lookup included), so that an
+    offline machine gets an answer at once instead of the Hub client's retries.
+    """
+    parts = urlsplit(endpoint)
+    host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy and not urllib.request.proxy_bypass(host):
+        proxy_parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        host, port = proxy_parts.hostname or "", proxy_parts.port or 80
+    outcome: list[str | None] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            outcome.append(None)
+        except OSError as error:
+            outcome.append(error.strerror or str(error) or type(error).__name__)
+
+    attempt = threading.Thread(target=connect, name="stma-reach", daemon=True)
+    attempt.start()
+    attempt.join(timeout)
+    return outcome[0] if outcome else f"no answer within {timeout:g} s"
+
+
+def _hub_file(repo_id: str, filename: str, revision: str | None, endpoint: str, cache_only: bool) -> str:
     return hf_hub_download(
         repo_id,
         filename,
         revision=revision,
         endpoint=endpoint,
+        local_files_only=cache_only,
         library_name="stma",
         library_version=stma_cli.__version__,
     )
+
+
+def _not_cached_message(repo_id: str, revision: str | None, file: str, endpoint: str, unreachable: str | None) -> str:
+    where = f"{repo_id}@{revision}" if revision else repo_id
+    fetch = f"stma weights download {repo_id}{f' --revision {revision}' if revision else ''}"
+    cache = constants.HF_HUB_CACHE
+    if is_offline_mode():
+        return f"weights '{where}': {file} is not in the cache ({cache}) and HF_HUB_OFFLINE is set; run `{fetch}` while online"
+    reason = f" ({unreachable})" if unreachable else ""
+    return (f"weights '{where}': cannot reach {endpoint}{reason} and {file} is not in the cache ({cache}); "
+            f"to work offline, run `{fetch}` where the Hub is reachable and use that cache (HF_HOME), "
+            "or pass a local weights folder")
+
+
+def _hub_error_message(error: Exception, repo_id: str, revision: str | None, file: str, endpoint: str) -> str:
+    response = getattr(error, "response", None)
+    fields = {
+        "where": f"{repo_id}@{revision}" if revision else repo_id,
+        "repo": repo_id,
+        "revision": revision,
+        "endpoint": endpoint,
+        "file": file,
+        "status": getattr(response, "status_code", "?"),
+        "detail": _first_line(str(error)),
+    }
+    template = next(template for kind, template in _HUB_ERRORS if isinstance(error, kind))
+    return template.format(**fields)
 
 
 def _endpoint() -> str:
@@ -237,23 +280,36 @@ def _checked_folder(folder: Path) -> Path:
 
 def read_config(folder: str | Path) -> STMAConfig:
     """The STMA config in `folder/config.json`; StmaError if it is unreadable or for another architecture."""
+    from stma_cli.model import STMAConfig
+    from stma_cli.model.stma import ARCHITECTURE
+
     path = Path(folder) / CONFIG_FILE
-    data = _read_json(path)
-    architecture = data.get("architecture", data.get("model_type"))
-    if architecture != ARCHITECTURE:
-        raise StmaError(f"{path}: config is for architecture {architecture!r}, not {ARCHITECTURE!r}")
+    data = read_json(path)
+    if "architecture" not in data:
+        raise StmaError(f"{path}: not an STMA config (no \"architecture\": \"{ARCHITECTURE}\" entry)")
+    if data["architecture"] != ARCHITECTURE:
+        raise StmaError(f"{path}: config is for architecture {data['architecture']!r}, not {ARCHITECTURE!r}")
     try:
         return STMAConfig.from_dict(data)
     except (TypeError, ValueError) as error:
         raise StmaError(f"{path}: invalid STMA config: {_first_line(str(error))}") from None
 
 
-def load_weights_folder(folder: str | Path, device: str | torch.device = "cpu", new_modules: tuple[str, ...] = ()) -> STMA:
+def load_weights_folder(
+    folder: str | Path, device: str | torch.device = "cpu", new_modules: tuple[str, ...] = ()
+) -> STMA:
     """Build the model of `folder/config.json` and load `folder/model.safetensors` into it, strictly.
 
+    This is the one loader: `load_model`, `STMA.from_pretrained` and training's `--init` use it.
+    Tensors are read one at a time into the model, so loading holds one copy of the weights.
     `new_modules` (name prefixes, for starting training from older weights) may be absent from the
     file; they keep their fresh initialisation.
     """
+    import torch
+    from safetensors import SafetensorError, safe_open
+
+    from stma_cli.model import STMA
+
     folder = _checked_folder(Path(folder))
     config = read_config(folder)
     try:
@@ -261,13 +317,17 @@ def load_weights_folder(folder: str | Path, device: str | torch.device = "cpu", 
     except (ValueError, RuntimeError) as error:
         raise StmaError(f"{folder / CONFIG_FILE}: invalid STMA config: {_first_line(str(error))}") from None
     path = folder / WEIGHTS_FILE
+    expected = model.state_dict()
     try:
-        state = load_file(path)
-    except (SafetensorError, OSError) as error:
+        with safe_open(str(path), framework="pt") as weights, torch.no_grad():
+            shapes = {key: tuple(weights.get_slice(key).get_shape()) for key in weights.keys()}
+            _check_tensors(path, {k: tuple(v.shape) for k, v in expected.items()}, shapes, new_modules)
+            for key in shapes:
+                expected[key].copy_(weights.get_tensor(key))
+    except SafetensorError as error:
         raise StmaError(f"{path}: corrupted or truncated safetensors file ({_first_line(str(error))})") from None
-    expected = {k: v for k, v in model.state_dict().items() if k in state or not k.startswith(new_modules)}
-    _check_state_dict(path, expected, state)
-    model.load_state_dict(state, strict=False)
+    except OSError as error:
+        raise StmaError(f"{path}: cannot read the weights ({error.strerror or error})") from None
     return model.to(device).eval()
 
 
@@ -279,10 +339,11 @@ def load_model(
     return load_weights_folder(weights.path, device), weights
 
 
-def _check_state_dict(path: Path, expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor]) -> None:
-    missing = sorted(expected.keys() - found.keys())
+def _check_tensors(path: Path, expected: dict[str, tuple[int, ...]], found: dict[str, tuple[int, ...]],
+                   new_modules: tuple[str, ...]) -> None:
+    missing = sorted(k for k in expected.keys() - found.keys() if not k.startswith(new_modules))
     unexpected = sorted(found.keys() - expected.keys())
-    mismatched = sorted(k for k in expected.keys() & found.keys() if expected[k].shape != found[k].shape)
+    mismatched = sorted(k for k in expected.keys() & found.keys() if expected[k] != found[k])
     problems = [
         f"{len(keys)} {kind} (first: {keys[0]})"
         for kind, keys in (("missing", missing), ("unexpected", unexpected), ("with another shape", mismatched))
@@ -297,6 +358,8 @@ def _check_state_dict(path: Path, expected: dict[str, torch.Tensor], found: dict
 
 def model_info(spec: str | None = None, revision: str | None = None) -> WeightsInfo:
     """Config, parameter count, file hashes and origin of some weights (works offline from the cache)."""
+    from stma_cli.io.provenance import file_sha256
+
     model, weights = load_model(spec, revision)
     files = [
         FileInfo(name, (weights.path / name).stat().st_size, file_sha256(weights.path / name))
@@ -328,8 +391,9 @@ def list_models() -> list[ModelEntry]:
 
 
 def _is_stma_config(path: Path) -> bool:
+    """Whether a cached config.json is an STMA one (the model's ARCHITECTURE; torch is not loaded to list)."""
     try:
-        return json.loads(path.read_text(encoding="utf-8")).get("architecture") == ARCHITECTURE
+        return json.loads(path.read_text(encoding="utf-8")).get("architecture") == "stma"
     except (OSError, ValueError, AttributeError):
         return False
 
@@ -338,112 +402,8 @@ def _folder_size(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
-# -- conversion ------------------------------------------------------------------------------------
-
-
-def convert_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
-    """Turn a training checkpoint folder into a Hub-ready folder `out`.
-
-    `out` gets config.json, model.safetensors (the checkpoint's, validated) and a README.md model
-    card with the metrics recorded in training. It appears complete or not at all.
-    """
-    checkpoint, out = Path(checkpoint), Path(out)
-    if not checkpoint.is_dir():
-        raise StmaError(
-            f"{checkpoint}: not a folder (a training checkpoint holds {CONFIG_FILE}, {WEIGHTS_FILE}"
-            f" and {TRAIN_STATE_FILE})"
-        )
-    if out.exists():
-        raise StmaError(f"{out}: already exists; choose a new folder")
-    state = read_train_state(checkpoint / TRAIN_STATE_FILE)
-    config = load_weights_folder(checkpoint).config.to_dict()
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.with_name(f".{out.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-    staging.mkdir()
-    try:
-        (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        shutil.copyfile(checkpoint / WEIGHTS_FILE, staging / WEIGHTS_FILE)
-        (staging / CARD_FILE).write_text(model_card(out.name, config, state), encoding="utf-8")
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return out
-
-
-def read_train_state(path: Path) -> TrainState:
-    """The training summary in a checkpoint's train_state.json."""
-    data = _read_json(path)
-    expected = {
-        "step": (int, "an integer"),
-        "wall_time_s": ((int, float), "a number"),
-        "recipe": (dict, "an object"),
-        "metrics": (dict, "an object"),
-        "data": (str, "a string"),
-    }
-    for key, (kind, description) in expected.items():
-        value = data.get(key)
-        if not isinstance(value, kind) or isinstance(value, bool):
-            raise StmaError(f"{path}: '{key}' is missing or not {description}")
-    bad = [k for k, v in data["metrics"].items() if not isinstance(v, (int, float)) or isinstance(v, bool)]
-    if bad:
-        raise StmaError(f"{path}: metric '{bad[0]}' is not a number")
-    return TrainState(data["step"], float(data["wall_time_s"]), data["recipe"], data["metrics"], data["data"])
-
-
-def model_card(name: str, config: dict[str, Any], state: TrainState) -> str:
-    """A README.md for the Hub: metadata, training metrics, recipe and config."""
-    metrics = "\n".join(f"| {_cell(k)} | {v:.4f} |" for k, v in state.metrics.items())
-    recipe = "\n".join(f"| {_cell(k)} | {_cell(v)} |" for k, v in state.recipe.items())
-    hours, rest = divmod(round(state.wall_time_s), 3600)
-    return f"""---
-library_name: stma
-license: mit
-tags:
-- video-object-segmentation
-- stma
----
-
-# {name}
-
-STMA (Spatial-Temporal Multi-level Association) weights for semi-supervised video object
-segmentation: given the masks of the objects in the first frame, the model follows them through
-the video. Pass this repo id (or this folder) to `--weights` of `stma segment`, `stma eval` or
-`stma train --init`.
-
-## Metrics
-
-Recorded at the end of training.
-
-| Metric | Value |
-|---|---|
-{metrics}
-
-## Training
-
-- Data: {state.data}
-- Steps: {state.step}
-- Wall time: {hours} h {rest // 60:02d} min
-
-| Setting | Value |
-|---|---|
-{recipe}
-
-## Config
-
-```json
-{json.dumps(config, indent=2, sort_keys=True)}
-```
-"""
-
-
-def _cell(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value)
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from `path`; StmaError (naming the file) if it is missing, unreadable or not an object."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

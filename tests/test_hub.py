@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,7 +16,6 @@ from stma_cli import hub as hubmod
 from stma_cli.errors import StmaError
 from stma_cli.hub import (
     ResolvedWeights,
-    convert_checkpoint,
     list_models,
     load_model,
     model_info,
@@ -189,6 +188,43 @@ def test_offline_and_not_cached() -> None:
         resolve_weights("acme/stma")
 
 
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]  # nothing listens there once the socket is closed
+
+
+@pytest.mark.parametrize("endpoint", ["http://127.0.0.1:{port}", "http://stma-hub.invalid"])
+def test_unreachable_hub_is_one_answer_without_retries(endpoint: str, set_offline, monkeypatch, caplog) -> None:
+    endpoint = endpoint.format(port=_closed_port())
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    set_offline(False)
+    with pytest.raises(StmaError) as raised:
+        resolve_weights("acme/stma")
+    message = str(raised.value)
+    assert message.startswith(f"weights 'acme/stma': cannot reach {endpoint} (")
+    assert "config.json is not in the cache" in message and "to work offline, run `stma weights download acme/stma`" in message
+    assert not [r for r in caplog.records if r.name.startswith("huggingface_hub")]  # no request, so no retry
+
+
+def test_unreachable_hub_uses_the_cache(hub, tiny_weights: WeightsFactory, monkeypatch) -> None:
+    hub.commit_folder("acme/stma", tiny_weights(0))
+    weights = resolve_weights("acme/stma")
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
+    assert resolve_weights("acme/stma") == weights
+
+
+def test_unreachable_reason(hub, monkeypatch) -> None:
+    assert hubmod.unreachable_reason(hub.url) is None
+    assert hubmod.unreachable_reason(f"http://127.0.0.1:{_closed_port()}") == "Connection refused"
+    proxy = f"http://127.0.0.1:{_closed_port()}"
+    monkeypatch.setenv("http_proxy", proxy)  # the Hub is reached through the proxy, so the proxy is what is checked
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    hubmod.unreachable_reason.cache_clear()
+    assert hubmod.unreachable_reason("http://hub.example:8080") == "Connection refused"
+
+
 def test_offline_revision_not_cached(hub, tiny_weights: WeightsFactory, set_offline) -> None:
     hub.commit_folder("acme/stma", tiny_weights(0), refs=("main", "v1.0"))
     resolve_weights("acme/stma")
@@ -216,7 +252,7 @@ def test_corrupted_safetensors(tiny_weights: WeightsFactory, tmp_path: Path) -> 
     ("config", "message"),
     [
         ({"architecture": "xmem"}, r"config\.json: config is for architecture 'xmem', not 'stma'$"),
-        ({"model_type": "bert", "hidden_size": 768}, r"config\.json: config is for architecture 'bert', not 'stma'$"),
+        ({"model_type": "bert", "hidden_size": 768}, r"config\.json: not an STMA config \(no \"architecture\": \"stma\" entry\)$"),
         ({"architecture": "stma", "layers": 3}, r"config\.json: invalid STMA config: unknown config keys: layers$"),
         ({"architecture": "stma", "heads": 3}, r"config\.json: invalid STMA config: dim 128 is not divisible by heads 3$"),
         ([1, 2], r"config\.json: expected a JSON object$"),
@@ -294,84 +330,3 @@ def test_info_works_offline_from_the_cache(hub, tiny_weights: WeightsFactory, se
         for name in ("config.json", "model.safetensors", "README.md")
     }
     assert json.loads(json.dumps(info.to_dict()))["files"][1]["name"] == "model.safetensors"
-
-
-# -- convert ---------------------------------------------------------------------------------------
-
-
-TRAIN_STATE = {
-    "step": 1200,
-    "wall_time_s": 3671.4,
-    "recipe": {"lr": 0.0002, "batch_size": 4, "crop": [384, 384], "schedule": "poly|0.9"},
-    "metrics": {"J&F-Mean": 0.8125, "J-Mean": 0.79, "F-Mean": 0.835},
-    "data": "DAVIS-2017 train, 60 videos",
-}
-
-
-def _checkpoint(tmp_path: Path, folder: Path, train_state: object = TRAIN_STATE) -> Path:
-    ckpt = tmp_path / "runs" / "step-1200"
-    ckpt.mkdir(parents=True)
-    for name in ("config.json", "model.safetensors"):
-        shutil.copy(folder / name, ckpt)
-    (ckpt / "optimizer.pt").write_bytes(b"optimizer state, never read")
-    (ckpt / "train_state.json").write_text(json.dumps(train_state))
-    return ckpt
-
-
-def test_convert_writes_a_hub_ready_folder(tiny_weights: WeightsFactory, tmp_path: Path) -> None:
-    ckpt = _checkpoint(tmp_path, tiny_weights(0))
-    out = convert_checkpoint(ckpt, tmp_path / "export" / "stma-demo")
-    assert sorted(os.listdir(out)) == ["README.md", "config.json", "model.safetensors"]
-    assert os.listdir(out.parent) == ["stma-demo"]
-    assert (out / "model.safetensors").read_bytes() == (ckpt / "model.safetensors").read_bytes()
-    assert json.loads((out / "config.json").read_text()) == STMAConfig.preset("tiny").to_dict()
-
-    card = (out / "README.md").read_text()
-    front_matter = card.split("---\n")[1]
-    assert front_matter.splitlines() == [
-        "library_name: stma", "license: mit", "tags:", "- video-object-segmentation", "- stma",
-    ]
-    for line in ("# stma-demo", "| J&F-Mean | 0.8125 |", "| F-Mean | 0.8350 |", "- Steps: 1200",
-                 "- Wall time: 1 h 01 min", "- Data: DAVIS-2017 train, 60 videos", "| crop | [384, 384] |",
-                 "| schedule | poly\\|0.9 |", '  "depth": 2,'):
-        assert line in card.splitlines(), line
-
-    model, weights = load_model(str(out))
-    assert weights.source == "local" and _same_tensors(model, tiny_weights(0))
-
-
-def test_convert_refuses_an_existing_folder(tiny_weights: WeightsFactory, tmp_path: Path) -> None:
-    ckpt = _checkpoint(tmp_path, tiny_weights(0))
-    (tmp_path / "out").mkdir()
-    with pytest.raises(StmaError, match="out: already exists"):
-        convert_checkpoint(ckpt, tmp_path / "out")
-
-
-@pytest.mark.parametrize(
-    ("train_state", "message"),
-    [
-        ({**TRAIN_STATE, "metrics": None}, r"train_state\.json: 'metrics' is missing or not an object$"),
-        ({k: v for k, v in TRAIN_STATE.items() if k != "step"}, r"'step' is missing or not an integer$"),
-        ({**TRAIN_STATE, "metrics": {"J&F-Mean": "high"}}, r"metric 'J&F-Mean' is not a number$"),
-    ],
-)
-def test_convert_checks_train_state(
-    tiny_weights: WeightsFactory, tmp_path: Path, train_state: object, message: str
-) -> None:
-    ckpt = _checkpoint(tmp_path, tiny_weights(0), train_state)
-    with pytest.raises(StmaError, match=message):
-        convert_checkpoint(ckpt, tmp_path / "out")
-    assert not (tmp_path / "out").exists()
-
-
-def test_convert_leaves_nothing_behind_on_failure(tiny_weights: WeightsFactory, tmp_path: Path, monkeypatch) -> None:
-    ckpt = _checkpoint(tmp_path, tiny_weights(0))
-    (tmp_path / "export").mkdir()
-
-    def disk_full(src: object, dst: object) -> None:
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(hubmod.shutil, "copyfile", disk_full)
-    with pytest.raises(OSError, match="No space left"):
-        convert_checkpoint(ckpt, tmp_path / "export" / "stma-demo")
-    assert os.listdir(tmp_path / "export") == []

@@ -1,6 +1,7 @@
 """`stma weights`: download, list, inspect and convert model weights.
 
-`stma_cli.hub` (and with it torch) is imported inside the commands so that `stma --help` stays fast.
+`stma_cli.hub`, `stma_cli.train.export` and rich are imported inside the commands that use them, so that
+`stma --help` stays fast.
 """
 from __future__ import annotations
 
@@ -9,14 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from stma_cli.cli.common import REVISION_HELP, WEIGHTS_HELP, reporting_errors
+from stma_cli.cli.common import REVISION_HELP, reporting_errors
 
 weights_app = typer.Typer(help="Download, list, inspect and convert model weights.", no_args_is_help=True)
 
-_REVISION = typer.Option(None, "--revision", help=REVISION_HELP)
+_REVISION = typer.Option(None, "--revision", metavar="REV", help=REVISION_HELP)
 _JSON = typer.Option(False, "--json", help="Print JSON instead of text.")
 
 
@@ -28,11 +27,16 @@ def register(app: typer.Typer) -> None:
 @weights_app.command()
 @reporting_errors()
 def download(
-    repo: str = typer.Argument(..., help="Hub repo id, owner/name."),
+    repo: str = typer.Argument(..., metavar="REPO", hidden=True),  # described in the docstring
     revision: str | None = _REVISION,
     as_json: bool = _JSON,
 ) -> None:
-    """Fetch weights from the Hub into the shared cache, check them, and print where they are."""
+    """Fetch weights from the Hub into the shared cache and check them.
+
+    Prints the folder they are in.
+
+    REPO is a Hub repo id, owner/name.
+    """
     from stma_cli import hub
 
     weights = hub.download(repo, revision)
@@ -43,7 +47,13 @@ def download(
 @weights_app.command("list")
 @reporting_errors()
 def list_models(as_json: bool = _JSON) -> None:
-    """Shipped models and STMA models in the Hub cache, with size and revision."""
+    """List the shipped models and the STMA models in the Hub cache.
+
+    Each with its source, revision, size and folder.
+    """
+    from rich.console import Console
+    from rich.table import Table
+
     from stma_cli import hub
 
     entries = hub.list_models()
@@ -65,11 +75,17 @@ def list_models(as_json: bool = _JSON) -> None:
 @weights_app.command()
 @reporting_errors()
 def info(
-    weights: str | None = typer.Argument(None, metavar="ID|PATH", help=WEIGHTS_HELP),
+    weights: str | None = typer.Argument(None, metavar="ID|PATH", hidden=True),  # described in the docstring
     revision: str | None = _REVISION,
     as_json: bool = _JSON,
 ) -> None:
-    """Config, parameter count, file hashes and origin of some weights (works offline from the cache)."""
+    """Show the config, parameters, file hashes and origin of weights.
+
+    Works offline from the Hub cache.
+
+    ID|PATH is tried in this order: a local folder (config.json + model.safetensors), a model shipped
+    in weights/ (default: stma-tiny), a Hub repo id owner/name.
+    """
     from stma_cli import hub
 
     details = hub.model_info(weights, revision)
@@ -94,13 +110,18 @@ def info(
 @weights_app.command()
 @reporting_errors()
 def convert(
-    checkpoint: Path = typer.Argument(..., help="Training checkpoint folder written by `stma train`."),
-    out: Path = typer.Argument(..., help="New folder to write (must not exist)."),
+    checkpoint: Path = typer.Argument(..., metavar="CHECKPOINT", hidden=True),  # described in the docstring
+    out: Path = typer.Argument(..., metavar="OUT", hidden=True),
 ) -> None:
-    """Turn a training checkpoint into a Hub-ready folder: config, safetensors and a model card with metrics."""
-    from stma_cli import hub
+    """Turn a training checkpoint into a Hub-ready weights folder.
 
-    written = hub.convert_checkpoint(checkpoint, out)
+    The folder holds config.json, model.safetensors and a model card (README.md) with the metrics.
+
+    CHECKPOINT is a checkpoint folder written by `stma train`; OUT is the new folder (it must not exist).
+    """
+    from stma_cli.train.export import convert_checkpoint
+
+    written = convert_checkpoint(checkpoint, out)
     typer.echo(f"Wrote {written}; publish it with: hf upload OWNER/NAME {written}")
 
 

@@ -290,21 +290,18 @@ class STMA(
 
     @classmethod
     def _from_pretrained(cls, *, model_id: str, revision: str | None, cache_dir: Any, force_download: bool,
-                         local_files_only: bool, token: Any, map_location: str = "cpu", strict: bool = True,
-                         **model_kwargs: Any) -> "STMA":
+                         local_files_only: bool, token: Any, map_location: str = "cpu", **model_kwargs: Any) -> "STMA":
+        """Loaded by `stma_cli.hub.load_weights_folder`, the loader of every command (always strict)."""
         from huggingface_hub import hf_hub_download
-        from safetensors.torch import load_model
 
-        model = cls(**model_kwargs)
-        path = Path(model_id)
-        if path.is_dir():
-            weights = path / "model.safetensors"
-        else:
-            weights = Path(hf_hub_download(model_id, "model.safetensors", revision=revision, cache_dir=cache_dir,
-                                           force_download=force_download, token=token,
-                                           local_files_only=local_files_only))
-        load_model(model, str(weights), strict=strict, device=map_location)
-        return model
+        from stma_cli.hub import WEIGHTS_FILE, load_weights_folder
+
+        folder = Path(model_id)
+        if not folder.is_dir():
+            folder = Path(hf_hub_download(model_id, WEIGHTS_FILE, revision=revision, cache_dir=cache_dir,
+                                          force_download=force_download, token=token,
+                                          local_files_only=local_files_only)).parent
+        return load_weights_folder(folder, map_location)
 
     def num_parameters(self) -> int:
         """Number of parameters."""

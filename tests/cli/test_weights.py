@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -126,3 +127,17 @@ def test_hub_environment_variables_in_a_real_process(hub, tiny_weights: WeightsF
     info = stma("info", "acme/stma", "--revision", "v1.0", "--json", HF_HUB_OFFLINE="1")
     assert info.returncode == 0, info.stderr
     assert json.loads(info.stdout)["revision"] == commit and len(hub.requests) == served
+
+
+def test_unreachable_hub_is_one_line_in_a_real_process(tmp_path: Path) -> None:
+    """No Hub at the endpoint and nothing cached: one line that says how to work offline, no retries."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    env = {**os.environ, "HF_ENDPOINT": endpoint, "HF_HUB_OFFLINE": "0", "HF_HOME": str(tmp_path / "hf")}
+    run = subprocess.run([sys.executable, "-m", "stma_cli", "weights", "download", "acme/stma"], capture_output=True,
+                         text=True, env=env, timeout=120)
+    assert run.returncode == 1 and run.stdout == ""
+    assert run.stderr.count("\n") == 1, run.stderr
+    assert run.stderr.startswith(f"stma: error: weights 'acme/stma': cannot reach {endpoint} (Connection refused)")
+    assert "to work offline, run `stma weights download acme/stma`" in run.stderr
