@@ -15,7 +15,7 @@ _EXPORTS = {
     "STMA": "stma_cli.model",
     "STMAConfig": "stma_cli.model",
     "Segmenter": "stma_cli.inference.segmenter",
-    "SegmenterConfig": "stma_cli.inference.segmenter",
+    "SegmenterConfig": "stma_cli.inference.config",
     "load_model": "stma_cli.hub",
     "segment_video": "stma_cli.inference.pipeline",
 }

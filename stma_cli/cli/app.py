@@ -1,4 +1,8 @@
-"""The `stma` Typer application: one module per subcommand registers itself here."""
+"""The `stma` Typer application: one module per subcommand registers itself here.
+
+Nothing heavy is imported here or at the top of the subcommand modules: torch, PyAV and the Hub
+client are imported by the commands that use them, so that `stma --help` answers at once.
+"""
 from __future__ import annotations
 
 import signal
@@ -7,14 +11,18 @@ import warnings
 import typer
 
 from stma_cli import __version__
+from stma_cli.cli import evaluate, segment, train, weights
+from stma_cli.cli.common import EXIT_CODES_HELP
 from stma_cli.errors import Terminated
 
 app = typer.Typer(
     name="stma",
     help="Semi-supervised video object segmentation with STMA.",
+    epilog=EXIT_CODES_HELP,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help text: brackets are not markup, and rich is not imported for --help
 )
 
 
@@ -30,9 +38,6 @@ def _root(
 ) -> None:
     """Follow objects through videos from their first-frame masks."""
 
-
-from stma_cli.cli import segment, train, weights  # noqa: E402
-from stma_cli.cli import evaluate  # noqa: E402
 
 weights.register(app)
 segment.register(app)

@@ -8,6 +8,8 @@ import typer
 
 from stma_cli.errors import StmaError, Terminated
 
+EXIT_SOME_FAILED = 1
+EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT
 EXIT_TERMINATED = 143  # 128 + SIGTERM
 
@@ -16,6 +18,13 @@ WEIGHTS_HELP = (
     "a model shipped in weights/ (default: stma-tiny), a Hub repo id owner/name."
 )
 REVISION_HELP = "Branch, tag or commit of a Hub repo (default: main)."
+EXIT_CODES_HELP = """\b
+Exit codes:
+  0    done (a batch: every video done or skipped)
+  1    failed (a batch: some videos failed, the others are done)
+  2    usage error
+  130  interrupted by Ctrl-C (finished videos are kept)
+  143  stopped by SIGTERM (finished videos are kept)"""
 
 
 @contextmanager

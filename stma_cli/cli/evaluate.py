@@ -8,19 +8,19 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Column, Table
+from typing import TYPE_CHECKING
 
-from stma_cli.cli.common import REVISION_HELP, WEIGHTS_HELP, reporting_errors
-from stma_cli.device import autocast_dtype, resolve_device
-from stma_cli.evaluation.datasets import DavisDataset, YouTubeVOSDataset
-from stma_cli.evaluation.davis import GLOBAL_COLUMNS, EvaluationResults, evaluate_folder, global_csv_name, sequence_csv_name
-from stma_cli.evaluation.submission import write_submission
-from stma_cli.hub import load_model
-from stma_cli.inference.dataset import predict_dataset
-from stma_cli.inference.segmenter import SegmenterConfig
+import typer
+
+from stma_cli.cli.common import EXIT_USAGE, REVISION_HELP, WEIGHTS_HELP, reporting_errors
+from stma_cli.inference.config import SegmenterConfig
+
+if TYPE_CHECKING:
+    from stma_cli.evaluation.datasets import DavisDataset, YouTubeVOSDataset
+    from stma_cli.evaluation.davis import EvaluationResults
+
+# The evaluation code (numpy, PyAV, and torch for --output) is imported inside the functions that run it,
+# so that `stma --help` and `stma eval --help` do not load it.
 
 
 class DatasetFormat(str, enum.Enum):
@@ -40,24 +40,26 @@ def register(app: typer.Typer) -> None:
 
 @reporting_errors()
 def evaluate(
-    root: Path = typer.Argument(..., help="Dataset root (DAVIS: holds JPEGImages, Annotations, ImageSets; YouTube-VOS: holds SPLIT/)."),
-    results: Path | None = typer.Option(None, "--results", help="Folder of predicted PNGs to score (DAVIS: SEQ/FRAME.png; YouTube-VOS: Annotations/VID/FRAME.png)."),
-    output: Path | None = typer.Option(None, "--output", help="Segment the split with the model first, writing the predictions here, then score them (instead of --results)."),
-    dataset_format: DatasetFormat = typer.Option(DatasetFormat.davis, "--format", help="Dataset layout."),
-    split: str | None = typer.Option(None, "--split", help="Split to evaluate (default: val for DAVIS, valid for YouTube-VOS)."),
-    resolution: str = typer.Option("480p", "--resolution", help="DAVIS resolution folder."),
-    sequences: str | None = typer.Option(None, "--sequences", help="Comma-separated sequences to evaluate (default: the whole split)."),
-    workers: int | None = typer.Option(None, "--workers", min=1, help="Processes scoring sequences in parallel (default: one per CPU)."),
+    root: Path = typer.Argument(..., metavar="ROOT", hidden=True),  # described in the docstring
+    results: Path | None = typer.Option(None, "--results", metavar="DIR", help="Folder of predicted PNGs to score (DAVIS: SEQ/FRAME.png; YouTube-VOS: Annotations/VID/FRAME.png)."),
+    output: Path | None = typer.Option(None, "--output", metavar="DIR", help="Segment the split with the model first, writing the predictions here, then score them (instead of --results)."),
+    dataset_format: DatasetFormat = typer.Option(DatasetFormat.davis, "--format", metavar="davis|youtube", help="Dataset layout."),
+    split: str | None = typer.Option(None, "--split", metavar="SPLIT", help="Split to evaluate (default: val for DAVIS, valid for YouTube-VOS)."),
+    resolution: str = typer.Option("480p", "--resolution", metavar="RES", help="DAVIS resolution folder."),
+    sequences: str | None = typer.Option(None, "--sequences", metavar="A,B,...", help="Comma-separated sequences to evaluate (default: the whole split)."),
+    workers: int | None = typer.Option(None, "--workers", min=1, metavar="N", help="Processes scoring sequences in parallel (default: one per CPU)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout instead of tables."),
-    weights: str | None = typer.Option(None, "--weights", help=f"{WEIGHTS_HELP} With --output."),
-    revision: str | None = typer.Option(None, "--revision", help=f"{REVISION_HELP} With --output."),
-    mem_size: int = typer.Option(SegmenterConfig.mem_size, "--mem-size", min=2, help="With --output: most memory frames kept."),
-    mem_every: int = typer.Option(SegmenterConfig.mem_every, "--mem-every", min=1, help="With --output: a new memory frame every K frames."),
-    max_side: int = typer.Option(SegmenterConfig.max_side, "--max-side", min=0, help="With --output: longest side the model sees; 0 keeps the input size."),
-    device: str = typer.Option("auto", "--device", help="With --output: auto, cpu, cuda or cuda:N."),
-    precision: str = typer.Option(SegmenterConfig.precision, "--precision", help="With --output: auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 or bf16."),
+    weights: str | None = typer.Option(None, "--weights", metavar="ID|PATH", help=f"{WEIGHTS_HELP} With --output."),
+    revision: str | None = typer.Option(None, "--revision", metavar="REV", help=f"{REVISION_HELP} With --output."),
+    mem_size: int = typer.Option(SegmenterConfig.mem_size, "--mem-size", min=2, metavar="N", help="With --output: most memory frames kept."),
+    mem_every: int = typer.Option(SegmenterConfig.mem_every, "--mem-every", min=1, metavar="K", help="With --output: a new memory frame every K frames."),
+    max_side: int = typer.Option(SegmenterConfig.max_side, "--max-side", min=0, metavar="PX", help="With --output: longest side the model sees; 0 keeps the input size."),
+    device: str = typer.Option("auto", "--device", metavar="DEVICE", help="With --output: auto, cpu, cuda or cuda:N."),
+    precision: str = typer.Option(SegmenterConfig.precision, "--precision", metavar="P", help="With --output: auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 or bf16."),
 ) -> None:
-    """Score predictions with the DAVIS-2017 J&F metrics, or zip them as a YouTube-VOS submission.
+    """Score DAVIS-2017 predictions, or pack YouTube-VOS ones.
+
+    ROOT is the dataset folder. DAVIS: it holds JPEGImages, Annotations and ImageSets. YouTube-VOS: it holds SPLIT/.
 
     DAVIS: the global and per-sequence CSV tables are written into the results folder, as the official toolkit does.
 
@@ -65,9 +67,11 @@ def evaluate(
 
     With --output DIR instead of --results, the model first segments the split into DIR from each sequence's given masks, with the settings of `stma segment`.
     """
+    from stma_cli.evaluation.datasets import DavisDataset, YouTubeVOSDataset
+
     if (results is None) == (output is None):
         typer.echo("stma: error: give either --results DIR (existing predictions) or --output DIR (predict, then score)", err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(EXIT_USAGE)
     split = split or _DEFAULT_SPLIT[dataset_format]
     names = [name.strip() for name in sequences.split(",") if name.strip()] if sequences else None
     if dataset_format is DatasetFormat.youtube:
@@ -86,6 +90,10 @@ def evaluate(
 
 def _predict(dataset: DavisDataset | YouTubeVOSDataset, output: Path, weights: str | None, revision: str | None,
              device: str, config: SegmenterConfig) -> None:
+    from stma_cli.device import autocast_dtype, resolve_device
+    from stma_cli.hub import load_model
+    from stma_cli.inference.dataset import predict_dataset
+
     torch_device = resolve_device(device)
     autocast_dtype(torch_device, config.precision)  # a bad precision fails before the model loads
     model, _ = load_model(weights, revision, device=torch_device)
@@ -94,6 +102,8 @@ def _predict(dataset: DavisDataset | YouTubeVOSDataset, output: Path, weights: s
 
 
 def _score(dataset: DavisDataset, results: Path, workers: int | None, as_json: bool) -> None:
+    from stma_cli.evaluation.davis import evaluate_folder
+
     with _progress("Scoring", len(dataset.sequence_names)) as advance:
         scores = evaluate_folder(dataset, results, workers, on_sequence_done=advance)
     if as_json:
@@ -103,6 +113,8 @@ def _score(dataset: DavisDataset, results: Path, workers: int | None, as_json: b
 
 
 def _pack(dataset: YouTubeVOSDataset, results: Path, as_json: bool) -> None:
+    from stma_cli.evaluation.submission import write_submission
+
     with _progress("Packing", len(dataset.sequence_names)) as advance:
         submission = write_submission(dataset, results, on_video_done=advance)
     if as_json:
@@ -121,6 +133,9 @@ def _progress(label: str, total: int) -> Iterator[Callable[[str], None]]:
     It redraws only when advanced (no refresh thread), so worker processes start from a
     single-threaded parent.
     """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     progress = Progress(
         TextColumn(f"{label} {{task.fields[last]}}"),
         BarColumn(),
@@ -144,11 +159,18 @@ def _cell(value: float) -> str:
     return "-" if math.isnan(value) else f"{value:.3f}"
 
 
-def _number_columns(names: tuple[str, ...]) -> list[Column]:
+def _number_columns(names: tuple[str, ...]) -> list:
+    from rich.table import Column
+
     return [Column(name, justify="right") for name in names]
 
 
 def _print_tables(scores: EvaluationResults, results: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from stma_cli.evaluation.davis import GLOBAL_COLUMNS, global_csv_name, sequence_csv_name
+
     console = Console()
     overall = Table(*_number_columns(GLOBAL_COLUMNS), title=f"Global results for {scores.split}")
     overall.add_row(*(_cell(v) for v in scores.global_scores().values()))

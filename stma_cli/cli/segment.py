@@ -1,4 +1,7 @@
-"""`stma segment`: follow objects through one video or thousands."""
+"""`stma segment`: follow objects through one video or thousands.
+
+The library (and with it torch and PyAV) is imported when the command runs, not when its help is shown.
+"""
 from __future__ import annotations
 
 import json
@@ -8,61 +11,69 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from stma_cli.cli.common import reporting_errors, stop
-from stma_cli.device import PRECISIONS, autocast_dtype, resolve_device
+from stma_cli.cli.common import EXIT_CODES_HELP, EXIT_SOME_FAILED, EXIT_USAGE, WEIGHTS_HELP, reporting_errors, stop
 from stma_cli.errors import StmaError
-from stma_cli.hub import WEIGHTS_FILE, load_model
-from stma_cli.inference.jobs import Shard, build_jobs, expand_inputs, local_device
-from stma_cli.inference.pipeline import DIRECTIONS, RunOptions, VideoReport, run_batch
-from stma_cli.inference.segmenter import SegmenterConfig
-from stma_cli.io.provenance import file_sha256
-
-EXIT_SOME_FAILED = 1
-EXIT_USAGE = 2
+from stma_cli.inference.config import SegmenterConfig
 
 
 def segment(
     videos: Optional[list[str]] = typer.Argument(
-        None, help="Videos: files, frame folders, folders of them, or '-' for a video on standard input. "
-                   "None: paths are read from standard input, one per line."),
+        None, metavar="VIDEO", hidden=True, show_default=False),  # described in the docstring
     mask: Optional[list[str]] = typer.Option(
-        None, "--mask", "-m", help="Mask PNG of the first frame, or FRAME:PATH for objects that appear later "
-                                   "(repeatable)."),
+        None, "--mask", "-m", metavar="[FRAME:]PATH", show_default=False,
+        help="Mask of the first frame, or FRAME:PATH for objects that appear later (repeatable)."),
     mask_template: Optional[str] = typer.Option(
-        None, help="Each video's mask from its name, e.g. '{stem}.png' or 'masks/{stem}.png' "
-                   "(relative to the video's folder; fields {stem}, {name}, {parent})."),
+        None, metavar="TEMPLATE",
+        help="Each video's mask from its name, e.g. '{stem}.png' or 'masks/{stem}.png' "
+             "(relative to the video's folder; fields {stem}, {name}, {parent})."),
     output: Optional[Path] = typer.Option(
-        None, "--output", "-o", help="Output folder: the video's own folder for one video, the parent of "
-                                     "one folder per video for several [default: stma_output/<stem>]."),
-    weights: Optional[str] = typer.Option(None, help="Local folder, shipped name or Hub repo id [default: stma-tiny]."),
-    revision: Optional[str] = typer.Option(None, help="Hub branch, tag or commit."),
-    mem_size: int = typer.Option(SegmenterConfig.mem_size, min=2,
+        None, "--output", "-o", metavar="DIR",
+        help="Output folder: the video's own folder for one video, the parent of one folder per video for "
+             "several (default: stma_output/<stem>)."),
+    weights: Optional[str] = typer.Option(None, metavar="ID|PATH", help=WEIGHTS_HELP),
+    revision: Optional[str] = typer.Option(None, metavar="REV", help="Hub branch, tag or commit (default: main)."),
+    mem_size: int = typer.Option(SegmenterConfig.mem_size, min=2, metavar="N",
                                  help="Most memory frames kept: the annotated frame, the previous frame and every "
                                       "K-th frame in between (bounds memory use)."),
-    mem_every: int = typer.Option(SegmenterConfig.mem_every, min=1, help="A new memory frame every K frames."),
-    max_side: int = typer.Option(SegmenterConfig.max_side, min=0, help="Longest side the model sees; 0 keeps the input size."),
-    direction: str = typer.Option("forward", help="forward: from the first mask to the end; backward: from the "
-                                                  "last mask back to frame 0; both: the two."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
-    precision: str = typer.Option("auto", help="auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 or bf16."),
+    mem_every: int = typer.Option(SegmenterConfig.mem_every, min=1, metavar="K",
+                                  help="A new memory frame every K frames."),
+    max_side: int = typer.Option(SegmenterConfig.max_side, min=0, metavar="PX",
+                                 help="Longest side the model sees; 0 keeps the input size."),
+    direction: str = typer.Option("forward", metavar="DIR",
+                                  help="forward: from the first mask to the end; backward: from the last mask "
+                                       "back to frame 0; both: the two."),
+    device: str = typer.Option("auto", metavar="DEVICE", help="auto, cpu, cuda or cuda:N."),
+    precision: str = typer.Option(SegmenterConfig.precision, metavar="P",
+                                  help="auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 or bf16."),
     overlay: bool = typer.Option(True, "--overlay/--no-overlay", help="Write overlay.mp4."),
     logits: bool = typer.Option(True, "--logits/--no-logits", help="Write logits.h5."),
     json_lines: bool = typer.Option(False, "--json", help="One JSON line per video on stdout, nothing else there."),
     shard: Optional[str] = typer.Option(
-        None, help="K/N: process every N-th video from the K-th (0-based). Default: from torchrun "
-                   "(RANK/WORLD_SIZE) or a SLURM array (SLURM_ARRAY_TASK_ID/COUNT), else all."),
-    overwrite: bool = typer.Option(False, help="Redo videos whose output folder is finished, or holds the results "
-                                               "of another run or files stma did not write (only stma's own "
-                                               "file names are replaced)."),
+        None, metavar="K/N",
+        help="Process every N-th video from the K-th (0-based). Default: from torchrun (RANK, WORLD_SIZE) or a "
+             "SLURM array (SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_COUNT), else all."),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="Redo videos whose output folder is finished, or holds the results of "
+                                        "another run or files stma did not write (only stma's own file names are "
+                                        "replaced)."),
 ) -> None:
-    """Segment videos from their first-frame masks: masks/, overlay.mp4, logits.h5 per video.
+    """Segment videos from the masks of their objects.
 
-    Exit codes: 0 all videos done, 1 some failed (the others are done), 2 usage error, 130 Ctrl-C,
-    143 SIGTERM (finished videos are kept).
+    Each video gets a folder with masks/ (a palette PNG per frame), overlay.mp4, logits.h5 and
+    manifest.json.
+
+    Each VIDEO is a video file, a folder of frames, a folder of videos or frame folders, or '-' for
+    a video on standard input. With no VIDEO, paths are read from standard input, one per line.
     """
+    from rich.console import Console
+
+    from stma_cli.device import PRECISIONS, autocast_dtype, resolve_device
+    from stma_cli.hub import WEIGHTS_FILE, load_model
+    from stma_cli.inference.jobs import Shard, build_jobs, expand_inputs, local_device
+    from stma_cli.inference.pipeline import DIRECTIONS, RunOptions
+    from stma_cli.io.provenance import file_sha256
+
     err = Console(stderr=True, soft_wrap=True)  # one message, one line, whatever the terminal width
     try:
         inputs = list(videos or [])
@@ -108,7 +119,11 @@ def _paths_on_stdin() -> list[str]:
     return [os.fsdecode(line.strip()) for line in sys.stdin.buffer if line.strip()]
 
 
-def _run(jobs, model, config, options, json_lines: bool, err: Console, current: list[str]) -> list[VideoReport]:
+def _run(jobs, model, config, options, json_lines: bool, err, current: list[str]) -> list:  # noqa: ANN001
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from stma_cli.inference.pipeline import VideoReport, run_batch
+
     def emit(report: VideoReport) -> None:
         if json_lines:
             sys.stdout.write(json.dumps(report.to_dict()) + "\n")
@@ -139,4 +154,4 @@ def _run(jobs, model, config, options, json_lines: bool, err: Console, current: 
 
 def register(app: typer.Typer) -> None:
     """Add the command to the app."""
-    app.command("segment")(segment)
+    app.command("segment", epilog=EXIT_CODES_HELP)(segment)

@@ -10,27 +10,30 @@ from stma_cli.cli.common import WEIGHTS_HELP, reporting_errors
 
 
 def train(
-    out: Path = typer.Option(..., "--out", help="Run folder: checkpoint/, best/, log.jsonl (resumed if present)."),
-    config: str = typer.Option("tiny", help="Model preset: tiny or base."),
+    out: Path = typer.Option(..., "--out", metavar="DIR", help="Run folder: checkpoint/, best/, log.jsonl (resumed if present)."),
+    config: str = typer.Option("tiny", metavar="PRESET", help="Model preset: tiny or base."),
     data: str = typer.Option(
-        "synthetic+pseudo", help="synthetic, pseudo, synthetic+pseudo, or a DAVIS-2017 / YouTube-VOS folder."),
-    steps: int = typer.Option(20000, min=1, help="Total optimiser steps (the schedule's length)."),
-    batch: int = typer.Option(4, min=1, help="Clips per step and process."),
-    crop: int = typer.Option(384, min=64, help="Square crop size of training clips."),
-    frames: int = typer.Option(4, min=2, help="Frames per clip (the first one annotated)."),
-    max_objects: int = typer.Option(3, min=1, help="Most objects per clip."),
-    lr: float = typer.Option(4e-4, help="Peak learning rate (warm-up, then cosine decay)."),
-    init: Optional[str] = typer.Option(None, help="Start from these weights. " + WEIGHTS_HELP),
-    workers: int = typer.Option(1, min=0, help="Data-loading processes per training process."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N (under torchrun: LOCAL_RANK's GPU)."),
+        "synthetic+pseudo", metavar="DATA", help="synthetic, pseudo, synthetic+pseudo, or a DAVIS-2017 / YouTube-VOS folder."),
+    steps: int = typer.Option(20000, min=1, metavar="N", help="Total optimiser steps (the schedule's length)."),
+    batch: int = typer.Option(4, min=1, metavar="N", help="Clips per step and process."),
+    crop: int = typer.Option(384, min=64, metavar="PX", help="Square crop size of training clips."),
+    frames: int = typer.Option(4, min=2, metavar="N", help="Frames per clip (the first one annotated)."),
+    max_objects: int = typer.Option(3, min=1, metavar="N", help="Most objects per clip."),
+    lr: float = typer.Option(4e-4, metavar="LR", help="Peak learning rate (warm-up, then cosine decay)."),
+    init: Optional[str] = typer.Option(None, metavar="ID|PATH", help="Start from these weights. " + WEIGHTS_HELP),
+    workers: int = typer.Option(1, min=0, metavar="N", help="Data-loading processes per training process."),
+    device: str = typer.Option("auto", metavar="DEVICE", help="auto, cpu, cuda or cuda:N (under torchrun: LOCAL_RANK's GPU)."),
     amp: bool = typer.Option(True, "--amp/--no-amp", help="Mixed precision on CUDA (bf16, else fp16)."),
-    eval_every: int = typer.Option(1000, min=1, help="Validation J&F every N steps (keeps best/)."),
-    eval_sequences: int = typer.Option(6, min=0, help="Validation synthetic sequences (0: no evaluation)."),
-    checkpoint_minutes: float = typer.Option(5.0, help="Save a checkpoint at least this often."),
-    max_minutes: Optional[float] = typer.Option(None, help="Stop (with a checkpoint) after this many minutes."),
-    seed: int = typer.Option(0, help="Seed of the training data and the ID assignment."),
+    eval_every: int = typer.Option(1000, min=1, metavar="N", help="Validation J&F every N steps (keeps best/)."),
+    eval_sequences: int = typer.Option(6, min=0, metavar="N", help="Validation synthetic sequences (0: no evaluation)."),
+    checkpoint_minutes: float = typer.Option(5.0, metavar="MIN", help="Save a checkpoint at least this often."),
+    max_minutes: Optional[float] = typer.Option(None, metavar="MIN", help="Stop (with a checkpoint) after this many minutes."),
+    seed: int = typer.Option(0, metavar="N", help="Seed of the training data and the ID assignment."),
 ) -> None:
-    """Train (or resume) a model; `stma weights convert OUT/best DIR` turns the result into weights."""
+    """Train (or resume) an STMA model.
+
+    `stma weights convert OUT/best DIR` turns the result into weights.
+    """
     with reporting_errors():
         from stma_cli.train.loop import TrainConfig, train as run_training
         from stma_cli.train.validation import HeldOutEvaluator

@@ -20,18 +20,9 @@ import torch.nn.functional as F
 
 from stma_cli.device import autocast, autocast_dtype
 from stma_cli.errors import StmaError
+from stma_cli.inference.config import SegmenterConfig
 from stma_cli.inference.memory import MemoryBank
 from stma_cli.model import LOGIT_STRIDE, STMA, upsample_logits
-
-
-@dataclass
-class SegmenterConfig:
-    """Inference settings (same names as the CLI flags)."""
-
-    mem_size: int = 2  # the annotated frame and the previous frame: best on the validation sequences
-    mem_every: int = 5
-    max_side: int = 640  # longest side the model sees; 0 keeps the input size
-    precision: str = "auto"
 
 
 @dataclass

@@ -1,0 +1,14 @@
+"""Inference settings. Kept free of torch, so that the command line shows their defaults without loading it."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class SegmenterConfig:
+    """Inference settings (same names as the CLI flags)."""
+
+    mem_size: int = 2  # the annotated frame and the previous frame: best on the validation sequences
+    mem_every: int = 5
+    max_side: int = 640  # longest side the model sees; 0 keeps the input size
+    precision: str = "auto"
