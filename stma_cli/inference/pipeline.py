@@ -9,8 +9,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
-import queue
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,11 +16,13 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
+from torch.profiler import record_function
 
 from stma_cli.device import PRECISION_NAMES, autocast_dtype
 from stma_cli.errors import StmaError
 from stma_cli.inference.segmenter import FrameResult, Segmenter, SegmenterConfig, frame_result, processing_size
 from stma_cli.io.atomic import PendingFile
+from stma_cli.io.background import BackgroundWorker
 from stma_cli.io.masks import read_mask
 from stma_cli.io.claim import claim_folder
 from stma_cli.io.output import (
@@ -148,11 +148,12 @@ def _write(job: VideoJob, video: VideoSource, masks: dict[int, np.ndarray], pale
                      palette=palette, object_ids=object_ids, overlay=options.overlay, logits=options.logits,
                      logits_shape=logits_shape, attrs=attrs) as output:
         frames = 0
-        with _BackgroundWriter(output) as writer:
+        # Encoding the outputs overlaps the model: a background thread writes each frame, in order.
+        with BackgroundWorker.sink(_labelled_writer(output), depth=4, name="stma-writer") as writer:
             for index, frame, result in _propagate(video, masks, object_ids, model, segmenter_config,
                                                    options.direction, job.output):
                 labels = result.labels if result is not None else np.zeros(frame.shape[:2], np.uint8)
-                writer.write(index, frame, labels, _logits_for(result, object_ids, logits_shape))
+                writer.put((index, frame, labels, _logits_for(result, object_ids, logits_shape)))
                 frames = index + 1
                 if progress is not None:
                     progress(frames, video.num_frames)
@@ -264,44 +265,14 @@ def describe_error(error: Exception, source: str) -> str:
 # -- internals -----------------------------------------------------------------------------------
 
 
-class _BackgroundWriter:
-    """Runs `VideoOutput.write` in a thread, so that encoding the outputs overlaps the model.
+def _labelled_writer(output: VideoOutput) -> Callable[..., None]:
+    """`output.write`, labelled as the stage "stma.writing" for the profiler (see benchmarks/segment_speed.py)."""
 
-    Frames are written in the order given; the first write error is raised in the caller, at its
-    next `write` or when the block ends.
-    """
+    def write(*frame_outputs: object) -> None:
+        with record_function("stma.writing"):
+            output.write(*frame_outputs)
 
-    def __init__(self, output: VideoOutput, depth: int = 4) -> None:
-        self._output = output
-        self._queue: queue.Queue = queue.Queue(maxsize=depth)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="stma-writer", daemon=True)
-
-    def __enter__(self) -> "_BackgroundWriter":
-        self._thread.start()
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        self._queue.put(None)
-        self._thread.join()
-        if exc_type is None:
-            self._raise_error()
-
-    def write(self, *frame_outputs) -> None:
-        self._raise_error()
-        self._queue.put(frame_outputs)
-
-    def _run(self) -> None:
-        while (item := self._queue.get()) is not None:
-            if self._error is None:
-                try:
-                    self._output.write(*item)
-                except BaseException as error:  # re-raised in the caller's thread
-                    self._error = error
-
-    def _raise_error(self) -> None:
-        if self._error is not None:
-            raise self._error
+    return write
 
 
 def _read_masks(job: VideoJob, video: VideoSource) -> tuple[dict[int, np.ndarray], list[int] | None]:

@@ -31,7 +31,7 @@ from stma_cli.io.claim import LOCK_FILE, read_record
 from stma_cli.io.logits import LogitsWriter
 from stma_cli.io.masks import DAVIS_PALETTE, write_mask
 from stma_cli.io.overlay import overlay as draw_overlay
-from stma_cli.io.video import VideoWriter
+from stma_cli.io.video_writer import VideoWriter
 
 MANIFEST = "manifest.json"
 MASKS = "masks"

@@ -1,17 +1,15 @@
-"""Video input and output: video files through PyAV (FFmpeg), frame folders, and standard input.
+"""Reading videos: video files through PyAV (FFmpeg), frame folders, and standard input.
 
 Frames are decoded one at a time in a background thread and handed over through a bounded queue, so a
-video is never held in memory as a whole.
+video is never held in memory as a whole. Writing videos is `stma_cli.io.video_writer`.
 """
 from __future__ import annotations
 
 import hashlib
 import os
-import queue
 import re
 import sys
 import tempfile
-import threading
 import warnings
 from collections.abc import Iterator
 from fractions import Fraction
@@ -23,7 +21,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from stma_cli.errors import StmaError
-from stma_cli.io.atomic import PendingFile
+from stma_cli.io.background import BackgroundWorker
 
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
 DEFAULT_FOLDER_FPS = Fraction(24)
@@ -39,7 +37,7 @@ def natural_key(name: str) -> list[str | int]:
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
 
 
-def _reason(exc: BaseException) -> str:
+def ffmpeg_reason(exc: BaseException) -> str:
     """The human part of an FFmpeg error, without errno and file name."""
     if isinstance(exc, av.FFmpegError) and exc.strerror:
         return exc.strerror
@@ -50,72 +48,6 @@ def frame_files(folder: Path) -> list[Path]:
     """The .jpg/.png frames of a frame folder, in natural order."""
     return sorted((p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES and p.is_file()),
                   key=lambda p: natural_key(p.name))
-
-
-_END = object()
-
-
-class _Prefetcher:
-    """Runs a frame generator in a daemon thread and hands its items over through a bounded queue.
-
-    The generator's exception, if any, is re-raised in the consumer after the frames it produced before it.
-    """
-
-    def __init__(self, frames: Iterator[np.ndarray], size: int) -> None:
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=max(1, size))
-        self._stop = threading.Event()
-        self.finished = False
-        self._thread = threading.Thread(target=self._run, args=(frames,), name="stma-decode", daemon=True)
-        self._thread.start()
-
-    def _put(self, item: object) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _run(self, frames: Iterator[np.ndarray]) -> None:
-        try:
-            for frame in frames:
-                if not self._put(frame):
-                    return
-            end: object = _END
-        except BaseException as exc:  # handed to the consumer
-            end = exc
-        finally:
-            close = getattr(frames, "close", None)
-            if close is not None:
-                close()
-        self._put(end)
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        """Yield frames until the end (then `finished` is True); returns early if `stop` was called."""
-        while True:
-            try:
-                item = self._queue.get(timeout=0.1)
-            except queue.Empty:
-                if self._stop.is_set():
-                    return
-                continue
-            if item is _END:
-                self.finished = True
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item  # type: ignore[misc]
-
-    def stop(self) -> None:
-        """Stop the thread and wait for it."""
-        self._stop.set()
-        while self._thread.is_alive():
-            try:
-                self._queue.get(timeout=0.05)
-            except queue.Empty:
-                pass
-        self._thread.join()
 
 
 class VideoSource:
@@ -156,7 +88,7 @@ class VideoSource:
         self.num_frames = num_frames
         self.frame_names = frame_names
         self._queue_size = queue_size
-        self._prefetchers: list[_Prefetcher] = []
+        self._prefetchers: list[BackgroundWorker] = []
 
     def _frames(self) -> Iterator[np.ndarray]:
         """Decode the frames one by one (runs in the background thread)."""
@@ -167,7 +99,7 @@ class VideoSource:
         raise NotImplementedError
 
     def __iter__(self) -> Iterator[np.ndarray]:
-        prefetcher = _Prefetcher(self._frames(), self._queue_size)
+        prefetcher = BackgroundWorker.prefetch(self._frames(), self._queue_size, name="stma-decode")
         self._prefetchers.append(prefetcher)
         count = 0
         try:
@@ -213,7 +145,7 @@ class _FileSource(VideoSource):
         try:
             container = av.open(str(file))
         except av.FFmpegError as exc:
-            raise StmaError(f"{name}: not a readable video ({_reason(exc)})") from None
+            raise StmaError(f"{name}: not a readable video ({ffmpeg_reason(exc)})") from None
         with container:
             if not container.streams.video:
                 raise StmaError(f"{name}: no video stream in this file")
@@ -222,7 +154,7 @@ class _FileSource(VideoSource):
             try:
                 first = next(frames, None)
             except av.FFmpegError as exc:
-                raise StmaError(f"{name}: cannot decode the first frame ({_reason(exc)})") from None
+                raise StmaError(f"{name}: cannot decode the first frame ({ffmpeg_reason(exc)})") from None
             finally:
                 frames.close()
             if first is None:
@@ -244,7 +176,7 @@ class _FileSource(VideoSource):
                     done += 1
         except av.FFmpegError as exc:
             raise StmaError(
-                f"{self.name}: corrupt or truncated video data after frame {done} ({_reason(exc)})"
+                f"{self.name}: corrupt or truncated video data after frame {done} ({ffmpeg_reason(exc)})"
             ) from None
 
     def _frames(self) -> Iterator[np.ndarray]:
@@ -369,107 +301,3 @@ def count_frames(source: str | Path | VideoSource) -> int:
         return source.num_frames
     with open_video(source) as video:
         return count_frames(video)
-
-
-class VideoWriter:
-    """Encode RGB frames into a video file, written under a temporary name and renamed on `close`.
-
-    Frame i gets timestamp i / fps, so the frame count and frame rate are exact. Pixel formats with
-    subsampled chroma (yuv420p) need even sizes: odd sizes are padded by one row/column repeating the
-    bottom/right edge (`encoded_width`, `encoded_height` give the size in the file).
-    """
-
-    def __init__(
-        self,
-        path: str | Path,
-        fps: Fraction,
-        width: int,
-        height: int,
-        codec: str = "libx264",
-        pix_fmt: str = "yuv420p",
-        crf: int | None = 20,
-        options: dict[str, str] | None = None,
-    ) -> None:
-        self.path = Path(path)
-        self.fps = Fraction(fps)
-        self.width, self.height = width, height
-        chroma = av.video.format.VideoFormat(pix_fmt)
-        self.encoded_width = width + (width % 2 if chroma.chroma_width(2) < 2 else 0)
-        self.encoded_height = height + (height % 2 if chroma.chroma_height(2) < 2 else 0)
-        self.frames_written = 0
-        codec_options = dict(options or {})
-        if crf is not None:
-            codec_options.setdefault("crf", str(crf))
-        if codec == "libx264":
-            codec_options.setdefault("preset", "veryfast")
-        container_options = {"movflags": "+faststart"} if self.path.suffix.lower() in (".mp4", ".mov", ".m4v") else {}
-        self._pending = PendingFile(self.path)
-        try:
-            self._container = av.open(str(self._pending.tmp), "w", options=container_options)
-        except (av.FFmpegError, OSError) as exc:
-            self._pending.discard()
-            raise StmaError(f"{self.path}: cannot write the video ({_reason(exc)})") from None
-        self._open = True
-        try:
-            self._stream = self._container.add_stream(codec, rate=self.fps, options=codec_options)
-            self._stream.width = self.encoded_width
-            self._stream.height = self.encoded_height
-            self._stream.pix_fmt = pix_fmt
-            self._stream.codec_context.time_base = 1 / self.fps
-        except BaseException:
-            self.abort()
-            raise
-
-    def write(self, rgb: np.ndarray) -> None:
-        """Encode one (height, width, 3) uint8 RGB frame."""
-        if rgb.shape != (self.height, self.width, 3) or rgb.dtype != np.uint8:
-            raise ValueError(f"expected a ({self.height}, {self.width}, 3) uint8 frame, got {rgb.dtype} {rgb.shape}")
-        pad_h, pad_w = self.encoded_height - self.height, self.encoded_width - self.width
-        if pad_h or pad_w:
-            rgb = np.pad(rgb, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-        frame.pts = self.frames_written
-        frame.time_base = 1 / self.fps
-        try:
-            self._container.mux(self._stream.encode(frame))
-        except av.FFmpegError as exc:
-            raise StmaError(f"{self.path}: cannot write the video ({_reason(exc)})") from None
-        self.frames_written += 1
-
-    def close(self) -> None:
-        """Flush the encoder, finish the file and rename it onto its final name."""
-        if not self._open:
-            return
-        try:
-            self._container.mux(self._stream.encode(None))
-            self._container.close()
-        except BaseException as exc:
-            self.abort()
-            if isinstance(exc, av.FFmpegError):
-                raise StmaError(f"{self.path}: cannot write the video ({_reason(exc)})") from None
-            raise
-        self._open = False
-        self._pending.commit()
-
-    def abort(self) -> None:
-        """Stop writing and remove the temporary file; nothing appears under the final name."""
-        if not self._open:
-            return
-        self._open = False
-        try:
-            self._container.close()
-        except av.FFmpegError:
-            pass
-        finally:
-            self._pending.discard()
-
-    def __enter__(self) -> VideoWriter:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()

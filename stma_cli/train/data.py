@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 from stma_cli.errors import StmaError
 from stma_cli.io.atomic import atomic_path, atomic_write_text
 from stma_cli.io.masks import write_mask
-from stma_cli.io.video import VideoWriter
+from stma_cli.io.video_writer import VideoWriter
 from stma_cli.train.datasets import DavisTrainSet, YouTubeVOSTrainSet
 from stma_cli.train.pseudo import PseudoVideos
 from stma_cli.train.synthetic import SyntheticVideos

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from stma_cli.io.masks import write_mask
-from stma_cli.io.video import VideoWriter
+from stma_cli.io.video_writer import VideoWriter
 
 HEIGHT, WIDTH = 96, 128
 OBJECT_SIZE = 24
