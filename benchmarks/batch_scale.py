@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from segment_speed import benchmark_weights, first_mask, synthetic_video, write_record
+from common import benchmark_weights, first_mask, synthetic_video, write_record
 
 WIDTH, HEIGHT = 426, 240
 

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from segment_speed import benchmark_weights, first_mask, synthetic_video, write_record
+from common import benchmark_weights, first_mask, synthetic_video, write_record
 
 DEFAULT_RUNS = [((160, 120), 100), ((160, 120), 1000), ((854, 480), 100), ((854, 480), 300)]
 FULL_RUNS = [((160, 120), 100), ((160, 120), 1000), ((160, 120), 10000), ((854, 480), 100), ((854, 480), 3000)]

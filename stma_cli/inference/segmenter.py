@@ -8,6 +8,10 @@
 Objects may be introduced on any frame: a mask's ids that are new start being tracked there, and
 ids already tracked are reset to the given mask. Everything the next frame needs lives in the
 object (memory bank, object ids), so a script drives it without the CLI.
+
+The stages of a step are labelled for `torch.profiler` ("stma.resize", "stma.encoder",
+"stma.memorize", "stma.labels"; the model labels "stma.association", "stma.propagation" and
+"stma.decoder" inside `segment`), which is how benchmarks/segment_speed.py splits the time.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.profiler import record_function
 
 from stma_cli.device import autocast, autocast_dtype
 from stma_cli.errors import StmaError
@@ -64,9 +69,11 @@ class Segmenter:
         height, width = image.shape[:2]
         if mask is not None and mask.shape != (height, width):
             raise StmaError(f"mask of size {mask.shape[1]}x{mask.shape[0]} does not match the frame size {width}x{height}")
-        x = self._prepare(image)
+        with record_function("stma.resize"):
+            x = self._prepare(image)
         with autocast(self.device, self.dtype):
-            features = self.model.encode(x)
+            with record_function("stma.encoder"):
+                features = self.model.encode(x)
             given = self._add_objects(mask) if mask is not None else []
             ids = self._table_ids()
             if self.memory.empty or not self.object_ids:
@@ -76,9 +83,11 @@ class Segmenter:
             if given:
                 logits = self._impose(logits, mask, given, features.size)
             if self.object_ids:
-                probs = upsample_logits(logits, features.size).softmax(1)
-                self.memory.add(self.model.memorize(features, probs[:, 1:], ids), annotated=bool(given))
-        result = frame_result(logits.float(), self.object_ids, features.size, (height, width))
+                with record_function("stma.memorize"):
+                    probs = upsample_logits(logits, features.size).softmax(1)
+                    self.memory.add(self.model.memorize(features, probs[:, 1:], ids), annotated=bool(given))
+        with record_function("stma.labels"):
+            result = frame_result(logits.float(), self.object_ids, features.size, (height, width))
         if not torch.isfinite(result.logits).all():
             raise StmaError("the model's output is not finite (NaN or inf): its weights are broken")
         if given:  # the user's mask is returned exactly, not as the model re-renders it

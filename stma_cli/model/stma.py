@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
+from torch.profiler import record_function
 
 from stma_cli.model.association import STMLBlock, sine_position_embedding
 from stma_cli.model.decoder import Decoder, IDAssociation
@@ -205,19 +206,22 @@ class STMA(
         )
         memory_mask = self._memory_mask(features, memory)
         test, outputs = features.tokens, []
-        for level, block in enumerate(self.blocks):
-            tokens = torch.cat(
-                [entry.levels[level][0] for entry in memory] + [entry.levels[level][1] for entry in memory], dim=1
-            )
-            test = block.read(test, pos, features.grid, tokens, memory_pos, memory_mask)
-            outputs.append(test)
+        with record_function("stma.association"):
+            for level, block in enumerate(self.blocks):
+                tokens = torch.cat(
+                    [entry.levels[level][0] for entry in memory] + [entry.levels[level][1] for entry in memory], dim=1
+                )
+                test = block.read(test, pos, features.grid, tokens, memory_pos, memory_mask)
+                outputs.append(test)
         x16 = torch.cat(outputs, dim=2).transpose(1, 2).reshape(batch, -1, *features.grid)
-        prior = self._propagate(features, memory[-1], ids.shape[1])
+        with record_function("stma.propagation"):
+            prior = self._propagate(features, memory[-1], ids.shape[1])
         prior_ids = self.ids.id_map(prior[:, 1:].flatten(2), ids).transpose(1, 2).reshape(batch, -1, *features.grid)
-        embedding = self.decoder(x16, features.f8, features.f4, prior_ids)
-        background = torch.full_like(ids[:, :1], BACKGROUND_ID)
-        logits = self.association(embedding, self.ids(torch.cat([background, ids], dim=1)))
-        logits = logits + self.propagation.log_prior(prior, STRIDE // LOGIT_STRIDE)
+        with record_function("stma.decoder"):
+            embedding = self.decoder(x16, features.f8, features.f4, prior_ids)
+            background = torch.full_like(ids[:, :1], BACKGROUND_ID)
+            logits = self.association(embedding, self.ids(torch.cat([background, ids], dim=1)))
+            logits = logits + self.propagation.log_prior(prior, STRIDE // LOGIT_STRIDE)
         if valid is not None:
             keep = torch.cat([torch.ones_like(valid[:, :1]), valid], dim=1)[:, :, None, None]
             logits = logits.masked_fill(~keep, -1e4)
