@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import warnings
 from typing import ContextManager
 
 import torch
@@ -10,6 +11,10 @@ from stma_cli.errors import StmaError
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 PRECISION_NAMES = {None: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}  # autocast dtype -> name
+
+
+class SlowPrecisionWarning(UserWarning):
+    """A precision that works but is much slower than the default on this device."""
 
 
 def resolve_device(spec: str = "auto") -> torch.device:
@@ -33,14 +38,18 @@ def resolve_device(spec: str = "auto") -> torch.device:
 def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
     """The autocast dtype for a precision setting, or None for plain fp32.
 
-    auto: fp16 on CUDA, fp32 on CPU. bf16 is accepted on both; fp16 needs CUDA.
+    auto: fp16 on CUDA, fp32 on CPU. bf16 is accepted on both (with a warning on the CPU, where it is
+    slow); fp16 needs CUDA.
     """
     if precision not in PRECISIONS:
         raise StmaError(f"--precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
     if precision == "auto":
         return torch.float16 if device.type == "cuda" else None
     if precision == "fp16" and device.type != "cuda":
-        raise StmaError("--precision fp16 needs a CUDA device (use fp32 or bf16 on CPU)")
+        raise StmaError("--precision fp16 needs a CUDA device (use fp32 on CPU)")
+    if precision == "bf16" and device.type == "cpu":
+        warnings.warn("--precision bf16 on the CPU is many times slower than fp32 (about 18x on a Xeon); "
+                      "fp32 is the CPU default", SlowPrecisionWarning)
     return {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
 
 

@@ -149,7 +149,12 @@ def shipped_names() -> list[str]:
 def resolve_weights(spec: str | None = None, revision: str | None = None) -> ResolvedWeights:
     """Find the weights folder for `spec`: a local folder, a shipped name or a Hub repo id (see module docs)."""
     spec = spec or DEFAULT_WEIGHTS
-    local = Path(spec).expanduser()
+    if revision is not None:
+        check_revision(revision)
+    try:
+        local = Path(spec).expanduser()
+    except RuntimeError:  # ~user of a user this machine does not know
+        raise StmaError(f"weights '{spec}': cannot expand '~' (no such user here)") from None
     shipped = shipped_dir() / spec
     if local.is_dir():
         source: Source = "local"
@@ -169,12 +174,24 @@ def resolve_weights(spec: str | None = None, revision: str | None = None) -> Res
     return ResolvedWeights(_checked_folder(local), spec, None, source)
 
 
+_BAD_REVISION = re.compile(r"(^|/)\.|\.\.|//|^/|/$|\.lock(/|$)|@\{|[\\~^:?*\[\x00-\x20\x7f]")
+
+
+def check_revision(revision: str) -> None:
+    """A branch, tag or commit name as git allows it; StmaError otherwise (e.g. '../..', which would
+    point the Hub cache's refs/ lookup outside the repository)."""
+    if not revision or _BAD_REVISION.search(revision):
+        raise StmaError(f"--revision {revision!r}: not a branch, tag or commit name")
+
+
 def download(repo_id: str, revision: str | None = None) -> ResolvedWeights:
     """Fetch config.json, model.safetensors and the model card (if any) of a Hub repo into the cache.
 
     All files come from the commit that `revision` pointed at when config.json was fetched. Offline
     (`HF_HUB_OFFLINE=1`) or when the endpoint cannot be reached, the files come from the cache or not at all.
     """
+    if revision is not None:
+        check_revision(revision)
     where = f"{repo_id}@{revision}" if revision else repo_id
     endpoint = _endpoint()
     unreachable = None if is_offline_mode() else unreachable_reason(endpoint)
@@ -323,7 +340,10 @@ def load_weights_folder(
             shapes = {key: tuple(weights.get_slice(key).get_shape()) for key in weights.keys()}
             _check_tensors(path, {k: tuple(v.shape) for k, v in expected.items()}, shapes, new_modules)
             for key in shapes:
-                expected[key].copy_(weights.get_tensor(key))
+                tensor = weights.get_tensor(key)
+                if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                    raise StmaError(f"{path}: tensor {key} holds NaN or infinite values (did the training diverge?)")
+                expected[key].copy_(tensor)
     except SafetensorError as error:
         raise StmaError(f"{path}: corrupted or truncated safetensors file ({_first_line(str(error))})") from None
     except OSError as error:

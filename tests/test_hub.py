@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import socket
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from stma_cli.hub import (
     ResolvedWeights,
     list_models,
     load_model,
+    load_weights_folder,
     model_info,
     resolve_weights,
     shipped_names,
@@ -330,3 +332,44 @@ def test_info_works_offline_from_the_cache(hub, tiny_weights: WeightsFactory, se
         for name in ("config.json", "model.safetensors", "README.md")
     }
     assert json.loads(json.dumps(info.to_dict()))["files"][1]["name"] == "model.safetensors"
+
+
+@pytest.mark.parametrize("revision", ["../..", "..", "/etc", "main/../x", "a b"])
+def test_revision_that_is_no_git_name_is_refused(revision: str) -> None:
+    with pytest.raises(StmaError, match=r"^--revision .*: not a branch, tag or commit name$"):
+        resolve_weights("acme/stma", revision)
+
+
+def test_weights_of_an_unknown_user() -> None:
+    with pytest.raises(StmaError, match=r"^weights '~nosuchuser-stma': cannot expand '~' \(no such user here\)$"):
+        resolve_weights("~nosuchuser-stma")
+
+
+def test_weights_with_non_finite_values_are_refused(tiny_weights: WeightsFactory, tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "nan"
+    shutil.copytree(tiny_weights(0), folder)
+    state = load_file(folder / "model.safetensors")
+    name = sorted(state)[0]
+    state[name] = state[name].clone().fill_(float("nan"))
+    save_file(state, folder / "model.safetensors")
+    with pytest.raises(StmaError, match=rf"model\.safetensors: tensor {re.escape(name)} holds NaN or infinite values"):
+        load_weights_folder(folder)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"dim": "128"}, "dim is '128', expected an integer >= 1"),
+    ({"heads": 0}, "heads is 0, expected an integer >= 1"),
+    ({"propagation_radius": -1}, "propagation_radius is -1, expected an integer >= 0"),
+    ({"mlp_ratio": None}, "mlp_ratio is None, expected a number > 0"),
+    ({"decoder_widths": [64, 48]}, r"decoder_widths is \(64, 48\), expected 3 integers >= 1"),
+])
+def test_config_values_of_the_wrong_type_or_range(tiny_weights: WeightsFactory, tmp_path: Path, change: dict,
+                                                  message: str) -> None:
+    folder = tmp_path / "bad"
+    shutil.copytree(tiny_weights(0), folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, **change}))
+    with pytest.raises(StmaError, match=rf"config\.json: invalid STMA config: {message}$"):
+        load_weights_folder(folder)

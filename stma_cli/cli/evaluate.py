@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from stma_cli.cli.common import EXIT_USAGE, REVISION_HELP, WEIGHTS_HELP, reporting_errors
+from stma_cli.errors import StmaError
 from stma_cli.inference.config import SegmenterConfig
 
 if TYPE_CHECKING:
@@ -67,12 +68,12 @@ def evaluate(
 
     With --output DIR instead of --results, the model first segments the split into DIR from each sequence's given masks, with the settings of `stma segment`.
     """
-    from stma_cli.evaluation.datasets import DavisDataset, YouTubeVOSDataset
+    from stma_cli.evaluation.datasets import DavisDataset, YouTubeVOSDataset, plain_name
 
     if (results is None) == (output is None):
         typer.echo("stma: error: give either --results DIR (existing predictions) or --output DIR (predict, then score)", err=True)
         raise typer.Exit(EXIT_USAGE)
-    split = split or _DEFAULT_SPLIT[dataset_format]
+    split = plain_name(split or _DEFAULT_SPLIT[dataset_format], Path("--split"), "split")
     names = [name.strip() for name in sequences.split(",") if name.strip()] if sequences else None
     if dataset_format is DatasetFormat.youtube:
         dataset: DavisDataset | YouTubeVOSDataset = YouTubeVOSDataset(root, split, names)
@@ -94,6 +95,9 @@ def _predict(dataset: DavisDataset | YouTubeVOSDataset, output: Path, weights: s
     from stma_cli.hub import load_model
     from stma_cli.inference.dataset import predict_dataset
 
+    for given in (dataset.annotation_dir, dataset.image_dir):
+        if output.resolve().is_relative_to(given.resolve()):
+            raise StmaError(f"--output {output}: inside the dataset's {given}; predictions would overwrite its files")
     torch_device = resolve_device(device)
     autocast_dtype(torch_device, config.precision)  # a bad precision fails before the model loads
     model, _ = load_model(weights, revision, device=torch_device)

@@ -1,12 +1,14 @@
 """`stma train`: train an STMA model (single process, or under torchrun)."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from stma_cli.cli.common import WEIGHTS_HELP, reporting_errors
+from stma_cli.errors import StmaError
 
 
 def train(
@@ -35,9 +37,17 @@ def train(
     `stma weights convert OUT/best DIR` turns the result into weights.
     """
     with reporting_errors():
+        if not (math.isfinite(lr) and lr > 0):
+            raise StmaError(f"--lr {lr}: expected a finite number > 0")
+        for name, value in (("--checkpoint-minutes", checkpoint_minutes), ("--max-minutes", max_minutes)):
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise StmaError(f"{name} {value}: expected a finite number >= 0")
+        from stma_cli.model import STMAConfig
         from stma_cli.train.loop import TrainConfig, train as run_training
         from stma_cli.train.validation import HeldOutEvaluator
 
+        if config not in STMAConfig.PRESETS:
+            raise StmaError(f"--config {config!r}: expected one of {', '.join(STMAConfig.PRESETS)}")
         settings = TrainConfig(out=out, model=config, data=data, steps=steps, batch=batch, crop=crop, frames=frames,
                                max_objects=max_objects, lr=lr, init=init, workers=workers, device=device, amp=amp,
                                eval_every=eval_every, checkpoint_minutes=checkpoint_minutes,

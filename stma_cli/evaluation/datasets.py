@@ -100,6 +100,14 @@ def _sorted_files(folder: Path, suffix: str) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() == suffix and p.is_file())
 
 
+def plain_name(name: str, listing: Path, what: str = "sequence") -> str:
+    """`name` if it is one plain path component (it is joined to folders, the output's among them);
+    StmaError naming the listing otherwise: an absolute name, '..', a '/' or '\\' could write anywhere."""
+    if not isinstance(name, str) or name in ("", ".", "..") or any(c in name for c in "/\\\0"):
+        raise StmaError(f"{listing}: {what} name {name!r} is not a plain file name (no '/', '\\', '..' or empty)")
+    return name
+
+
 def _select(available: list[str], requested: Sequence[str] | None, listing: Path) -> list[str]:
     if requested is None:
         return available
@@ -123,7 +131,13 @@ class DavisDataset:
         listing = self.root / "ImageSets" / "2017" / f"{split}.txt"
         if not listing.is_file():
             raise StmaError(f"{listing}: sequence list for split '{split}' not found")
-        available = [line.strip() for line in listing.read_text().splitlines() if line.strip()]
+        try:
+            text = listing.read_text(encoding="utf-8")
+        except UnicodeDecodeError as error:
+            raise StmaError(f"{listing}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+        except OSError as error:
+            raise StmaError(f"{listing}: cannot read the sequence list ({error.strerror or error})") from None
+        available = [plain_name(line.strip(), listing) for line in text.splitlines() if line.strip()]
         self.sequence_names = _select(available, sequences, listing)
 
     def frame_paths(self, name: str) -> list[Path]:
@@ -182,18 +196,24 @@ class YouTubeVOSDataset:
     def _read_meta(path: Path) -> dict[str, dict[int, list[str]]]:
         """video -> object id -> frame names, from meta.json."""
         try:
-            meta = json.loads(path.read_text())
+            meta = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise StmaError(f"{path}: file not found") from None
         except (OSError, ValueError) as error:
             raise StmaError(f"{path}: cannot read JSON ({error})") from None
         try:
-            return {
+            videos = {
                 video: {int(obj): [str(f) for f in info["frames"]] for obj, info in entry["objects"].items()}
                 for video, entry in meta["videos"].items()
             }
         except (KeyError, TypeError, ValueError, AttributeError):
             raise StmaError(f"{path}: expected {{'videos': {{VIDEO: {{'objects': {{ID: {{'frames': [...]}}}}}}}}}}") from None
+        for video, objects in videos.items():
+            plain_name(video, path, "video")
+            for frames in objects.values():
+                for frame in frames:
+                    plain_name(frame, path, f"video {video!r}: frame")
+        return videos
 
     def frame_paths(self, name: str) -> list[Path]:
         """The JPEG frames of video `name`, in order."""

@@ -11,6 +11,7 @@ The network is used in three steps, which the inference engine and the training 
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Sequence
@@ -59,6 +60,31 @@ class STMAConfig:
             raise ValueError(f"config is for architecture {self.architecture!r}, not {ARCHITECTURE!r}")
         if self.encoder not in ("mobilenetv2", "vit"):
             raise ValueError(f"unknown encoder {self.encoder!r} (mobilenetv2 or vit)")
+        self._check_values()
+
+    def _check_values(self) -> None:
+        """Types and ranges, so that a hand-edited config.json fails here, naming its key."""
+        for item in fields(self):
+            value, default = getattr(self, item.name), item.default
+            if isinstance(default, bool):
+                ok, expected = isinstance(value, bool), "true or false"
+            elif isinstance(default, int):
+                least = 0 if item.name == "propagation_radius" else 1
+                ok, expected = isinstance(value, int) and not isinstance(value, bool) and value >= least, \
+                    f"an integer >= {least}"
+            elif isinstance(default, float):
+                ok, expected = isinstance(value, (int, float)) and not isinstance(value, bool) and \
+                    math.isfinite(value) and value > 0, "a number > 0"
+            elif isinstance(default, tuple):
+                ok, expected = len(value) == len(default) and all(
+                    isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value), \
+                    f"{len(default)} integers >= 1"
+            else:
+                ok, expected = isinstance(value, str), "a string"
+            if not ok:
+                raise ValueError(f"{item.name} is {value!r}, expected {expected}")
+        if self.dim % self.heads:
+            raise ValueError(f"dim {self.dim} is not divisible by heads {self.heads}")
 
     @classmethod
     def preset(cls, name: str) -> "STMAConfig":

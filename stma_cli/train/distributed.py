@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from stma_cli.errors import StmaError
+
 
 @dataclass(frozen=True)
 class DistributedContext:
@@ -27,11 +29,12 @@ class DistributedContext:
 
 def init_distributed(device: torch.device) -> DistributedContext:
     """Join the process group when launched by torchrun (RANK/WORLD_SIZE set); else single process."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    world_size = _env_int("WORLD_SIZE", 1)
     if world_size <= 1:
         return DistributedContext()
-    rank = int(os.environ["RANK"])
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    rank, local_rank = _env_int("RANK"), _env_int("LOCAL_RANK", 0)
+    if not 0 <= rank < world_size or local_rank < 0:
+        raise StmaError(f"RANK={rank}, LOCAL_RANK={local_rank} with WORLD_SIZE={world_size}: not a process of this run")
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world_size)
     return DistributedContext(rank, world_size, local_rank)
@@ -57,3 +60,14 @@ def shutdown(context: DistributedContext) -> None:
     """Leave the process group."""
     if context.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def _env_int(name: str, default: int | None = None) -> int:
+    """An integer environment variable set by torchrun; StmaError names it if it is missing or not one."""
+    value = os.environ.get(name)
+    if value is None and default is not None:
+        return default
+    try:
+        return int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise StmaError(f"environment variable {name}={value!r}: expected an integer") from None

@@ -7,6 +7,7 @@ loader as every other command and writes the folder that `--weights` and the Hub
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 import shutil
@@ -76,9 +77,12 @@ def read_train_state(path: Path) -> TrainState:
         value = data.get(key)
         if not isinstance(value, kind) or isinstance(value, bool):
             raise StmaError(f"{path}: '{key}' is missing or not {description}")
-    bad = [k for k, v in data["metrics"].items() if not isinstance(v, (int, float)) or isinstance(v, bool)]
+    if not math.isfinite(data["wall_time_s"]):
+        raise StmaError(f"{path}: 'wall_time_s' is {data['wall_time_s']}, not a finite number")
+    bad = [k for k, v in data["metrics"].items()
+           if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v)]
     if bad:
-        raise StmaError(f"{path}: metric '{bad[0]}' is not a number")
+        raise StmaError(f"{path}: metric '{bad[0]}' is not a finite number ({data['metrics'][bad[0]]!r})")
     return TrainState(data["step"], float(data["wall_time_s"]), data["recipe"], data["metrics"], data["data"])
 
 

@@ -10,6 +10,9 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
+import re
+import secrets
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -18,12 +21,14 @@ from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from stma_cli.device import autocast, resolve_device
+from stma_cli.errors import StmaError
 from stma_cli.model import STMA, STMAConfig, upsample_logits
 from stma_cli.train.distributed import DistributedContext, all_reduce_mean, barrier, init_distributed, shutdown
 from stma_cli.train.losses import vos_loss
@@ -174,31 +179,111 @@ def make_optimizer(model: STMA, config: TrainConfig) -> torch.optim.Optimizer:
     )
 
 
+_TAG = r"\d{8}-[0-9a-f]{4}|legacy-[0-9a-f]{4}"  # checkpoint-<step>-<tag>, or an older version's folder moved aside
+
+
 def save_checkpoint(folder: Path, model: STMA, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
                     state: dict[str, Any]) -> None:
-    """Write a checkpoint folder atomically (a temporary folder renamed over the old one)."""
-    tmp = folder.with_name(f".{folder.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    (tmp / "config.json").write_text(json.dumps(model.config.to_dict(), indent=2))
-    save_model(model, str(tmp / "model.safetensors"))
-    torch.save({"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict()}, tmp / "optimizer.pt")
-    (tmp / "train_state.json").write_text(json.dumps(state, indent=2))
-    old = folder.with_name(f".{folder.name}.old")
-    if folder.exists():
-        folder.rename(old)
-    tmp.rename(folder)
-    shutil.rmtree(old, ignore_errors=True)
+    """Write a checkpoint beside the current one, then switch to it in one atomic step.
+
+    `folder` (e.g. OUT/checkpoint) is a symbolic link to a sibling folder named `checkpoint-<step>-<tag>`.
+    The new checkpoint is written and synced under a temporary name, renamed to its own name, and the
+    link is replaced by a new one with a single rename; only then are older checkpoints removed. A crash
+    at any instant leaves a complete checkpoint that `checkpoint_in` finds.
+    """
+    broken = next((name for name, p in model.named_parameters() if not torch.isfinite(p).all()), None)
+    if broken is not None:
+        raise StmaError(f"step {state['step']}: weight {broken} is not finite (NaN or inf); "
+                        f"the checkpoint is not written, the last one in {folder} is kept")
+    parent, tag = folder.parent, f"{state['step']:08d}-{secrets.token_hex(2)}"
+    final = parent / f"{folder.name}-{tag}"
+    staging = parent / f".{final.name}.tmp-{os.getpid()}"
+    staging.mkdir(parents=True)
+    (staging / "config.json").write_text(json.dumps(model.config.to_dict(), indent=2))
+    save_model(model, str(staging / "model.safetensors"))
+    torch.save({"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict()}, staging / "optimizer.pt")
+    (staging / "train_state.json").write_text(json.dumps(state, indent=2))
+    for path in staging.iterdir():
+        _fsync(path)
+    staging.rename(final)
+    _fsync(parent)
+    if folder.is_dir() and not folder.is_symlink():  # written by an older version: moved aside, kept until the switch
+        folder.rename(parent / f"{folder.name}-legacy-{secrets.token_hex(2)}")
+    link = parent / f".{folder.name}.link-{os.getpid()}"
+    link.unlink(missing_ok=True)
+    os.symlink(final.name, link)
+    os.replace(link, folder)
+    _fsync(parent)
+    ours = re.compile(rf"{re.escape(folder.name)}-({_TAG})|\.{re.escape(folder.name)}(-{_TAG}\.tmp-\d+|\.tmp|\.old)")
+    for old in parent.iterdir():
+        if ours.fullmatch(old.name) and old != final and old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def checkpoint_in(folder: Path) -> Path | None:
+    """The checkpoint to resume from: where `folder` points, else (a crash before the first switch, or a
+    checkpoint of an older version) the complete checkpoint beside it with the highest step; None if none."""
+    if (folder / "train_state.json").is_file():
+        return folder
+    named = re.compile(rf"{re.escape(folder.name)}-({_TAG})")
+    candidates = [path for path in folder.parent.glob(f"{folder.name}-*")
+                  if named.fullmatch(path.name) and (path / "train_state.json").is_file()]
+    legacy = folder.with_name(f".{folder.name}.old")  # an older version's crash between its two renames
+    if (legacy / "train_state.json").is_file():
+        candidates.append(legacy)
+    return max(candidates, key=_saved_step, default=None)
+
+
+def _saved_step(folder: Path) -> int:
+    try:
+        step = json.loads((folder / "train_state.json").read_text()).get("step")
+    except (OSError, ValueError, AttributeError):
+        return -1
+    return step if isinstance(step, int) else -1
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file or a folder's entries to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def load_checkpoint(folder: Path, model: STMA, optimizer: torch.optim.Optimizer,
                     scaler: torch.amp.GradScaler) -> dict[str, Any]:
-    """Restore model, optimiser and scaler; returns the saved train state."""
-    load_model(model, str(folder / "model.safetensors"), strict=True)
-    extra = torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=True)
-    optimizer.load_state_dict(extra["optimizer"])
-    scaler.load_state_dict(extra["scaler"])
-    return json.loads((folder / "train_state.json").read_text())
+    """Restore model, optimiser and scaler; returns the saved train state. StmaError names the file at fault."""
+    state_path = folder / "train_state.json"
+    try:
+        state = json.loads(state_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise StmaError(f"{state_path}: unreadable train state ({error})") from None
+    if not isinstance(state, dict) or not isinstance(state.get("step"), int) or state["step"] < 0:
+        raise StmaError(f"{state_path}: not a train state (expected an object with a 'step' of 0 or more)")
+    config_path = folder / "config.json"
+    try:
+        saved = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise StmaError(f"{config_path}: unreadable model config ({error})") from None
+    if saved != model.config.to_dict():
+        different = sorted(k for k in {*saved, *model.config.to_dict()} if saved.get(k) != model.config.to_dict().get(k))
+        raise StmaError(f"{folder}: this run was trained with another model config (differs in "
+                        f"{', '.join(different)}); resume it with the same --config, or use a new --out")
+    weights = folder / "model.safetensors"
+    try:
+        load_model(model, str(weights), strict=True)
+    except (SafetensorError, OSError, RuntimeError) as error:
+        raise StmaError(f"{weights}: cannot be loaded ({str(error).strip().splitlines()[0]})") from None
+    extra_path = folder / "optimizer.pt"
+    try:
+        extra = torch.load(extra_path, map_location="cpu", weights_only=True)
+        optimizer.load_state_dict(extra["optimizer"])
+        scaler.load_state_dict(extra["scaler"])
+    except Exception as error:  # noqa: BLE001 - torch.load of a damaged file raises many kinds
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise StmaError(f"{extra_path}: unreadable optimiser state ({reason})") from None
+    return state
 
 
 def train(config: TrainConfig, dataset: Dataset | None = None,
@@ -229,11 +314,12 @@ def train(config: TrainConfig, dataset: Dataset | None = None,
 
     state: dict[str, Any] = {"step": 0, "wall_time_s": 0.0, "metrics": {}, "best": None, "recipe": config.recipe(),
                              "data": config.data}
-    if (out / CHECKPOINT / "train_state.json").exists():
-        saved = load_checkpoint(out / CHECKPOINT, model, optimizer, scaler)
+    resume = checkpoint_in(out / CHECKPOINT)
+    if resume is not None:
+        saved = load_checkpoint(resume, model, optimizer, scaler)
         state.update({k: saved[k] for k in ("step", "wall_time_s", "metrics", "best") if k in saved})
         if context.is_main:
-            log(f"resumed from {out / CHECKPOINT} at step {state['step']}")
+            log(f"resumed from {resume} at step {state['step']}")
 
     if dataset is None:
         from stma_cli.train.data import make_dataset
@@ -266,6 +352,9 @@ def train(config: TrainConfig, dataset: Dataset | None = None,
         fraction = hard_pixel_fraction(step, config)
         terms = [vos_loss(logits, labels[:, i + 1], valid, fraction) for i, logits in enumerate(outputs)]
         loss = sum(t["loss"] for t in terms) / len(terms)
+        if all_reduce_mean({"finite": float(torch.isfinite(loss).item())}, context, device)["finite"] < 1:
+            raise StmaError(f"step {step + 1}: the loss is not finite (NaN or inf); training stops, the last "
+                            f"checkpoint is kept (a lower --lr may help)")
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)

@@ -135,3 +135,28 @@ def test_youtube_bad_meta(tmp_path):
     meta.unlink()
     with pytest.raises(StmaError, match="meta.json: file not found"):
         YouTubeVOSDataset(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["/abs/bear", "../bear", "..", ".", "a/b", "a\\b"])
+def test_davis_sequence_names_must_be_plain(tmp_path, name):
+    """Names are joined to the output folder: anything but one plain component is refused at once."""
+    root = make_davis(tmp_path)
+    (root / "ImageSets" / "2017" / "val.txt").write_text(f"bear\n{name}\n")
+    with pytest.raises(StmaError, match=r"val\.txt: sequence name .* is not a plain file name"):
+        DavisDataset(root)
+
+
+def test_davis_sequence_list_that_is_not_utf8(tmp_path):
+    root = make_davis(tmp_path)
+    (root / "ImageSets" / "2017" / "val.txt").write_bytes(b"bear\n\xff\xfe\n")
+    with pytest.raises(StmaError, match=r"val\.txt: not UTF-8 text"):
+        DavisDataset(root)
+
+
+@pytest.mark.parametrize(("video", "frame"), [("../v1", "00000"), ("/tmp/v1", "00000"), ("v1", "../../00000")])
+def test_youtube_names_must_be_plain(tmp_path, video, frame):
+    root = make_youtube(tmp_path)
+    meta = tmp_path / "valid" / "meta.json"
+    meta.write_text(json.dumps({"videos": {video: {"objects": {"1": {"frames": [frame]}}}}}))
+    with pytest.raises(StmaError, match=r"meta\.json: .*name .* is not a plain file name"):
+        YouTubeVOSDataset(root)

@@ -79,7 +79,9 @@ def test_convert_refuses_an_existing_folder(tiny_weights: WeightsFactory, tmp_pa
     [
         ({**TRAIN_STATE, "metrics": None}, r"train_state\.json: 'metrics' is missing or not an object$"),
         ({k: v for k, v in TRAIN_STATE.items() if k != "step"}, r"'step' is missing or not an integer$"),
-        ({**TRAIN_STATE, "metrics": {"J&F-Mean": "high"}}, r"metric 'J&F-Mean' is not a number$"),
+        ({**TRAIN_STATE, "metrics": {"J&F-Mean": "high"}}, r"metric 'J&F-Mean' is not a finite number \('high'\)$"),
+        ({**TRAIN_STATE, "metrics": {"J&F-Mean": float("nan")}}, r"metric 'J&F-Mean' is not a finite number \(nan\)$"),
+        ({**TRAIN_STATE, "wall_time_s": float("inf")}, r"'wall_time_s' is inf, not a finite number$"),
     ],
 )
 def test_convert_checks_train_state(

@@ -162,3 +162,122 @@ def test_two_processes_with_gloo(tmp_path):
     assert state["step"] == 2
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2]
+
+
+class Crash(BaseException):
+    """A process killed at this instant."""
+
+
+def _saved(tmp_path: Path, steps: list[int], crash: str | None = None, legacy: bool = False):
+    """A model, optimiser and scaler saved at `steps` into tmp_path/checkpoint; the last save may crash at `crash`."""
+    from stma_cli.train import loop
+
+    model = STMA(STMAConfig.preset("tiny"))
+    config = TrainConfig(out=tmp_path)
+    optimizer, scaler = loop.make_optimizer(model, config), torch.amp.GradScaler("cpu", enabled=False)
+    folder = tmp_path / "checkpoint"
+    for step in steps:
+        if legacy and step == steps[0]:  # an older version wrote checkpoint/ as a plain folder
+            loop.save_checkpoint(folder, model, optimizer, scaler, {"step": step})
+            target = folder.resolve()
+            folder.unlink()
+            target.rename(folder)
+            continue
+        if crash is not None and step == steps[-1]:
+            with pytest.MonkeyPatch.context() as patch:
+                real = {"rename": Path.rename, "replace": os.replace, "rmtree": loop.shutil.rmtree}
+
+                def crash_at(name):
+                    def crashing(*args, **kwargs):
+                        if name == crash:
+                            raise Crash
+                        return real[name](*args, **kwargs)
+                    return crashing
+
+                patch.setattr(Path, "rename", crash_at("rename"))
+                patch.setattr(loop.os, "replace", crash_at("replace"))
+                patch.setattr(loop.shutil, "rmtree", crash_at("rmtree"))
+                with pytest.raises(Crash):
+                    loop.save_checkpoint(folder, model, optimizer, scaler, {"step": step})
+        else:
+            loop.save_checkpoint(folder, model, optimizer, scaler, {"step": step})
+    return folder, model, optimizer, scaler
+
+
+@pytest.mark.parametrize(("crash", "legacy", "resumed"), [
+    (None, False, 20),
+    ("rename", False, 10),  # the new checkpoint is written, not yet renamed into place
+    ("replace", False, 10),  # renamed into place, the link not yet switched: still the one it points at
+    ("rmtree", False, 20),  # switched, the old one not yet removed
+    ("replace", True, 20),  # an older version's checkpoint/ moved aside, no link yet: the newest complete one
+    ("rmtree", True, 20),
+])
+def test_a_crash_at_any_instant_of_a_save_leaves_a_resumable_checkpoint(tmp_path, crash, legacy, resumed):
+    from stma_cli.train.loop import checkpoint_in, load_checkpoint
+
+    folder, model, optimizer, scaler = _saved(tmp_path, [10, 20], crash, legacy)
+    found = checkpoint_in(folder)
+    assert found is not None
+    assert load_checkpoint(found, model, optimizer, scaler)["step"] == resumed
+
+
+def test_saves_keep_one_checkpoint_and_a_link_to_it(tmp_path):
+    folder, *_ = _saved(tmp_path, [10, 20, 30], legacy=True)
+    assert folder.is_symlink() and json.loads((folder / "train_state.json").read_text())["step"] == 30
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint", folder.resolve().name]
+    assert folder.resolve().name.startswith("checkpoint-00000030-")
+
+
+def test_checkpoint_of_an_older_version_that_crashed_between_its_renames(tmp_path):
+    """The older save renamed checkpoint/ to .checkpoint.old, then died before renaming the new one in."""
+    from stma_cli.train.loop import checkpoint_in
+
+    folder, *_ = _saved(tmp_path, [10])
+    folder.resolve().rename(tmp_path / ".checkpoint.old")
+    folder.unlink()
+    assert checkpoint_in(folder) == tmp_path / ".checkpoint.old"
+
+
+def test_weights_that_are_not_finite_are_not_saved(tmp_path):
+    from stma_cli.train import loop
+
+    model = STMA(STMAConfig.preset("tiny"))
+    optimizer = loop.make_optimizer(model, TrainConfig(out=tmp_path))
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))
+    with pytest.raises(StmaError, match="step 3: weight .* is not finite"):
+        loop.save_checkpoint(tmp_path / "checkpoint", model, optimizer, torch.amp.GradScaler("cpu", enabled=False),
+                             {"step": 3})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_non_finite_loss_stops_training(tmp_path):
+    config = _config(tmp_path, 4)
+    config.lr = float("nan")
+    with pytest.raises(StmaError, match=r"step 2: the loss is not finite"):
+        train(config, dataset=MovingSquares(), log=lambda _: None)
+
+
+@pytest.mark.parametrize(("damage", "message"), [
+    (lambda c: (c / "train_state.json").write_text("{broken"), r"train_state\.json: unreadable train state"),
+    (lambda c: (c / "train_state.json").write_text('{"step": -1}'), r"train_state\.json: not a train state"),
+    (lambda c: (c / "optimizer.pt").write_bytes(b"\x00" * 10), r"optimizer\.pt: unreadable optimiser state"),
+    (lambda c: (c / "model.safetensors").write_bytes(b"\x00" * 10), r"model\.safetensors: cannot be loaded"),
+])
+def test_resuming_from_a_damaged_checkpoint_names_the_file(tmp_path, damage, message):
+    train(_config(tmp_path, 1), dataset=MovingSquares(), log=lambda _: None)
+    checkpoint = (tmp_path / "checkpoint").resolve()
+    damage(checkpoint)
+    with pytest.raises(StmaError, match=message):
+        train(_config(tmp_path, 2), dataset=MovingSquares(), log=lambda _: None)
+
+
+def test_resuming_with_another_config_is_refused(tmp_path):
+    train(_config(tmp_path, 1), dataset=MovingSquares(), log=lambda _: None)
+    config = _config(tmp_path, 2)
+    config.init = None
+    (tmp_path / "checkpoint" / "config.json").write_text(
+        json.dumps({**STMAConfig.preset("tiny").to_dict(), "depth": 3}))
+    with pytest.raises(StmaError, match=r"trained with another model config \(differs in depth\); resume it with "
+                                        r"the same --config"):
+        train(config, dataset=MovingSquares(), log=lambda _: None)
