@@ -57,8 +57,9 @@ class VideoSource:
     `time_base`, `num_frames` (None until known: the container's count if it gives one, the decoded count
     after a full iteration), `frame_names` (file stems for frame folders, else None).
 
-    Iterating yields (height, width, 3) uint8 RGB frames from the first frame on; each iteration decodes
-    afresh in a background thread. Corrupt data in the middle of a video stops the iteration: the frames
+    Iterating yields (height, width, 3) uint8 RGB frames from the first frame on; `read(start, stop)`
+    yields (index, frame) for a range of frames, and a video file gets there by seeking, not by decoding
+    the frames before it. Each iteration decodes afresh in a background thread. Corrupt data in the middle of a video stops the iteration: the frames
     before it are yielded, then StmaError names the file and the frame where decoding failed. A video
     that ends silently before the frame count its container announced (typically a truncated AVI or an
     MP4 edit list) is not an error: a TruncatedVideoWarning is issued and `num_frames` becomes the
@@ -90,8 +91,8 @@ class VideoSource:
         self._queue_size = queue_size
         self._prefetchers: list[BackgroundWorker] = []
 
-    def _frames(self) -> Iterator[np.ndarray]:
-        """Decode the frames one by one (runs in the background thread)."""
+    def _frames(self, start: int, stop: int | None) -> Iterator[np.ndarray]:
+        """Decode frames `start` to `stop` - 1 one by one (runs in the background thread)."""
         raise NotImplementedError
 
     def _count(self) -> int:
@@ -99,25 +100,32 @@ class VideoSource:
         raise NotImplementedError
 
     def __iter__(self) -> Iterator[np.ndarray]:
-        prefetcher = BackgroundWorker.prefetch(self._frames(), self._queue_size, name="stma-decode")
+        for _, frame in self.read():
+            yield frame
+
+    def read(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """(index, frame) for the frames from `start` to `stop` - 1 (to the last frame if `stop` is None)."""
+        if start < 0 or (stop is not None and stop < start):
+            raise ValueError(f"frames {start}:{stop} are not a range of frames")
+        prefetcher = BackgroundWorker.prefetch(self._frames(start, stop), self._queue_size, name="stma-decode")
         self._prefetchers.append(prefetcher)
-        count = 0
+        index = start
         try:
             for frame in prefetcher:
-                count += 1
-                yield frame
+                yield index, frame
+                index += 1
         finally:
             prefetcher.stop()
             self._prefetchers.remove(prefetcher)
-        if not prefetcher.finished:
-            return
-        if self.num_frames is not None and count < self.num_frames:
+        if not prefetcher.finished or (stop is not None and index == stop) or (index == start and start > 0):
+            return  # the end of the video was not reached (or lies before `start`): its length is not known
+        if self.num_frames is not None and index < self.num_frames:
             warnings.warn(
-                f"{self.name}: the container announces {self.num_frames} frames but only {count} could be decoded",
+                f"{self.name}: the container announces {self.num_frames} frames but only {index} could be decoded",
                 TruncatedVideoWarning,
                 stacklevel=2,
             )
-        self.num_frames = count
+        self.num_frames = index
 
     def close(self) -> None:
         """Stop any background decoding and release temporary files."""
@@ -163,25 +171,59 @@ class _FileSource(VideoSource):
             time_base = stream.time_base or 1 / fps
             header_frames = stream.frames or None
         self._coded_size = (first.width, first.height)
+        self._first_pts = first.pts
+        self._index_by_pts: dict[int, int] | None = None  # frame index by timestamp, once read (see _seek)
         self._turns = round(first.rotation / 90) % 4
         width, height = (first.height, first.width) if self._turns % 2 else (first.width, first.height)
         super().__init__(path, name, width, height, Fraction(fps), Fraction(time_base), header_frames, None, queue_size)
 
-    def _decoded(self) -> Iterator[av.VideoFrame]:
-        done = 0
+    def _decoded(self, start: int = 0, stop: int | None = None, seek: bool = True) -> Iterator[av.VideoFrame]:
+        """Frames `start` to `stop` - 1: from `start` > 0 after a seek to the keyframe before it, when the
+        stream's timestamps place the frames (see `_seek`), else by decoding from frame 0."""
+        done = start
         try:
             with av.open(str(self._file)) as container:
-                for frame in container.decode(container.streams.video[0]):
-                    yield frame
-                    done += 1
+                stream = container.streams.video[0]
+                by_pts = self._seek(container, stream, start) if seek and start > 0 else {}
+                index = None if by_pts else 0
+                for frame in container.decode(stream):
+                    if index is None:  # the first frame after the seek: its timestamp says where the seek landed
+                        index = by_pts.get(frame.pts)
+                        if index is None or index > start:
+                            break
+                    index = by_pts.get(frame.pts, index)
+                    if stop is not None and index >= stop:
+                        return
+                    if index >= start:
+                        yield frame
+                        done = index + 1
+                    index += 1
+                else:
+                    return
         except av.FFmpegError as exc:
             raise StmaError(
                 f"{self.name}: corrupt or truncated video data after frame {done} ({ffmpeg_reason(exc)})"
             ) from None
+        yield from self._decoded(start, stop, seek=False)  # the seek landed after `start`: decode from frame 0
 
-    def _frames(self) -> Iterator[np.ndarray]:
+    def _seek(self, container: av.container.InputContainer, stream: av.VideoStream, start: int) -> dict[int, int]:
+        """Seek to the last keyframe at or before frame `start`; return the frame indices by timestamp.
+
+        The indices come from the presentation timestamps of the stream's packets, read once without
+        decoding. Returns {} (and does not seek) when they cannot place frame `start`: packets without
+        timestamps, repeated timestamps, or fewer packets than `start`.
+        """
+        if self._index_by_pts is None:
+            self._index_by_pts = _index_by_pts(self._file, self._first_pts)
+        target = next((pts for pts, index in self._index_by_pts.items() if index == start), None)
+        if target is None:
+            return {}
+        container.seek(target, stream=stream, backward=True, any_frame=False)
+        return self._index_by_pts
+
+    def _frames(self, start: int, stop: int | None) -> Iterator[np.ndarray]:
         width, height = self._coded_size
-        for frame in self._decoded():
+        for frame in self._decoded(start, stop):
             rgb = frame.to_ndarray(format="rgb24", width=width, height=height)
             yield np.ascontiguousarray(np.rot90(rgb, self._turns)) if self._turns else rgb
 
@@ -229,8 +271,8 @@ class _FolderSource(VideoSource):
         except OSError as exc:
             raise StmaError(f"{file}: cannot read the frame ({exc})") from None
 
-    def _frames(self) -> Iterator[np.ndarray]:
-        for file in self._files:
+    def _frames(self, start: int, stop: int | None) -> Iterator[np.ndarray]:
+        for file in self._files[start:stop]:
             try:
                 with Image.open(file) as image:
                     rgb = np.asarray(image.convert("RGB"))
@@ -242,6 +284,18 @@ class _FolderSource(VideoSource):
 
     def _count(self) -> int:
         return len(self._files)
+
+
+def _index_by_pts(file: Path, first_pts: int | None) -> dict[int, int]:
+    """Frame index by presentation timestamp, from the packets of the first video stream ({} if they do
+    not all carry distinct timestamps). Packets before the first decoded frame (an edit list's lead-in)
+    are left out, so that indices match a decode from the start."""
+    with av.open(str(file)) as container:
+        stream = container.streams.video[0]
+        stamps = [packet.pts for packet in container.demux(stream) if packet.size]
+    if first_pts is None or None in stamps or len(set(stamps)) != len(stamps):
+        return {}
+    return {pts: index for index, pts in enumerate(sorted(pts for pts in stamps if pts >= first_pts))}
 
 
 def _spool_stdin() -> tuple[Path, str]:

@@ -358,3 +358,78 @@ def test_real_pipe_into_stdin(tmp_path: Path) -> None:
         result = subprocess.run([sys.executable, "-c", script], stdin=stdin, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["64", "48", "5"]
+
+
+# ---- ranges of frames: seeking ----
+
+SEEK_CASES = [
+    ("gop.mp4", "libx264", "yuv420p", {"g": "8", "bf": "2", "crf": "20"}),  # B-frames: decode order != display order
+    ("gop.mkv", "libx264", "yuv420p", {"g": "8", "crf": "20"}),
+    ("gop.webm", "libvpx-vp9", "yuv420p", {"g": "8", "crf": "30", "b": "0"}),
+    ("gop.avi", "mpeg4", "yuv420p", {"g": "8", "b": "2M"}),
+    ("gop.mov", "png", "rgb24", {}),
+]
+
+
+@pytest.mark.parametrize(("name", "codec", "pix_fmt", "options"), SEEK_CASES)
+def test_a_range_of_frames_equals_the_same_frames_of_a_full_decode(
+    tmp_path: Path, name: str, codec: str, pix_fmt: str, options: dict[str, str]
+) -> None:
+    path = tmp_path / name
+    write_video(path, codec, pix_fmt, count=40, options=options)
+    with open_video(path) as video:
+        full = list(video)
+        for start, stop in [(0, 3), (13, 21), (8, 9), (17, None), (39, None), (30, 500), (45, None)]:
+            got = list(video.read(start, stop))
+            assert [index for index, _ in got] == list(range(start, min(stop or 40, 40))), (start, stop)
+            for index, frame in got:
+                np.testing.assert_array_equal(frame, full[index], err_msg=f"{name}: frame {index} of {start}:{stop}")
+        assert video.num_frames == 40
+
+
+def test_a_range_is_reached_by_seeking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """From frame 30 of a video with a keyframe every 8 frames, decoding starts at a keyframe near it (the
+    frame timestamps place it), not at frame 0."""
+    path = tmp_path / "gop.mp4"
+    write_video(path, "libx264", "yuv420p", count=40, options={"g": "8", "bf": "2", "keyint_min": "8"})
+    with open_video(path) as video:
+        seeks = []
+        decoded = video._decoded
+
+        def spy(start: int = 0, stop: int | None = None, seek: bool = True):  # noqa: ANN202
+            seeks.append(seek)
+            return decoded(start, stop, seek)
+
+        monkeypatch.setattr(video, "_decoded", spy)
+        assert [index for index, _ in video.read(30, 33)] == [30, 31, 32]
+        assert seeks == [True]  # no fall-back to a decode from frame 0
+        assert len(video._index_by_pts) == 40
+
+def test_a_range_of_a_frame_folder_and_of_stdin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    frames = synthetic_frames(9, 32, 24)
+    save_frames(tmp_path / "frames", [f"f{i}.png" for i in range(9)], frames)
+    with open_video(tmp_path / "frames") as video:
+        got = list(video.read(4, 7))
+    assert [index for index, _ in got] == [4, 5, 6]
+    assert all(np.array_equal(frame, frames[index]) for index, frame in got)
+
+    path = tmp_path / "clip.mkv"
+    written = write_video(path, "ffv1", "bgr0", count=9, width=32, height=24, options={"g": "4"})
+    class FakeStdin:
+        buffer = io.BytesIO(path.read_bytes())
+
+        def isatty(self) -> bool:
+            return False
+
+    monkeypatch.setattr(sys, "stdin", FakeStdin())
+    with open_video("-") as video:
+        got = list(video.read(5))
+    assert [index for index, _ in got] == [5, 6, 7, 8]
+    assert all(np.array_equal(frame, written[index]) for index, frame in got)
+
+
+def test_an_impossible_range_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "clip.mp4"
+    write_video(path, "libx264", "yuv420p", count=4)
+    with open_video(path) as video, pytest.raises(ValueError, match="not a range"):
+        next(video.read(3, 2))
