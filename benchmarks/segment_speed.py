@@ -45,7 +45,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from stma_cli.hub import load_model
 from stma_cli.inference.pipeline import RunOptions, VideoJob, segment_video
-from stma_cli.inference.segmenter import SegmenterConfig
+from stma_cli.inference.segmenter import Segmenter, SegmenterConfig
 from stma_cli.io.video import open_video
 from stma_cli.model import STMA
 
@@ -105,11 +105,12 @@ def run_config(model: STMA, device: torch.device, precision: str, config: Config
     if not video.exists():
         synthetic_video(video, frames, width, height)
     mask = first_mask(folder / f"mask-{config.resolution}-{config.objects}.png", width, height, config.objects)
-    segmenter = SegmenterConfig(mem_size=config.mem_size, mem_every=config.mem_every, precision=precision)
+    segmenter = Segmenter(model, SegmenterConfig(mem_size=config.mem_size, mem_every=config.mem_every,
+                                                 precision=precision))
     options = RunOptions(overwrite=True, model_id="benchmark")
 
     def segment(source: Path, output: str) -> float:
-        report = segment_video(VideoJob(str(source), [(0, mask)], folder / output), model, segmenter, options)
+        report = segment_video(VideoJob(str(source), [(0, mask)], folder / output), segmenter, options)
         return report.seconds
 
     warmup = folder / f"warmup-{config.resolution}.mp4"

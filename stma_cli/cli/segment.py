@@ -29,8 +29,22 @@ def segment(
              "(relative to the video's folder; fields {stem}, {name}, {parent})."),
     output: Optional[Path] = typer.Option(
         None, "--output", "-o", metavar="DIR",
-        help="Output folder: the video's own folder for one video, the parent of one folder per video for "
-             "several (default: stma_output/<stem>)."),
+        help="Output folder: for one video named on the command line, its own folder; otherwise (a folder of "
+             "videos, several videos, paths on standard input) the parent of one folder per video "
+             "(default: stma_output/, one folder per video)."),
+    name_template: Optional[str] = typer.Option(
+        None, metavar="TEMPLATE",
+        help="Each video's folder under --output, e.g. '{parent}/{stem}' for videos with the same name in "
+             "different folders (fields {stem}, {name}, {parent}, {index}; default '{stem}')."),
+    frames: Optional[str] = typer.Option(
+        None, metavar="START:END",
+        help="Segment only frames START to END-1 (0-based; either may be left out, e.g. 100: or :200). Masks "
+             "keep the video's frame numbers; a mask without FRAME: is for START."),
+    end: Optional[list[str]] = typer.Option(
+        None, "--end", metavar="ID:FRAME", show_default=False,
+        help="Object ID ends at a cut just before FRAME, e.g. a scene cut: it is not followed onto FRAME and "
+             "later frames (nor, going backward, before FRAME). A later mask may give the id again, for a new "
+             "object (repeatable)."),
     weights: Optional[str] = typer.Option(None, metavar="ID|PATH", help=WEIGHTS_HELP),
     revision: Optional[str] = typer.Option(None, metavar="REV", help="Hub branch, tag or commit (default: main)."),
     mem_size: int = typer.Option(SegmenterConfig.mem_size, min=2, metavar="N",
@@ -70,16 +84,21 @@ def segment(
 
     from stma_cli.device import PRECISIONS, autocast_dtype, resolve_device
     from stma_cli.hub import WEIGHTS_FILE, load_model
-    from stma_cli.inference.jobs import Shard, build_jobs, expand_inputs, local_device
+    from stma_cli.inference.jobs import Shard, build_jobs, expand_inputs, local_device, parse_ends, parse_frames
     from stma_cli.inference.pipeline import DIRECTIONS, RunOptions
+    from stma_cli.inference.segmenter import Segmenter
     from stma_cli.io.provenance import file_sha256
 
     err = Console(stderr=True, soft_wrap=True)  # one message, one line, whatever the terminal width
     try:
         inputs = list(videos or [])
-        if not inputs and not sys.stdin.isatty():
+        listed = not inputs and not sys.stdin.isatty()
+        if listed:
             inputs = _paths_on_stdin()
-        jobs = build_jobs(expand_inputs(inputs), list(mask or []), mask_template, output)
+        expanded = expand_inputs(inputs)
+        jobs = build_jobs(expanded, list(mask or []), mask_template, output,
+                          own_folder=not listed and expanded == inputs, name_template=name_template,
+                          frames=parse_frames(frames), ends=parse_ends(end or []))
         selected = (Shard.parse(shard) if shard else Shard.from_environment()).select(jobs)
         if direction not in DIRECTIONS:
             raise StmaError(f"--direction {direction!r}: expected one of {', '.join(DIRECTIONS)}")
@@ -96,12 +115,14 @@ def segment(
         autocast_dtype(torch_device, precision)  # fp16 without CUDA fails here, before any video
         model, resolved = load_model(weights, revision, device=torch_device)
         config = SegmenterConfig(mem_size=mem_size, mem_every=mem_every, max_side=max_side, precision=precision)
+        segmenter = Segmenter(model, config)  # the one inference copy of the model, reset for each video
+        del model  # the loaded copy is not needed any more
         options = RunOptions(direction=direction, overlay=overlay, logits=logits, overwrite=overwrite,
                              model_id=resolved.model_id, model_revision=resolved.revision,
                              weights_sha256=file_sha256(resolved.path / WEIGHTS_FILE))
         current: list[str] = []
         try:
-            reports = _run(selected, model, config, options, json_lines, err, current)
+            reports = _run(selected, segmenter, options, json_lines, err, current)
         except KeyboardInterrupt as interrupt:
             stop(interrupt, f"segmenting {current[-1]} (finished videos are kept)" if current else None)
     failed = [r for r in reports if r.status == "error"]
@@ -119,7 +140,7 @@ def _paths_on_stdin() -> list[str]:
     return [os.fsdecode(line.strip()) for line in sys.stdin.buffer if line.strip()]
 
 
-def _run(jobs, model, config, options, json_lines: bool, err, current: list[str]) -> list:  # noqa: ANN001
+def _run(jobs, segmenter, options, json_lines: bool, err, current: list[str]) -> list:  # noqa: ANN001
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from stma_cli.inference.pipeline import VideoReport, run_batch
@@ -149,7 +170,7 @@ def _run(jobs, model, config, options, json_lines: bool, err, current: list[str]
         def on_frame(done: int, total: int | None) -> None:
             progress.update(frames, completed=done, total=total)
 
-        return run_batch(jobs, model, config, options, on_start=on_start, on_report=on_report, progress=on_frame)
+        return run_batch(jobs, segmenter, options, on_start=on_start, on_report=on_report, progress=on_frame)
 
 
 def register(app: typer.Typer) -> None:

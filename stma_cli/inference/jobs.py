@@ -138,11 +138,70 @@ def mask_from_template(template: str, source: str) -> Path:
     return filled if filled.is_absolute() or source == "-" else path.parent / filled
 
 
-def build_jobs(videos: list[str], masks: list[str], mask_template: str | None, output: Path | None) -> list[VideoJob]:
-    """One job per video; with one video `output` is its folder, with several each gets output/<stem>.
+NAME_FIELDS = ("stem", "name", "parent", "index")
+DEFAULT_NAME_TEMPLATE = "{stem}"
 
-    A video whose name gives no safe folder name inside the output (a file `...mp4` has the stem `..`)
-    gets a job that only reports the problem, so the rest of the batch goes on.
+
+def output_folder(template: str, source: str, index: int) -> Path:
+    """A video's folder under --output from `template`: fields {stem}, {name}, {parent} and {index} (its
+    0-based place in the whole list, before sharding; format specs such as {index:04d} work). The result
+    is a relative path of one or more folders, none of them '', '.' or '..'."""
+    path = Path(source)
+    fields = {"stem": video_stem(source), "name": path.name, "parent": path.parent.name, "index": index}
+    try:
+        names = [field for _, field, _, _ in string.Formatter().parse(template) if field is not None]
+        unknown = [name for name in names if name not in NAME_FIELDS]
+        if unknown:
+            raise KeyError(unknown[0])
+        filled = template.format(**fields)
+    except (KeyError, IndexError, ValueError, AttributeError, TypeError) as exc:
+        raise StmaError(f"--name-template {template!r}: {exc} (fields: {{stem}}, {{name}}, {{parent}}, "
+                        "{index})") from None
+    parts = filled.split("/")
+    for part in parts:
+        problem = output_name_problem(part)
+        if problem is not None:
+            raise StmaError(f"{source}: --name-template {template!r} gives {filled!r}: {problem}")
+    return Path(*parts)
+
+
+def parse_frames(text: str | None) -> tuple[int, int | None]:
+    """`--frames START:END` (0-based, END exclusive, either may be empty) as (start, stop or None)."""
+    if text is None:
+        return 0, None
+    start, colon, stop = text.partition(":")
+    if not colon or not all(part.strip().isdigit() for part in (start, stop) if part.strip()):
+        raise StmaError(f"--frames {text!r}: expected START:END, e.g. 100:200, 100: or :200 (0-based, END excluded)")
+    first = int(start) if start.strip() else 0
+    last = int(stop) if stop.strip() else None
+    if last is not None and last <= first:
+        raise StmaError(f"--frames {text}: END must be after START")
+    return first, last
+
+
+def parse_ends(values: Iterable[str]) -> dict[int, list[int]]:
+    """`--end ID:FRAME` values as {frame: [ids]}: object ID is not followed across the cut before FRAME."""
+    ends: dict[int, list[int]] = {}
+    for value in values:
+        object_id, colon, frame = value.partition(":")
+        if not colon or not object_id.strip().isdigit() or not frame.strip().isdigit():
+            raise StmaError(f"--end {value!r}: expected ID:FRAME, e.g. 2:140 (object 2 ends before frame 140)")
+        if not 1 <= int(object_id) <= 255:
+            raise StmaError(f"--end {value}: object ids are 1..255")
+        ends.setdefault(int(frame), []).append(int(object_id))
+    return ends
+
+
+def build_jobs(videos: list[str], masks: list[str], mask_template: str | None, output: Path | None, *,
+               own_folder: bool = True, name_template: str | None = None, frames: tuple[int, int | None] = (0, None),
+               ends: dict[int, list[int]] | None = None) -> list[VideoJob]:
+    """One job per video, in `output` (default stma_output/) under the name `name_template` gives.
+
+    `own_folder`: the one video was named itself (not found in a folder or read from a list), so that
+    `output`, if given, is its own folder, unless a `name_template` is given. A video whose name gives no
+    safe folder name inside the output (a file `...mp4` has the stem `..`) gets a job that only reports
+    the problem, so the rest of the batch goes on. Masks without a frame number are for the first frame
+    of `frames`.
     """
     if not videos:
         raise StmaError("no video given (paths as arguments, or one per line on standard input)")
@@ -150,26 +209,36 @@ def build_jobs(videos: list[str], masks: list[str], mask_template: str | None, o
         raise StmaError("give either --mask or --mask-template, not both")
     if masks and len(videos) > 1:
         raise StmaError(f"--mask applies to one video, but {len(videos)} were given: use --mask-template")
+    if ends and len(videos) > 1:
+        raise StmaError(f"--end applies to one video, but {len(videos)} were given")
     if not masks and not mask_template:
         raise StmaError("no mask given: use --mask PATH (or FRAME:PATH) or --mask-template")
     if mask_template is not None:
         check_template(mask_template)
-    mask_specs = [parse_mask_arg(m) for m in masks]
-    if len(videos) == 1 and output is not None:
-        return [VideoJob(videos[0], mask_specs or [(0, mask_from_template(mask_template, videos[0]))], output)]
+    first = frames[0]
+    mask_specs = [parse_mask_arg(m, default_frame=first) for m in masks]
+    plan = {"frames": frames, "ends": dict(ends or {})}
+
+    def masks_of(video: str) -> list[tuple[int, Path]]:
+        return mask_specs or [(first, mask_from_template(mask_template, video))]
+
+    if len(videos) == 1 and own_folder and output is not None and name_template is None:
+        return [VideoJob(videos[0], masks_of(videos[0]), output, **plan)]
     root = output if output is not None else DEFAULT_OUTPUT
-    seen: dict[str, str] = {}
+    template = name_template or DEFAULT_NAME_TEMPLATE
+    seen: dict[Path, str] = {}
     jobs = []
-    for video in videos:
-        stem = video_stem(video)
-        problem = output_name_problem(stem)
+    for index, video in enumerate(videos):
+        problem = None if name_template else output_name_problem(video_stem(video))
         if problem is not None:
             jobs.append(VideoJob(video, [], root, error=f"{video}: {problem}; rename it"))
             continue
-        if stem in seen:
-            raise StmaError(f"{video} and {seen[stem]} would share the output folder {root / stem}")
-        seen[stem] = video
-        jobs.append(VideoJob(video, mask_specs or [(0, mask_from_template(mask_template, video))], root / stem))
+        folder = root / output_folder(template, video, index)
+        if folder in seen:
+            hint = "" if name_template else "; --name-template '{parent}/{stem}' keeps them apart"
+            raise StmaError(f"{video} and {seen[folder]} would share the output folder {folder}{hint}")
+        seen[folder] = video
+        jobs.append(VideoJob(video, masks_of(video), folder, **plan))
     return jobs
 
 

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from torch.profiler import record_function
 
-from stma_cli.device import PRECISION_NAMES, autocast_dtype
+from stma_cli.device import PRECISION_NAMES
 from stma_cli.errors import StmaError
-from stma_cli.inference.segmenter import FrameResult, Segmenter, SegmenterConfig, frame_result, processing_size
+from stma_cli.inference.segmenter import FrameResult, Segmenter, frame_result, processing_size
 from stma_cli.io.atomic import PendingFile
 from stma_cli.io.background import BackgroundWorker
 from stma_cli.io.masks import read_mask
@@ -39,7 +39,7 @@ from stma_cli.io.output import (
 )
 from stma_cli.io.provenance import differences, input_identity, mask_identity
 from stma_cli.io.video import VideoSource, frame_files, open_video
-from stma_cli.model import LOGIT_STRIDE, STMA
+from stma_cli.model import LOGIT_STRIDE
 
 DIRECTIONS = ("forward", "backward", "both")
 ABSENT = -1e4  # logit of an object on frames before it appears
@@ -49,13 +49,18 @@ ABSENT = -1e4  # logit of an object on frames before it appears
 class VideoJob:
     """One video to segment: its source, its masks as (frame, path), and its output folder.
 
-    `error`, if set, is reported for the video instead of segmenting it (a problem found in planning).
+    `frames` (start, stop) restricts the run to frames start..stop-1 (stop None: to the end); the masks
+    keep the video's frame numbers. `ends` maps a frame to the objects that end there: they are not
+    followed across the cut just before it (forward onto it, or backward from it). `error`, if set, is
+    reported for the video instead of segmenting it (a problem found in planning).
     """
 
     source: str
     masks: list[tuple[int, Path]]
     output: Path
     error: str | None = None
+    frames: tuple[int, int | None] = (0, None)
+    ends: dict[int, list[int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -95,9 +100,9 @@ class RunOptions:
 ProgressCallback = Callable[[int, int | None], None]  # (frames done, total frames or None)
 
 
-def segment_video(job: VideoJob, model: STMA, segmenter_config: SegmenterConfig, options: RunOptions,
+def segment_video(job: VideoJob, segmenter: Segmenter, options: RunOptions,
                   progress: ProgressCallback | None = None) -> VideoReport:
-    """Segment one video into its output folder; raises StmaError for bad input.
+    """Segment one video into its output folder with `segmenter` (reset here); raises StmaError for bad input.
 
     A folder finished by a run with the same provenance (input, masks, model, settings) is skipped; one
     finished by another run, or holding files stma did not write, is an error unless `options.overwrite`.
@@ -107,7 +112,7 @@ def segment_video(job: VideoJob, model: STMA, segmenter_config: SegmenterConfig,
         raise StmaError(f"--direction {options.direction!r}: expected one of {', '.join(DIRECTIONS)}")
     naming = _mask_naming(job.source)
     _check_masks_are_not_outputs(job, naming)
-    provenance = _provenance(job, model, segmenter_config, options, input_identity(job.source))
+    provenance = _provenance(job, segmenter, options, input_identity(job.source))
     if provenance is not None:  # known without opening the video: a finished folder is skipped at once
         verdict = _verdict(job, options, provenance, naming)
         if verdict is not None:
@@ -116,12 +121,11 @@ def segment_video(job: VideoJob, model: STMA, segmenter_config: SegmenterConfig,
     with open_video(job.source) as video:
         masks, palette = _read_masks(job, video)
         object_ids = _objects_in_order(masks)
-        if len(object_ids) > model.config.num_ids:
+        num_ids = segmenter.model.config.num_ids
+        if not job.ends and len(object_ids) > num_ids:  # without ends, every object is tracked to the end
             first = job.masks[0][1]
-            raise StmaError(f"{first}: {len(object_ids)} objects, but the model's ID table holds at most "
-                            f"{model.config.num_ids}")
-        provenance = _provenance(job, model, segmenter_config, options,
-                                 input_identity(job.source, video.content_sha256))
+            raise StmaError(f"{first}: {len(object_ids)} objects, but the model's ID table holds at most {num_ids}")
+        provenance = _provenance(job, segmenter, options, input_identity(job.source, video.content_sha256))
         with claim_folder(job.output) as claim:
             verdict = _verdict(job, options, provenance, naming)  # again: another process may have been quicker
             if verdict is not None:
@@ -130,7 +134,7 @@ def segment_video(job: VideoJob, model: STMA, segmenter_config: SegmenterConfig,
                        if record]
             claim.record({"provenance": provenance, "mask_names": naming})
             clear_for_run(job.output, [*earlier, naming])
-            frames = _write(job, video, masks, palette, object_ids, model, segmenter_config, options, progress,
+            frames = _write(job, video, masks, palette, object_ids, segmenter, options, progress,
                             {"provenance": provenance, "mask_names": naming}, started)
             claim.finished()
     seconds = time.perf_counter() - started
@@ -139,33 +143,43 @@ def segment_video(job: VideoJob, model: STMA, segmenter_config: SegmenterConfig,
 
 
 def _write(job: VideoJob, video: VideoSource, masks: dict[int, np.ndarray], palette: list[int] | None,
-           object_ids: list[int], model: STMA, segmenter_config: SegmenterConfig, options: RunOptions,
+           object_ids: list[int], segmenter: Segmenter, options: RunOptions,
            progress: ProgressCallback | None, record: dict, started: float) -> int:
-    """Segment the video into the claimed folder and finish it; returns the number of frames."""
-    logits_shape = _logits_shape(video.height, video.width, segmenter_config.max_side)
-    attrs = {"model_id": options.model_id, "model_revision": options.model_revision or ""}
+    """Segment the video (or its range of frames) into the claimed folder and finish it; returns the number
+    of frames written."""
+    config = segmenter.config
+    first, stop = job.frames
+    logits_shape = _logits_shape(video.height, video.width, config.max_side)
+    attrs = {"model_id": options.model_id, "model_revision": options.model_revision or "", "first_frame": first}
+    expected = None if video.frame_names is None else len(video.frame_names[first:stop])
     with VideoOutput(job.output, frame_names=video.frame_names, fps=video.fps, size=(video.width, video.height),
                      palette=palette, object_ids=object_ids, overlay=options.overlay, logits=options.logits,
-                     logits_shape=logits_shape, attrs=attrs) as output:
-        frames = 0
+                     logits_shape=logits_shape, attrs=attrs, first_frame=first, frame_count=expected) as output:
+        end = first
         # Encoding the outputs overlaps the model: a background thread writes each frame, in order.
         with BackgroundWorker.sink(_labelled_writer(output), depth=4, name="stma-writer") as writer:
-            for index, frame, result in _propagate(video, masks, object_ids, model, segmenter_config,
+            for index, frame, result in _propagate(video, job.frames, masks, job.ends, object_ids, segmenter,
                                                    options.direction, job.output):
                 labels = result.labels if result is not None else np.zeros(frame.shape[:2], np.uint8)
                 writer.put((index, frame, labels, _logits_for(result, object_ids, logits_shape)))
-                frames = index + 1
+                end = index + 1
                 if progress is not None:
-                    progress(frames, video.num_frames)
+                    progress(end - first, None if video.num_frames is None else min(video.num_frames, stop or
+                                                                                    video.num_frames) - first)
+        if end == first:
+            raise StmaError(f"{job.source}: --frames {first}:{'' if stop is None else stop} starts after the last "
+                            f"frame (the video has {video.num_frames} frames)")
         last_mask = max(masks)
-        if last_mask >= frames:
+        if last_mask >= end:
             raise StmaError(f"{dict(job.masks)[last_mask]}: mask for frame {last_mask}, but the video has "
-                            f"{video.num_frames or frames} frames")
+                            f"{video.num_frames or end} frames")
+        extra = {"frame_range": [first, end]} if job.frames != (0, None) else {}
+        extra |= {"ends": {str(frame): ids for frame, ids in sorted(job.ends.items())}} if job.ends else {}
         output.finish({"model": options.model_id, "revision": options.model_revision,
                        "seconds": round(time.perf_counter() - started, 3),
-                       "direction": options.direction, "max_side": segmenter_config.max_side,
-                       "mem_size": segmenter_config.mem_size, "mem_every": segmenter_config.mem_every, **record})
-    return frames
+                       "direction": options.direction, "max_side": config.max_side,
+                       "mem_size": config.mem_size, "mem_every": config.mem_every, **extra, **record})
+    return end - first
 
 
 def _mask_naming(source: str) -> MaskNames:
@@ -186,19 +200,23 @@ def _check_masks_are_not_outputs(job: VideoJob, naming: MaskNames) -> None:
                             "move it, or choose another --output")
 
 
-def _provenance(job: VideoJob, model: STMA, config: SegmenterConfig, options: RunOptions,
-                source: dict | None) -> dict | None:
+def _provenance(job: VideoJob, segmenter: Segmenter, options: RunOptions, source: dict | None) -> dict | None:
     """The provenance of this video's results (see stma_cli.io.provenance), or None if not known yet."""
     masks = mask_identity(job.masks)
     if source is None or masks is None:
         return None
-    dtype = autocast_dtype(next(model.parameters()).device, config.precision)
+    config = segmenter.config
+    settings = {"direction": options.direction, "max_side": config.max_side, "mem_size": config.mem_size,
+                "mem_every": config.mem_every, "precision": PRECISION_NAMES[segmenter.dtype]}
+    if job.frames != (0, None):
+        settings["frames"] = list(job.frames)
+    if job.ends:
+        settings["ends"] = {str(frame): sorted(ids) for frame, ids in sorted(job.ends.items())}
     return {
         "input": source,
         "masks": masks,
         "model": {"id": options.model_id, "revision": options.model_revision, "sha256": options.weights_sha256},
-        "settings": {"direction": options.direction, "max_side": config.max_side, "mem_size": config.mem_size,
-                     "mem_every": config.mem_every, "precision": PRECISION_NAMES[dtype]},
+        "settings": settings,
         "outputs": [MASKS] + [name for name, on in ((OVERLAY, options.overlay), (LOGITS, options.logits)) if on],
     }
 
@@ -222,11 +240,11 @@ def _verdict(job: VideoJob, options: RunOptions, provenance: dict, naming: MaskN
     return None
 
 
-def run_batch(jobs: Iterable[VideoJob], model: STMA, segmenter_config: SegmenterConfig, options: RunOptions,
+def run_batch(jobs: Iterable[VideoJob], segmenter: Segmenter, options: RunOptions,
               on_start: Callable[[VideoJob], None] | None = None,
               on_report: Callable[[VideoReport], None] | None = None,
               progress: ProgressCallback | None = None) -> list[VideoReport]:
-    """Segment many videos with one model.
+    """Segment many videos with one Segmenter (one copy of the model), reset for each video and pass.
 
     Whatever goes wrong with one video (bad input, a full disk, out of memory, even a bug) becomes its
     `error` report, and the batch goes on; only KeyboardInterrupt (Ctrl-C, or SIGTERM in the CLI) stops it.
@@ -238,7 +256,7 @@ def run_batch(jobs: Iterable[VideoJob], model: STMA, segmenter_config: Segmenter
         try:
             if job.error is not None:
                 raise StmaError(job.error)
-            report = segment_video(job, model, segmenter_config, options, progress)
+            report = segment_video(job, segmenter, options, progress)
         except Exception as error:  # noqa: BLE001 - every failure is reported, in one line, as the video's
             report = VideoReport(job.source, str(job.output), "error", error=describe_error(error, job.source))
         reports.append(report)
@@ -281,7 +299,10 @@ def _read_masks(job: VideoJob, video: VideoSource) -> tuple[dict[int, np.ndarray
         raise StmaError(f"{job.source}: no mask given (use --mask or --mask-template)")
     masks: dict[int, np.ndarray] = {}
     palette = None
+    start, stop = job.frames
     for frame, path in job.masks:
+        if frame < start or (stop is not None and frame >= stop):
+            raise StmaError(f"{path}: mask for frame {frame}, outside --frames {start}:{'' if stop is None else stop}")
         if video.num_frames is not None and frame >= video.num_frames:
             raise StmaError(f"{path}: mask for frame {frame}, but the video has {video.num_frames} frames")
         mask = read_mask(path, size=(video.width, video.height))
@@ -319,36 +340,45 @@ def _logits_for(result: FrameResult | None, object_ids: list[int], shape: tuple[
 @dataclass(frozen=True)
 class Pass:
     """One run of a Segmenter through the video: from frame `start`, forward to the last frame or
-    backward (`reverse`) to frame 0, taking up the masks given on the frames it crosses."""
+    backward (`reverse`) to the first, taking up the masks given on the frames it crosses and ending
+    the objects of `ends` (frame: ids) at the cut just before that frame."""
 
     start: int
     reverse: bool
     masks: dict[int, np.ndarray]
+    ends: dict[int, list[int]] = field(default_factory=dict)
+
+    def ending(self, index: int) -> list[int]:
+        """The objects to remove before frame `index`: forward, those that end at it; backward, those
+        that end at the next frame (the cut lies between the two)."""
+        return self.ends.get(index + 1 if self.reverse else index, [])
 
 
-def plan_passes(direction: str, masks: dict[int, np.ndarray]) -> list[Pass]:
+def plan_passes(direction: str, masks: dict[int, np.ndarray], ends: dict[int, list[int]] | None = None) -> list[Pass]:
     """The passes of a direction, in the order they run.
 
     forward: one pass from the first mask to the end. backward: one pass from the last mask to frame 0.
     both: the backward pass, then the forward pass; on the frames both cross, each object is taken from
-    the pass whose latest mask of that object is nearest (the forward pass on a tie).
+    the pass whose latest mask of that object is nearest (the forward pass on a tie), of those that follow
+    the object there (an end between a mask and the frame stops a pass following it).
     """
     if direction not in DIRECTIONS:
         raise ValueError(f"direction {direction!r}: expected one of {', '.join(DIRECTIONS)}")
     passes = []
     if direction in ("backward", "both"):
-        passes.append(Pass(max(masks), True, masks))
+        passes.append(Pass(max(masks), True, masks, ends or {}))
     if direction in ("forward", "both"):
-        passes.append(Pass(min(masks), False, masks))
+        passes.append(Pass(min(masks), False, masks, ends or {}))
     return passes
 
 
-def run_pass(plan: Pass, frames: Iterable[tuple[int, np.ndarray]], model: STMA, config: SegmenterConfig,
+def run_pass(plan: Pass, frames: Iterable[tuple[int, np.ndarray]], segmenter: Segmenter,
              name: str) -> Iterator[tuple[int, np.ndarray, FrameResult]]:
-    """Segment `frames`, (index, frame) pairs from `plan.start` in the pass's order, with a new Segmenter;
-    errors name the video `name` and the frame."""
-    segmenter = Segmenter(model, config)
+    """Segment `frames`, (index, frame) pairs from `plan.start` in the pass's order, with `segmenter`
+    (reset first); errors name the video `name` and the frame."""
+    segmenter.reset()
     for index, frame in frames:
+        segmenter.remove(plan.ending(index))
         try:
             result = segmenter.step(frame, plan.masks.get(index))
         except StmaError as error:
@@ -392,24 +422,26 @@ class _DiskArray:
         self.path.unlink(missing_ok=True)
 
 
-def _propagate(video: VideoSource, masks: dict[int, np.ndarray], object_ids: list[int], model: STMA,
-               config: SegmenterConfig, direction: str, scratch: Path,
-               ) -> Iterator[tuple[int, np.ndarray, FrameResult | None]]:
-    """(index, frame, result) for every frame in order; result None where no object is tracked.
+def _propagate(video: VideoSource, frame_range: tuple[int, int | None], masks: dict[int, np.ndarray],
+               ends: dict[int, list[int]], object_ids: list[int], segmenter: Segmenter, direction: str,
+               scratch: Path) -> Iterator[tuple[int, np.ndarray, FrameResult | None]]:
+    """(index, frame, result) for every frame of `frame_range` in order; result None where no object is tracked.
 
     Runs the passes of `plan_passes`. A backward pass needs the frames up to its start at once: they are
     kept in a scratch file in `scratch` (removed at the end), with the backward results, so that a long
     stretch does not fill the memory.
     """
-    passes = plan_passes(direction, masks)
+    config = segmenter.config
+    passes = plan_passes(direction, masks, ends)
     backward = next((p for p in passes if p.reverse), None)
     forward = next((p for p in passes if not p.reverse), None)
-    frames: Iterator[tuple[int, np.ndarray]] = enumerate(video)
+    first = frame_range[0]
+    frames: Iterator[tuple[int, np.ndarray]] = video.read(*frame_range)
     if backward is None:
         assert forward is not None
         for index, frame in frames:
             if index == forward.start:
-                yield from run_pass(forward, itertools.chain([(index, frame)], frames), model, config, video.name)
+                yield from run_pass(forward, itertools.chain([(index, frame)], frames), segmenter, video.name)
                 return
             yield index, frame, None
         return
@@ -419,31 +451,33 @@ def _propagate(video: VideoSource, masks: dict[int, np.ndarray], object_ids: lis
             buffer.append(frame)
             if index == backward.start:
                 break
-        if buffer.count <= backward.start:
+        if first + buffer.count <= backward.start:
             return  # the video ends before the last mask: the caller reports it
         labels = _scratch_array(stack, scratch, "labels", (video.height, video.width), np.uint8)
         labels.allocate(buffer.count)
         shape = _logits_shape(video.height, video.width, config.max_side)
         logits = _scratch_array(stack, scratch, "logits", (len(object_ids) + 1, *shape), np.float32)
         logits.allocate(buffer.count)
-        for index, _, result in run_pass(backward, ((i, buffer[i]) for i in range(backward.start, -1, -1)),
-                                         model, config, video.name):
-            labels[index] = result.labels
-            logits[index] = _logits_for(result, object_ids, shape)
+        for index, _, result in run_pass(backward, ((i, buffer[i - first]) for i in range(backward.start, first - 1, -1)),
+                                         segmenter, video.name):
+            labels[index - first] = result.labels
+            logits[index - first] = _logits_for(result, object_ids, shape)
 
         def behind(index: int) -> FrameResult:
-            return FrameResult(np.array(labels[index]), torch.from_numpy(np.array(logits[index])), object_ids)
+            return FrameResult(np.array(labels[index - first]), torch.from_numpy(np.array(logits[index - first])),
+                               object_ids)
 
+        buffered = range(first, first + buffer.count)
         if forward is None:
-            for index in range(buffer.count):
-                yield index, np.array(buffer[index]), behind(index)
+            for index in buffered:
+                yield index, np.array(buffer[index - first]), behind(index)
             yield from ((index, frame, None) for index, frame in frames)
             return
-        for index in range(forward.start):
-            yield index, np.array(buffer[index]), behind(index)
-        ahead = itertools.chain(((i, np.array(buffer[i])) for i in range(forward.start, buffer.count)), frames)
-        choose = _NearestMask(masks, object_ids)
-        for index, frame, result in run_pass(forward, ahead, model, config, video.name):
+        for index in range(first, forward.start):
+            yield index, np.array(buffer[index - first]), behind(index)
+        ahead = itertools.chain(((i, np.array(buffer[i - first])) for i in range(forward.start, buffered.stop)), frames)
+        choose = _NearestMask(masks, ends, object_ids)
+        for index, frame, result in run_pass(forward, ahead, segmenter, video.name):
             if index <= backward.start:
                 result = _merge(result, behind(index), choose.backward_objects(index), masks.get(index),
                                 (video.height, video.width), config.max_side)
@@ -464,18 +498,23 @@ def _logits_shape(height: int, width: int, max_side: int) -> tuple[int, int]:
 
 
 class _NearestMask:
-    """For a frame crossed by both passes, which objects the backward pass gives: those whose next mask
-    (at or after the frame) is nearer than their last mask (at or before it)."""
+    """For a frame crossed by both passes, which objects the backward pass gives: those it follows there
+    (no end of the object between the frame and its next mask) and, if the forward pass follows them too,
+    whose next mask (at or after the frame) is nearer than their last mask (at or before it)."""
 
-    def __init__(self, masks: dict[int, np.ndarray], object_ids: list[int]) -> None:
+    def __init__(self, masks: dict[int, np.ndarray], ends: dict[int, list[int]], object_ids: list[int]) -> None:
         self.given = {i: sorted(f for f, m in masks.items() if (m == i).any()) for i in object_ids}
+        self.cuts = {i: [frame for frame, ids in ends.items() if i in ids] for i in object_ids}
 
     def backward_objects(self, index: int) -> list[int]:
         chosen = []
         for object_id, frames in self.given.items():
-            before = [index - f for f in frames if f <= index]
-            after = [f - index for f in frames if f >= index]
-            if after and (not before or min(after) < min(before)):
+            before = max((f for f in frames if f <= index), default=None)
+            after = min((f for f in frames if f >= index), default=None)
+            cuts = self.cuts[object_id]
+            ahead_follows = before is not None and not any(before < cut <= index for cut in cuts)
+            behind_follows = after is not None and not any(index < cut <= after for cut in cuts)
+            if behind_follows and (not ahead_follows or after - index < index - before):
                 chosen.append(object_id)
         return chosen
 

@@ -6,8 +6,9 @@
         result.labels                                       # (H, W) uint8 object ids
 
 Objects may be introduced on any frame: a mask's ids that are new start being tracked there, and
-ids already tracked are reset to the given mask. Everything the next frame needs lives in the
-object (memory bank, object ids), so a script drives it without the CLI.
+ids already tracked are reset to the given mask. `remove(ids)` ends objects (e.g. at a scene cut).
+Everything the next frame needs lives in the object (memory bank, object ids, their ID-table
+entries), so a script drives it without the CLI; `reset()` starts a new video with the same model.
 
 The stages of a step are labelled for `torch.profiler` ("stma.resize", "stma.encoder",
 "stma.memorize", "stma.labels"; the model labels "stma.association", "stma.propagation" and
@@ -16,6 +17,7 @@ The stages of a step are labelled for `torch.profiler` ("stma.resize", "stma.enc
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,7 +29,7 @@ from stma_cli.device import autocast, autocast_dtype
 from stma_cli.errors import StmaError
 from stma_cli.inference.config import SegmenterConfig
 from stma_cli.inference.memory import MemoryBank
-from stma_cli.model import LOGIT_STRIDE, STMA, upsample_logits
+from stma_cli.model import LOGIT_STRIDE, STMA, MemoryEntry, upsample_logits
 
 
 @dataclass
@@ -43,14 +45,20 @@ class FrameResult:
 class Segmenter:
     """Tracks objects through a stream of frames with a bounded memory.
 
-    It runs `model.for_inference()`, a copy of the model tuned for inference, so the model passed in
-    is left as it is (it may still be training).
+    It runs `model.for_inference()`, a copy of the model tuned for inference made once, here, so the
+    model passed in is left as it is (it may still be training). Make one Segmenter per process and
+    `reset()` it between videos: every new Segmenter is a new copy of the model.
+
+    Each object holds an entry of the model's ID table while it is tracked; the table bounds how
+    many objects are tracked at once (`model.config.num_ids`), not how many a video holds over time.
     """
 
     model: STMA
     config: SegmenterConfig = field(default_factory=SegmenterConfig)
     object_ids: list[int] = field(default_factory=list)
     memory: MemoryBank = field(init=False)
+    table: dict[int, int] = field(init=False)  # object id -> its ID-table entry (1..num_ids)
+    released: list[int] = field(init=False)  # ID-table entries of removed objects, oldest first
 
     def __post_init__(self) -> None:
         self.device = next(self.model.parameters()).device
@@ -61,7 +69,26 @@ class Segmenter:
     def reset(self) -> None:
         """Forget all objects and memory (start a new video)."""
         self.object_ids = []
+        self.table, self.released = {}, []
         self.memory = MemoryBank(self.config.mem_size, self.config.mem_every)
+
+    def remove(self, object_ids: Iterable[int]) -> None:
+        """Stop tracking these objects (ids not tracked are ignored), as Cutie's `delete_objects` does.
+
+        Their object tokens and coverage leave every memory frame, so they are neither read nor
+        counted against the ID table any more. Their ID-table entries become free; new objects take
+        entries never used first, because the memory frames' patches still carry the old ones. An id
+        may come back later in a mask: it is then a new object.
+        """
+        positions = sorted({self.object_ids.index(i) for i in object_ids if i in self.object_ids})
+        if not positions:
+            return
+        for entry in self.memory.entries():
+            _drop_objects(entry, positions, self.model.config.tokens_per_object)
+        for position in reversed(positions):
+            self.released.append(self.table.pop(self.object_ids.pop(position)))
+        if not self.object_ids:
+            self.reset()  # nothing left to follow: the next mask starts afresh
 
     @torch.inference_mode()
     def step(self, image: np.ndarray, mask: np.ndarray | None = None) -> FrameResult:
@@ -109,17 +136,28 @@ class Segmenter:
 
     def _add_objects(self, mask: np.ndarray) -> list[int]:
         given = [int(i) for i in np.unique(mask) if i != 0]
-        for object_id in given:
-            if object_id not in self.object_ids:
-                self.object_ids.append(object_id)
-        if len(self.object_ids) > self.model.config.num_ids:
-            raise StmaError(f"{len(self.object_ids)} objects, but the model's ID table holds at most "
-                            f"{self.model.config.num_ids}")
+        new = [i for i in given if i not in self.object_ids]
+        if len(self.object_ids) + len(new) > self.model.config.num_ids:
+            raise StmaError(f"{len(self.object_ids) + len(new)} objects at once, but the model's ID table holds at "
+                            f"most {self.model.config.num_ids} (end objects with remove / --end to free entries)")
+        for object_id in new:
+            self.object_ids.append(object_id)
+            self.table[object_id] = self._free_entry()
         return given
 
+    def _free_entry(self) -> int:
+        """An ID-table entry no tracked object holds: one never used if any, else the longest released."""
+        held = set(self.table.values())
+        never_used = [e for e in range(1, self.model.config.num_ids + 1) if e not in held and e not in self.released]
+        if never_used:
+            return never_used[0]
+        entry = next(e for e in self.released if e not in held)
+        self.released.remove(entry)
+        return entry
+
     def _table_ids(self) -> torch.Tensor:
-        """Object k (in order of appearance) uses ID-table entry k+1."""
-        return torch.arange(1, len(self.object_ids) + 1, device=self.device)[None]
+        """The objects' ID-table entries, (1, n) in the order of `object_ids`."""
+        return torch.tensor([[self.table[i] for i in self.object_ids]], device=self.device)
 
     def _empty_logits(self, size: tuple[int, int]) -> torch.Tensor:
         h, w = (math.ceil(s / 16) * 16 // LOGIT_STRIDE for s in size)
@@ -143,6 +181,26 @@ class Segmenter:
         probs[:, given_channels] = covered[:, given_channels]
         probs[:, 0] = (1 - probs[:, 1:].sum(1)).clamp(min=0)
         return torch.log(probs.clamp(min=1e-4)).to(logits.dtype)
+
+def _drop_objects(entry: MemoryEntry, positions: list[int], tokens_per_object: int) -> None:
+    """Take the objects at `positions` (in the entry's object order) out of a memory entry, in place.
+
+    Their object tokens go from every level; their coverage joins the background's, since what they
+    covered is background for the objects that remain.
+    """
+    held = entry.coverage.shape[1] - 1
+    keep = [p for p in range(held) if p not in positions]
+    gone = [p + 1 for p in positions if p < held]
+    if not gone:
+        return  # the entry was memorized before these objects were added
+    tokens = torch.tensor([p * tokens_per_object + t for p in keep for t in range(tokens_per_object)],
+                          dtype=torch.long, device=entry.coverage.device)
+    entry.levels = [(reference, objects[:, tokens]) for reference, objects in entry.levels]
+    background = entry.coverage[:, :1] + entry.coverage[:, gone].sum(1, keepdim=True)
+    entry.coverage = torch.cat([background, entry.coverage[:, [p + 1 for p in keep]]], dim=1)
+    if entry.object_valid is not None:
+        entry.object_valid = entry.object_valid[:, tokens]
+
 
 def frame_result(logits: torch.Tensor, object_ids: list[int], size: tuple[int, int],
                  input_size: tuple[int, int]) -> FrameResult:

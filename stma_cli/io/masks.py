@@ -197,13 +197,14 @@ def write_mask(path: str | Path, labels: np.ndarray, palette: list[int] | None =
         raise StmaError(f"{path}: cannot write the mask ({exc.strerror or exc})") from None
 
 
-def parse_mask_arg(arg: str) -> tuple[int, Path]:
-    """Split a `--mask` value: "FRAME:PATH" gives (FRAME, PATH) with 0-based FRAME; "PATH" gives (0, PATH)."""
+def parse_mask_arg(arg: str, default_frame: int = 0) -> tuple[int, Path]:
+    """Split a `--mask` value: "FRAME:PATH" gives (FRAME, PATH) with 0-based FRAME; "PATH" gives
+    (`default_frame`, PATH): the first frame, or the first of --frames."""
     match = re.fullmatch(r"(\d+):(.*)", arg, re.DOTALL)
     if match is None:
         if not arg:
             raise StmaError("--mask: empty value; give PATH or FRAME:PATH")
-        return 0, Path(arg)
+        return default_frame, Path(arg)
     if not match[2]:
         raise StmaError(f"--mask {arg}: missing the mask path after the frame number")
     if len(match[1]) > MAX_FRAME_DIGITS:

@@ -64,9 +64,13 @@ class VideoOutput:
         logits: bool = True,
         logits_shape: tuple[int, int] | None = None,
         attrs: Mapping[str, Any] | None = None,
+        first_frame: int = 0,
+        frame_count: int | None = None,
     ) -> None:
         self.folder = Path(folder)
         self.frame_names = list(frame_names) if frame_names is not None else None
+        self.first_frame = first_frame  # a range of the video: masks keep the video's frame numbers
+        self.frame_count = len(self.frame_names) if frame_count is None and self.frame_names else frame_count
         self.fps = Fraction(fps)
         self.size = (int(size[0]), int(size[1]))
         self.palette = list(palette) if palette is not None else list(DAVIS_PALETTE)
@@ -107,8 +111,9 @@ class VideoOutput:
 
     def write(self, index: int, frame_rgb: np.ndarray, labels: np.ndarray, logits: np.ndarray | None = None) -> None:
         """Write frame `index` (frames come in order): its mask, overlay frame and logits (K+1, H', W')."""
-        if index != self.frames_written:
-            raise ValueError(f"frames must be written in order: expected frame {self.frames_written}, got {index}")
+        if index != self.first_frame + self.frames_written:
+            raise ValueError(f"frames must be written in order: expected frame {self.first_frame + self.frames_written}, "
+                             f"got {index}")
         if labels.shape != (self.size[1], self.size[0]):
             raise ValueError(f"labels {labels.shape} do not match the video size {self.size[0]}x{self.size[1]}")
         write_mask(self.mask_path(index), labels, self.palette)
@@ -126,8 +131,8 @@ class VideoOutput:
         The manifest holds `frames`, `objects`, `fps`, `size`, `files`, `stma_version`, updated with the
         caller's entries (model, seconds, provenance, ...).
         """
-        if self.frame_names is not None and self.frames_written != len(self.frame_names):
-            raise ValueError(f"wrote {self.frames_written} frames of {len(self.frame_names)}")
+        if self.frame_count is not None and self.frames_written != self.frame_count:
+            raise ValueError(f"wrote {self.frames_written} frames of {self.frame_count}")
         try:
             for writer in (self._overlay, self._logits):
                 if writer is not None:

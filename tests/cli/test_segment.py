@@ -225,6 +225,11 @@ def test_shards_split_the_list_exactly(make_video, weights, tmp_path):
     (["a.mp4"], "no mask given: use --mask PATH (or FRAME:PATH) or --mask-template"),
     (["a.mp4", "--mask", "a.png", "--direction", "sideways"], "--direction 'sideways': expected one of"),
     (["a.mp4", "--mask", "a.png", "--precision", "fp64"], "--precision 'fp64': expected one of"),
+    (["a.mp4", "--mask", "a.png", "--frames", "9:3"], "--frames 9:3: END must be after START"),
+    (["a.mp4", "--mask", "a.png", "--frames", "x"], "--frames 'x': expected START:END"),
+    (["a.mp4", "--mask", "a.png", "--end", "2"], "--end '2': expected ID:FRAME"),
+    (["a.mp4", "b.mp4", "--mask-template", "{stem}.png", "--end", "2:5"], "--end applies to one video"),
+    (["a.mp4", "--mask", "a.png", "--name-template", "{stem}/{size}"], "--name-template '{stem}/{size}': 'size'"),
 ])
 def test_usage_errors_exit_2(args, message, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -263,3 +268,88 @@ def test_video_from_stdin(make_video, weights, tmp_path):
     assert (report["video"], report["status"], report["frames"]) == ("-", "ok", 4)
     assert mask_names(tmp_path / "out") == [f"{t:05d}.png" for t in range(4)]
     np.testing.assert_array_equal(labels(tmp_path / "out" / "masks" / "00000.png"), video.labels[0])
+
+
+# -- --frames, --end, the folder layout and --name-template ----------------------------------------
+
+
+def test_frames_segment_a_part_and_keep_the_frame_numbers(make_video, weights, tmp_path):
+    """The part of an H.264 video from frame 3 is reached by seeking; its results are those of the same
+    frames in a run over the whole video."""
+    video = make_video(frames=10)
+    mask = video.write_mask(tmp_path / "m3.png", 3, [1, 2])
+    common = ("--mask", f"3:{mask}", "--weights", weights, "--no-overlay")
+    assert segment(video.path, *common, "-o", tmp_path / "full").exit_code == 0
+    result = segment(video.path, *common, "--frames", "3:7", "-o", tmp_path / "part", "--overlay")
+    assert result.exit_code == 0, result.output
+    assert mask_names(tmp_path / "part") == ["00003.png", "00004.png", "00005.png", "00006.png"]
+    for name in mask_names(tmp_path / "part"):
+        np.testing.assert_array_equal(labels(tmp_path / "part" / "masks" / name),
+                                      labels(tmp_path / "full" / "masks" / name))
+    logits, attrs = read_logits(tmp_path / "part" / "logits.h5")
+    assert logits.shape[0] == 4 and attrs["first_frame"] == 3
+    with open_video(tmp_path / "part" / "overlay.mp4") as overlay:
+        assert count_frames(overlay) == 4
+    assert json.loads((tmp_path / "part" / "manifest.json").read_text())["frame_range"] == [3, 7]
+
+
+def test_a_mask_without_frame_is_for_the_start_of_frames(make_video, weights, tmp_path):
+    video = make_video(frames=6)
+    mask = video.write_mask(tmp_path / "m2.png", 2, [1])
+    result = segment(video.path, "--mask", mask, "--frames", "2:", "--weights", weights, "-o", tmp_path / "out",
+                     "--no-overlay", "--no-logits")
+    assert result.exit_code == 0, result.output
+    assert mask_names(tmp_path / "out") == [f"{t:05d}.png" for t in range(2, 6)]
+    np.testing.assert_array_equal(labels(tmp_path / "out" / "masks" / "00002.png"), video.labels[2] * (video.labels[2] == 1))
+
+
+def test_end_ends_an_object_at_a_cut(make_video, weights, tmp_path):
+    video = make_video(frames=6)
+    result = segment(video.path, "--mask", video.mask, "--end", "2:3", "--weights", weights, "-o", tmp_path / "out",
+                     "--no-overlay")
+    assert result.exit_code == 0, result.output
+    masks = np.stack([labels(tmp_path / "out" / "masks" / name) for name in mask_names(tmp_path / "out")])
+    logits, _ = read_logits(tmp_path / "out" / "logits.h5")
+    assert not (masks[3:] == 2).any() and (logits[3:, 2] == ABSENT).all()
+    assert (logits[:3, 2] > ABSENT).any(axis=(1, 2)).all() and (logits[:, 1] > ABSENT).any(axis=(1, 2)).all()
+
+
+def test_a_folder_always_gives_one_folder_per_video(make_video, weights, tmp_path):
+    make_video("only", frames=2, folder=tmp_path / "videos")
+    out = tmp_path / "out"
+    result = segment(tmp_path / "videos", "--mask-template", "{stem}.png", "--weights", weights, "-o", out,
+                     "--no-overlay", "--no-logits")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["only"]
+    assert mask_names(out / "only") == ["00000.png", "00001.png"]
+    # One video named on its own: --output is its folder.
+    result = segment(tmp_path / "videos" / "only.mp4", "--mask", tmp_path / "videos" / "only.png",
+                     "--weights", weights, "-o", tmp_path / "own", "--no-overlay", "--no-logits")
+    assert result.exit_code == 0 and mask_names(tmp_path / "own") == ["00000.png", "00001.png"]
+
+
+def test_one_path_on_stdin_gives_a_folder_per_video(make_video, weights, tmp_path):
+    make_video("a", frames=2, folder=tmp_path / "videos")
+    proc = segment_subprocess("--mask-template", "{stem}.png", "--output", "out", "--weights", weights,
+                              "--no-overlay", "--no-logits", stdin=b"videos/a.mp4\n", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert mask_names(tmp_path / "out" / "a") == ["00000.png", "00001.png"]
+
+
+def test_name_template_keeps_videos_of_the_same_name_apart(make_video, weights, tmp_path):
+    for folder in ("day1", "day2"):
+        make_video("clip", frames=2, folder=tmp_path / folder)
+    videos = [tmp_path / "day1" / "clip.mp4", tmp_path / "day2" / "clip.mp4"]
+    common = ("--mask-template", "{stem}.png", "--weights", weights, "--no-overlay", "--no-logits", "--json")
+    refused = segment(*videos, *common, "-o", tmp_path / "out")
+    assert refused.exit_code == 2
+    assert "would share the output folder" in refused.stderr and "--name-template '{parent}/{stem}'" in refused.stderr
+
+    result = segment(*videos, *common, "-o", tmp_path / "out", "--name-template", "{parent}/{stem}")
+    assert result.exit_code == 0, result.output
+    assert [r["output"] for r in json_reports(result.stdout)] == [str(tmp_path / "out" / "day1" / "clip"),
+                                                                  str(tmp_path / "out" / "day2" / "clip")]
+    result = segment(*videos, *common, "-o", tmp_path / "numbered", "--name-template", "{index:03d}-{stem}")
+    assert sorted(p.name for p in (tmp_path / "numbered").iterdir()) == ["000-clip", "001-clip"]
+    colliding = segment(*videos, *common, "-o", tmp_path / "x", "--name-template", "{stem}")
+    assert colliding.exit_code == 2 and "would share the output folder" in colliding.stderr

@@ -1,6 +1,7 @@
 """From command-line inputs to video jobs: shards, input expansion, mask templates, output folders."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,9 @@ from stma_cli.inference.jobs import (
     expand_inputs,
     local_device,
     mask_from_template,
+    output_folder,
+    parse_ends,
+    parse_frames,
     video_stem,
 )
 
@@ -134,3 +138,36 @@ def test_local_device():
 
 def test_paths_the_system_refuses_are_not_folders():
     assert expand_inputs(["x" * 300 + ".mp4", "a\0b.mp4"]) == ["x" * 300 + ".mp4", "a\0b.mp4"]
+
+
+def test_output_folders_by_name_template(tmp_path):
+    assert output_folder("{stem}", "v/day1/cat.mp4", 0) == Path("cat")
+    assert output_folder("{parent}/{stem}", "v/day1/cat.mp4", 0) == Path("day1/cat")
+    assert output_folder("{index:04d}_{name}", "v/day1/cat.mp4", 12) == Path("0012_cat.mp4")
+    for template, message in [("{parent}/../{stem}", "gives 'day1/../cat'"), ("/{stem}", "gives '/cat'"),
+                              ("{size}", "'size'"), ("{stem.upper}", "'stem.upper'")]:
+        with pytest.raises(StmaError, match=re.escape(message)):
+            output_folder(template, "v/day1/cat.mp4", 0)
+
+
+def test_build_jobs_layout_and_plan(tmp_path):
+    out = tmp_path / "out"
+    [own] = build_jobs(["v/cat.mp4"], ["cat.png"], None, out)
+    [listed] = build_jobs(["v/cat.mp4"], ["cat.png"], None, out, own_folder=False)
+    [named] = build_jobs(["v/cat.mp4"], ["cat.png"], None, out, name_template="{parent}-{stem}")
+    assert (own.output, listed.output, named.output) == (out, out / "cat", out / "v-cat")
+    [job] = build_jobs(["v/cat.mp4"], ["cat.png", "12:dog.png"], None, None, frames=(10, 20), ends={15: [2]})
+    assert job.masks == [(10, Path("cat.png")), (12, Path("dog.png"))]
+    assert (job.frames, job.ends) == ((10, 20), {15: [2]})
+
+
+def test_parse_frames_and_ends():
+    assert parse_frames(None) == (0, None)
+    assert [parse_frames(text) for text in ("10:20", "10:", ":20", ":")] == [(10, 20), (10, None), (0, 20), (0, None)]
+    for text in ("10", "a:b", "-1:3", "5:5"):
+        with pytest.raises(StmaError, match="--frames"):
+            parse_frames(text)
+    assert parse_ends(["2:140", "3:140", "1:9"]) == {140: [2, 3], 9: [1]}
+    for value in ("2", "x:3", "0:5", "300:5"):
+        with pytest.raises(StmaError, match="--end"):
+            parse_ends([value])

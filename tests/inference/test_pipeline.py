@@ -11,10 +11,9 @@ from PIL import Image
 
 from stma_cli.errors import StmaError
 from stma_cli.inference.pipeline import ABSENT, RunOptions, VideoJob, plan_passes, run_batch, segment_video
-from stma_cli.inference.segmenter import SegmenterConfig
+from stma_cli.inference.segmenter import Segmenter
 from stma_cli.io.logits import read_logits
 from stma_cli.io.masks import write_mask
-from stma_cli.model import STMA
 
 HEIGHT, WIDTH = 48, 64
 FRAMES = 5
@@ -42,19 +41,19 @@ def mask_file(path: Path, labels: np.ndarray) -> Path:
     return path
 
 
-def run(job: VideoJob, model: STMA, **options) -> tuple[np.ndarray, np.ndarray, dict]:
+def run(job: VideoJob, segmenter: Segmenter, **options) -> tuple[np.ndarray, np.ndarray, dict]:
     """Segment `job`; return its masks (T, H, W), logits (T, K+1, H', W') and manifest."""
-    report = segment_video(job, model, SegmenterConfig(), RunOptions(overlay=False, **options))
+    report = segment_video(job, segmenter, RunOptions(overlay=False, **options))
     assert report.status == "ok" and report.frames == FRAMES
     masks = np.stack([np.asarray(Image.open(p)) for p in sorted((job.output / "masks").iterdir())])
     logits, _ = read_logits(job.output / "logits.h5")
     return masks, logits, json.loads((job.output / "manifest.json").read_text())
 
 
-def test_forward_leaves_frames_before_the_mask_empty(frames, tmp_path, model):
+def test_forward_leaves_frames_before_the_mask_empty(frames, tmp_path, segmenter):
     given = square(1, 8, 8)
     job = VideoJob(str(frames), [(2, mask_file(tmp_path / "m.png", given))], tmp_path / "out")
-    masks, logits, manifest = run(job, model)
+    masks, logits, manifest = run(job, segmenter)
     assert not masks[:2].any()
     assert (logits[:2, 0] == 0).all() and (logits[:2, 1] == ABSENT).all()
     np.testing.assert_array_equal(masks[2], given)
@@ -62,10 +61,10 @@ def test_forward_leaves_frames_before_the_mask_empty(frames, tmp_path, model):
     assert manifest["direction"] == "forward" and manifest["objects"] == [1]
 
 
-def test_backward_stops_at_the_mask_frame(frames, tmp_path, model):
+def test_backward_stops_at_the_mask_frame(frames, tmp_path, segmenter):
     given = square(4, 20, 30)
     job = VideoJob(str(frames), [(2, mask_file(tmp_path / "m.png", given))], tmp_path / "out")
-    masks, logits, _ = run(job, model, direction="backward")
+    masks, logits, _ = run(job, segmenter, direction="backward")
     np.testing.assert_array_equal(masks[2], given)
     assert (logits[:3, 1] > ABSENT).any(axis=(1, 2)).all()
     assert not masks[3:].any() and (logits[3:, 1] == ABSENT).all()
@@ -96,9 +95,9 @@ def two_masks(frames, tmp_path) -> VideoJob:
     ("backward", [0, 1], [0, 1, 2, 3]),
     ("both", [0, 1, 2, 3, 4], [0, 1, 2, 3, 4]),
 ])
-def test_every_direction_takes_up_every_mask(two_masks, model, direction, one, two):
+def test_every_direction_takes_up_every_mask(two_masks, segmenter, direction, one, two):
     """Each object is tracked from its own mask in the direction asked; no mask is left out."""
-    masks, logits, manifest = run(two_masks, model, direction=direction)
+    masks, logits, manifest = run(two_masks, segmenter, direction=direction)
     assert manifest["objects"] == [1, 2]
     assert tracked(logits, 1) == one and tracked(logits, 2) == two
     assert (masks[1][square(1, 8, 8) > 0] == 1).all() and (masks[3][square(2, 24, 40) > 0] == 2).all()
@@ -106,46 +105,46 @@ def test_every_direction_takes_up_every_mask(two_masks, model, direction, one, t
     assert not masks[untracked].any()
 
 
-def test_both_takes_each_object_from_its_nearest_mask(frames, tmp_path, model):
+def test_both_takes_each_object_from_its_nearest_mask(frames, tmp_path, segmenter):
     """One object given on frames 0 and 4: frames 1-2 follow the mask of frame 0 (forward; 2 is a tie),
     frame 3 the mask of frame 4 (backward). The given frames are exact."""
     first, last = square(1, 4, 4), square(1, 28, 44)
     job = VideoJob(str(frames), [(0, mask_file(tmp_path / "a.png", first)),
                                  (4, mask_file(tmp_path / "b.png", last))], tmp_path / "out")
-    masks, both, _ = run(job, model, direction="both")
-    forward, _, _ = run(VideoJob(job.source, job.masks, tmp_path / "forward"), model, direction="forward")
-    backward, _, _ = run(VideoJob(job.source, job.masks, tmp_path / "backward"), model, direction="backward")
+    masks, both, _ = run(job, segmenter, direction="both")
+    forward, _, _ = run(VideoJob(job.source, job.masks, tmp_path / "forward"), segmenter, direction="forward")
+    backward, _, _ = run(VideoJob(job.source, job.masks, tmp_path / "backward"), segmenter, direction="backward")
     np.testing.assert_array_equal(masks[0], first)
     np.testing.assert_array_equal(masks[4], last)
     np.testing.assert_array_equal(masks[1:3], forward[1:3])
     np.testing.assert_array_equal(masks[3], backward[3])
 
 
-def test_masks_on_one_frame_merge_and_ids_follow_first_appearance(frames, tmp_path, model):
+def test_masks_on_one_frame_merge_and_ids_follow_first_appearance(frames, tmp_path, segmenter):
     job = VideoJob(str(frames), [(0, mask_file(tmp_path / "a.png", square(5, 0, 0))),
                                  (0, mask_file(tmp_path / "b.png", square(2, 30, 40))),
                                  (3, mask_file(tmp_path / "c.png", square(1, 20, 20)))], tmp_path / "out")
-    masks, logits, manifest = run(job, model)
+    masks, logits, manifest = run(job, segmenter)
     np.testing.assert_array_equal(masks[0], square(5, 0, 0) + square(2, 30, 40))
     assert manifest["objects"] == [2, 5, 1]
     assert (logits[:3, 3] == ABSENT).all() and (logits[3:, 3] > ABSENT).any(axis=(1, 2)).all()
 
 
-def test_mask_past_the_last_frame(frames, tmp_path, model):
+def test_mask_past_the_last_frame(frames, tmp_path, segmenter):
     mask = mask_file(tmp_path / "m.png", square(1, 0, 0))
     job = VideoJob(str(frames), [(0, mask), (9, mask)], tmp_path / "out")
     with pytest.raises(StmaError, match=re.escape(f"{mask}: mask for frame 9, but the video has {FRAMES} frames")):
-        segment_video(job, model, SegmenterConfig(), RunOptions())
+        segment_video(job, segmenter, RunOptions())
     assert not (tmp_path / "out" / "manifest.json").exists()
 
 
-def test_run_batch_reports_and_callbacks(frames, tmp_path, model):
+def test_run_batch_reports_and_callbacks(frames, tmp_path, segmenter):
     mask = mask_file(tmp_path / "m.png", square(1, 8, 8))
     jobs = [VideoJob(str(frames), [(0, mask)], tmp_path / "a"),
             VideoJob(str(frames), [(0, tmp_path / "missing.png")], tmp_path / "b"),
             VideoJob(str(frames), [(0, mask)], tmp_path / "a")]
     started, reports, progress = [], [], []
-    returned = run_batch(jobs, model, SegmenterConfig(), RunOptions(overlay=False, logits=False),
+    returned = run_batch(jobs, segmenter, RunOptions(overlay=False, logits=False),
                          on_start=started.append, on_report=reports.append,
                          progress=lambda done, total: progress.append((done, total)))
 
@@ -157,7 +156,7 @@ def test_run_batch_reports_and_callbacks(frames, tmp_path, model):
     assert reports[0].to_dict().keys() == {"video", "output", "frames", "objects", "seconds", "fps", "status", "error"}
 
 
-def test_any_failure_of_one_video_is_its_error_report(frames, tmp_path, model, monkeypatch):
+def test_any_failure_of_one_video_is_its_error_report(frames, tmp_path, segmenter, monkeypatch):
     """Not only StmaError: out of memory, an OSError or a bug in one video gives its error report, and
     the next video is done."""
     import stma_cli.inference.pipeline as pipeline
@@ -175,7 +174,93 @@ def test_any_failure_of_one_video_is_its_error_report(frames, tmp_path, model, m
 
     monkeypatch.setattr(pipeline, "_read_masks", failing)
     jobs = [VideoJob(str(frames), [(0, mask)], tmp_path / name) for name in "abcd"]
-    reports = run_batch(jobs, model, SegmenterConfig(), RunOptions(overlay=False, logits=False))
+    reports = run_batch(jobs, segmenter, RunOptions(overlay=False, logits=False))
     assert [r.status for r in reports] == ["error", "error", "error", "ok"]
     assert [r.error for r in reports[:3]] == [f"{frames}: out of memory", "x.tmp -> overlay.mp4: Is a directory",
                                               f"{frames}: unexpected error: KeyError: 'dim'"]
+
+
+# -- ending objects (--end) ------------------------------------------------------------------------
+
+
+def test_an_end_stops_an_object_going_forward(frames, tmp_path, segmenter):
+    given = square(1, 4, 4) + square(2, 28, 40)
+    job = VideoJob(str(frames), [(0, mask_file(tmp_path / "m.png", given))], tmp_path / "out", ends={3: [2]})
+    masks, logits, manifest = run(job, segmenter)
+    assert tracked(logits, 1) == [0, 1, 2, 3, 4] and tracked(logits, 2) == [0, 1, 2]
+    assert not (masks[3:] == 2).any()
+    assert manifest["ends"] == {"3": [2]} and manifest["provenance"]["settings"]["ends"] == {"3": [2]}
+
+
+def test_an_end_stops_an_object_going_backward(frames, tmp_path, segmenter):
+    """The cut lies before frame 2: from the mask on frame 4, object 2 is followed back to frame 2 only."""
+    given = square(1, 4, 4) + square(2, 28, 40)
+    job = VideoJob(str(frames), [(4, mask_file(tmp_path / "m.png", given))], tmp_path / "out", ends={2: [2]})
+    _, logits, _ = run(job, segmenter, direction="backward")
+    assert tracked(logits, 1) == [0, 1, 2, 3, 4] and tracked(logits, 2) == [2, 3, 4]
+
+
+def test_an_ended_id_given_again_is_a_new_object(frames, tmp_path, segmenter):
+    before, after = square(1, 4, 4), square(1, 28, 40)
+    job = VideoJob(str(frames), [(0, mask_file(tmp_path / "a.png", before)),
+                                 (3, mask_file(tmp_path / "b.png", after))], tmp_path / "out", ends={2: [1]})
+    masks, logits, manifest = run(job, segmenter)
+    assert tracked(logits, 1) == [0, 1, 3, 4] and not masks[2].any()
+    np.testing.assert_array_equal(masks[3], after)
+    assert manifest["objects"] == [1]
+
+
+def test_both_takes_an_object_from_the_pass_that_follows_it(frames, tmp_path, segmenter):
+    """Object 1 given on frames 0 and 4, ending at a cut before frame 1: the forward pass loses it at
+    frame 1, so frames 1-3 (2 is a tie of distances) come from the backward pass."""
+    job = VideoJob(str(frames), [(0, mask_file(tmp_path / "a.png", square(1, 4, 4))),
+                                 (4, mask_file(tmp_path / "b.png", square(1, 28, 44)))], tmp_path / "out",
+                   ends={1: [1]})
+    masks, _, _ = run(job, segmenter, direction="both")
+    backward, _, _ = run(VideoJob(job.source, job.masks, tmp_path / "backward", ends=job.ends), segmenter,
+                         direction="backward")
+    np.testing.assert_array_equal(masks[1:4], backward[1:4])
+    np.testing.assert_array_equal(masks[0], square(1, 4, 4))
+
+
+# -- a range of frames (--frames) ------------------------------------------------------------------
+
+
+def test_a_range_of_frames_keeps_the_frame_numbers(frames, tmp_path, segmenter):
+    given = square(1, 8, 8) + square(2, 24, 40)
+    mask = mask_file(tmp_path / "m.png", given)
+    full, full_logits, _ = run(VideoJob(str(frames), [(1, mask)], tmp_path / "full"), segmenter)
+    job = VideoJob(str(frames), [(1, mask)], tmp_path / "part", frames=(1, 4))
+    report = segment_video(job, segmenter, RunOptions(overlay=False))
+    assert report.status == "ok" and report.frames == 3
+    assert sorted(p.name for p in (job.output / "masks").iterdir()) == ["00001.png", "00002.png", "00003.png"]
+    part = np.stack([np.asarray(Image.open(job.output / "masks" / f"{t:05d}.png")) for t in (1, 2, 3)])
+    np.testing.assert_array_equal(part, full[1:4])  # the same frames, the same results
+    logits, attrs = read_logits(job.output / "logits.h5")
+    assert logits.shape[0] == 3 and attrs["first_frame"] == 1
+    np.testing.assert_allclose(logits, full_logits[1:4], atol=1e-2)
+    manifest = json.loads((job.output / "manifest.json").read_text())
+    assert manifest["frames"] == 3 and manifest["frame_range"] == [1, 4]
+    assert manifest["provenance"]["settings"]["frames"] == [1, 4]
+
+
+def test_a_range_with_a_backward_pass(frames, tmp_path, segmenter):
+    mask = mask_file(tmp_path / "m.png", square(1, 20, 20))
+    full, _, _ = run(VideoJob(str(frames), [(3, mask)], tmp_path / "full"), segmenter, direction="both")
+    job = VideoJob(str(frames), [(3, mask)], tmp_path / "part", frames=(2, None))
+    report = segment_video(job, segmenter, RunOptions(overlay=False, logits=False, direction="both"))
+    assert report.frames == 3
+    part = np.stack([np.asarray(Image.open(job.output / "masks" / f"{t:05d}.png")) for t in (2, 3, 4)])
+    np.testing.assert_array_equal(part, full[2:])  # frame 2 from the backward pass, as in the full run
+
+
+@pytest.mark.parametrize(("frames_range", "message"), [
+    ((3, 5), "m.png: mask for frame 1, outside --frames 3:5"),
+    ((7, None), "m.png: mask for frame 7, but the video has 5 frames"),
+])
+def test_a_range_that_misses_the_masks(frames, tmp_path, segmenter, frames_range, message):
+    first = frames_range[0] if frames_range[0] == 7 else 1
+    job = VideoJob(str(frames), [(first, mask_file(tmp_path / "m.png", square(1, 8, 8)))], tmp_path / "out",
+                   frames=frames_range)
+    with pytest.raises(StmaError, match=re.escape(message)):
+        segment_video(job, segmenter, RunOptions())

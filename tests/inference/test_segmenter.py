@@ -101,3 +101,75 @@ def test_processing_size():
     assert processing_size(480, 854, 0) == (480, 854)
     assert processing_size(100, 80, 640) == (100, 80)
     assert processing_size(10, 2000, 100) == (16, 100)
+
+
+# -- ending objects ----------------------------------------------------------------------------------
+
+
+def squares(ids: list[int], size: int = 96, cell: int = 16) -> np.ndarray:
+    """A mask with object `ids[i]` in the i-th cell of a grid of `cell`-pixel squares."""
+    mask = np.zeros((size, size), np.uint8)
+    per_row = size // cell
+    for i, object_id in enumerate(ids):
+        y, x = divmod(i, per_row)
+        mask[y * cell + 2 : (y + 1) * cell - 2, x * cell + 2 : (x + 1) * cell - 2] = object_id
+    return mask
+
+
+def test_removed_objects_leave_every_memory_frame(model):
+    segmenter = Segmenter(model, SegmenterConfig(mem_size=3, mem_every=1))
+    k = model.config.tokens_per_object
+    segmenter.step(noise(96, 96), squares([1, 2, 3]))
+    for t in range(1, 4):
+        segmenter.step(noise(96, 96, seed=t))
+    entries = segmenter.memory.entries()
+    anchor_background = entries[0].coverage[:, 0] + entries[0].coverage[:, 2]
+    segmenter.remove([2, 7])  # 7 is not tracked: ignored
+    assert segmenter.object_ids == [1, 3]
+    for entry in segmenter.memory.entries():
+        assert entry.coverage.shape[1] == 3  # background, 1, 3
+        assert all(objects.shape[1] == 2 * k for _, objects in entry.levels)
+    torch.testing.assert_close(segmenter.memory.entries()[0].coverage[:, 0], anchor_background)
+    result = segmenter.step(noise(96, 96, seed=9))
+    assert result.object_ids == [1, 3] and result.logits.shape[0] == 3
+    assert 2 not in np.unique(result.labels)
+
+
+def test_objects_keep_their_id_table_entries_and_removal_frees_one(model):
+    """32 objects fill the tiny model's ID table; ending one makes room for a new one, which takes the
+    freed entry only because no entry was never used."""
+    segmenter = Segmenter(model)
+    assert model.config.num_ids == 32
+    segmenter.step(noise(96, 96), squares(list(range(1, 33))))
+    with pytest.raises(StmaError, match="33 objects at once, but the model's ID table holds at most 32"):
+        segmenter.step(noise(96, 96, seed=1), squares([40]))
+    table = dict(segmenter.table)
+    segmenter.remove([5])
+    assert segmenter.released == [table[5]]
+    result = segmenter.step(noise(96, 96, seed=2), squares([40]))
+    assert result.object_ids == [i for i in range(1, 33) if i != 5] + [40]
+    assert segmenter.table[40] == table[5] and segmenter.released == []
+    assert all(segmenter.table[i] == table[i] for i in table if i != 5)  # the others keep theirs
+
+
+def test_a_removed_id_can_come_back_as_a_new_object(model):
+    segmenter = Segmenter(model)
+    segmenter.step(noise(96, 96), squares([1, 2]))
+    old = segmenter.table[2]
+    segmenter.remove([2])
+    segmenter.step(noise(96, 96, seed=1))
+    mask = np.zeros((96, 96), np.uint8)
+    mask[60:90, 60:90] = 2
+    result = segmenter.step(noise(96, 96, seed=2), mask)
+    assert result.object_ids == [1, 2] and (result.labels[mask == 2] == 2).all()
+    assert segmenter.table[2] != old  # an entry never used, not the one the old object's patches carry
+    assert segmenter._table_ids().tolist() == [[segmenter.table[1], segmenter.table[2]]]
+
+
+def test_removing_every_object_starts_afresh(model):
+    segmenter = Segmenter(model)
+    segmenter.step(noise(96, 96), squares([1, 2]))
+    segmenter.remove([1, 2])
+    assert segmenter.object_ids == [] and segmenter.memory.empty and segmenter.table == {}
+    result = segmenter.step(noise(96, 96, seed=1))
+    assert result.object_ids == [] and not result.labels.any()
