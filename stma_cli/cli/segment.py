@@ -22,7 +22,8 @@ def segment(
         None, metavar="VIDEO", hidden=True, show_default=False),  # described in the docstring
     mask: Optional[list[str]] = typer.Option(
         None, "--mask", "-m", metavar="[FRAME:]PATH", show_default=False,
-        help="Mask of the first frame, or FRAME:PATH for objects that appear later (repeatable)."),
+        help="Mask of the first frame, or FRAME:PATH for objects that appear later (repeatable): a palette, "
+             "grayscale or colour image, or a LabelMe or COCO JSON file."),
     mask_template: Optional[str] = typer.Option(
         None, metavar="TEMPLATE",
         help="Each video's mask from its name, e.g. '{stem}.png' or 'masks/{stem}.png' "
@@ -40,6 +41,10 @@ def segment(
         None, metavar="START:END",
         help="Segment only frames START to END-1 (0-based; either may be left out, e.g. 100: or :200). Masks "
              "keep the video's frame numbers; a mask without FRAME: is for START."),
+    coco_image_id: Optional[int] = typer.Option(
+        None, metavar="ID",
+        help="The image of COCO mask files to use, when a file holds several and none is named after the "
+             "mask's frame."),
     end: Optional[list[str]] = typer.Option(
         None, "--end", metavar="ID:FRAME", show_default=False,
         help="Object ID ends at a cut just before FRAME, e.g. a scene cut: it is not followed onto FRAME and "
@@ -98,7 +103,7 @@ def segment(
         expanded = expand_inputs(inputs)
         jobs = build_jobs(expanded, list(mask or []), mask_template, output,
                           own_folder=not listed and expanded == inputs, name_template=name_template,
-                          frames=parse_frames(frames), ends=parse_ends(end or []))
+                          frames=parse_frames(frames), ends=parse_ends(end or []), coco_image_id=coco_image_id)
         selected = (Shard.parse(shard) if shard else Shard.from_environment()).select(jobs)
         if direction not in DIRECTIONS:
             raise StmaError(f"--direction {direction!r}: expected one of {', '.join(DIRECTIONS)}")

@@ -194,7 +194,7 @@ def parse_ends(values: Iterable[str]) -> dict[int, list[int]]:
 
 def build_jobs(videos: list[str], masks: list[str], mask_template: str | None, output: Path | None, *,
                own_folder: bool = True, name_template: str | None = None, frames: tuple[int, int | None] = (0, None),
-               ends: dict[int, list[int]] | None = None) -> list[VideoJob]:
+               ends: dict[int, list[int]] | None = None, coco_image_id: int | None = None) -> list[VideoJob]:
     """One job per video, in `output` (default stma_output/) under the name `name_template` gives.
 
     `own_folder`: the one video was named itself (not found in a folder or read from a list), so that
@@ -217,7 +217,7 @@ def build_jobs(videos: list[str], masks: list[str], mask_template: str | None, o
         check_template(mask_template)
     first = frames[0]
     mask_specs = [parse_mask_arg(m, default_frame=first) for m in masks]
-    plan = {"frames": frames, "ends": dict(ends or {})}
+    plan = {"frames": frames, "ends": dict(ends or {}), "coco_image_id": coco_image_id}
 
     def masks_of(video: str) -> list[tuple[int, Path]]:
         return mask_specs or [(first, mask_from_template(mask_template, video))]

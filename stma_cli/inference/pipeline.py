@@ -23,7 +23,7 @@ from stma_cli.errors import StmaError
 from stma_cli.inference.segmenter import FrameResult, Segmenter, frame_result, processing_size
 from stma_cli.io.atomic import PendingFile
 from stma_cli.io.background import BackgroundWorker
-from stma_cli.io.masks import read_mask
+from stma_cli.io.masks import Numbering, read_mask
 from stma_cli.io.claim import claim_folder
 from stma_cli.io.output import (
     LOGITS,
@@ -52,7 +52,8 @@ class VideoJob:
     `frames` (start, stop) restricts the run to frames start..stop-1 (stop None: to the end); the masks
     keep the video's frame numbers. `ends` maps a frame to the objects that end there: they are not
     followed across the cut just before it (forward onto it, or backward from it). `error`, if set, is
-    reported for the video instead of segmenting it (a problem found in planning).
+    reported for the video instead of segmenting it (a problem found in planning). `coco_image_id` picks
+    the image of COCO mask files (see `read_mask`).
     """
 
     source: str
@@ -61,6 +62,7 @@ class VideoJob:
     error: str | None = None
     frames: tuple[int, int | None] = (0, None)
     ends: dict[int, list[int]] = field(default_factory=dict)
+    coco_image_id: int | None = None
 
 
 @dataclass
@@ -119,7 +121,7 @@ def segment_video(job: VideoJob, segmenter: Segmenter, options: RunOptions,
             return verdict
     started = time.perf_counter()
     with open_video(job.source) as video:
-        masks, palette = _read_masks(job, video)
+        masks, palette, legends = _read_masks(job, video)
         object_ids = _objects_in_order(masks)
         num_ids = segmenter.model.config.num_ids
         if not job.ends and len(object_ids) > num_ids:  # without ends, every object is tracked to the end
@@ -134,8 +136,8 @@ def segment_video(job: VideoJob, segmenter: Segmenter, options: RunOptions,
                        if record]
             claim.record({"provenance": provenance, "mask_names": naming})
             clear_for_run(job.output, [*earlier, naming])
-            frames = _write(job, video, masks, palette, object_ids, segmenter, options, progress,
-                            {"provenance": provenance, "mask_names": naming}, started)
+            record = {"provenance": provenance, "mask_names": naming, **({"mask_ids": legends} if legends else {})}
+            frames = _write(job, video, masks, palette, object_ids, segmenter, options, progress, record, started)
             claim.finished()
     seconds = time.perf_counter() - started
     return VideoReport(job.source, str(job.output), "ok", frames, object_ids, round(seconds, 3),
@@ -212,6 +214,8 @@ def _provenance(job: VideoJob, segmenter: Segmenter, options: RunOptions, source
         settings["frames"] = list(job.frames)
     if job.ends:
         settings["ends"] = {str(frame): sorted(ids) for frame, ids in sorted(job.ends.items())}
+    if job.coco_image_id is not None:
+        settings["coco_image_id"] = job.coco_image_id
     return {
         "input": source,
         "masks": masks,
@@ -293,19 +297,27 @@ def _labelled_writer(output: VideoOutput) -> Callable[..., None]:
     return write
 
 
-def _read_masks(job: VideoJob, video: VideoSource) -> tuple[dict[int, np.ndarray], list[int] | None]:
-    """Masks by frame index (checked against the frame size) and the palette to reuse."""
+def _read_masks(job: VideoJob, video: VideoSource) -> tuple[dict[int, np.ndarray], list[int] | None,
+                                                               dict[str, dict[str, int]]]:
+    """Masks by frame index (checked against the frame size), the palette to reuse, and how stma numbered
+    the objects of colour and JSON masks (by mask file; the masks are read in frame order, see Numbering)."""
     if not job.masks:
         raise StmaError(f"{job.source}: no mask given (use --mask or --mask-template)")
     masks: dict[int, np.ndarray] = {}
     palette = None
+    numbering, legends = Numbering(), {}
     start, stop = job.frames
-    for frame, path in job.masks:
+    for frame, path in sorted(job.masks, key=lambda given: given[0]):
         if frame < start or (stop is not None and frame >= stop):
             raise StmaError(f"{path}: mask for frame {frame}, outside --frames {start}:{'' if stop is None else stop}")
         if video.num_frames is not None and frame >= video.num_frames:
             raise StmaError(f"{path}: mask for frame {frame}, but the video has {video.num_frames} frames")
-        mask = read_mask(path, size=(video.width, video.height))
+        names = video.frame_names
+        mask = read_mask(path, size=(video.width, video.height), numbering=numbering, frame_index=frame,
+                         frame_name=names[frame] if names is not None and frame < len(names) else None,
+                         coco_image_id=job.coco_image_id)
+        if mask.legend:
+            legends[str(path)] = mask.legend
         if frame in masks:
             merged = masks[frame].copy()
             merged[mask.labels != 0] = mask.labels[mask.labels != 0]
@@ -313,7 +325,7 @@ def _read_masks(job: VideoJob, video: VideoSource) -> tuple[dict[int, np.ndarray
         else:
             masks[frame] = mask.labels
         palette = palette or mask.palette
-    return masks, palette
+    return masks, palette, legends
 
 
 def _objects_in_order(masks: dict[int, np.ndarray]) -> list[int]:

@@ -1,14 +1,31 @@
 """Object masks: reading the user's masks and writing palette PNGs.
 
 A mask is an (H, W) uint8 array of object ids, 0 being background. Ids are kept exactly as given:
-a mask with ids 1, 3 and 7 produces outputs with ids 1, 3 and 7.
+a mask with ids 1, 3 and 7 produces outputs with ids 1, 3 and 7. A mask file is read by its content,
+whatever its name:
+
+- palette PNGs (DAVIS), grayscale images of ids (8 or 16 bits), binary 0/255 images (object 1);
+- colour images (RGB, RGBA): DAVIS palette colours are their palette ids; any other colours are
+  objects numbered in the order they first appear, row by row from the top left (black and
+  transparent pixels are background);
+- LabelMe JSON (polygons, rectangles, circles): a shape's integer group id is its object id (shapes
+  that share one are one object); shapes without one are objects numbered in file order;
+- COCO JSON (polygons, RLE compressed or not) of the image that is the mask's frame: each annotation
+  is an object, numbered in file order.
+
+Objects numbered by stma (colours, shapes without group id, COCO annotations) take ids after the
+highest id the video's earlier masks used, and a colour keeps its id across a video's masks (see
+`Numbering`); the numbering is reported with a MaskIdsWarning and kept in the manifest.
 """
 from __future__ import annotations
 
+import json
+import math
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -37,10 +54,14 @@ DAVIS_PALETTE: list[int] = _davis_palette()
 
 @dataclass(eq=False)
 class Mask:
-    """Object ids per pixel and the palette they came with (None: the DAVIS palette is used on output)."""
+    """Object ids per pixel and the palette they came with (None: the DAVIS palette is used on output).
+
+    `legend` says how stma numbered the objects of a colour or JSON mask ("#ff0000": 1, ...), else None.
+    """
 
     labels: np.ndarray
     palette: list[int] | None = None
+    legend: dict[str, int] | None = None
 
     @property
     def object_ids(self) -> list[int]:
@@ -55,7 +76,29 @@ def _full_palette(palette: list[int] | None) -> list[int]:
     return (list(palette) + [0] * 768)[:768]
 
 
+@dataclass
+class Numbering:
+    """The ids stma gives across the masks of one video: a colour keeps its id from mask to mask; any
+    other object stma numbers (a new colour, a LabelMe shape without group id, a COCO annotation) takes
+    the id after the highest used so far by any of the video's masks."""
+
+    colours: dict[int, int] = field(default_factory=dict)  # 0xRRGGBB -> object id
+    highest: int = 0
+
+    def new_id(self, path: Path) -> int:
+        if self.highest >= 255:
+            raise StmaError(f"{path}: more than 255 objects, object ids must be 1..255")
+        self.highest += 1
+        return self.highest
+
+
+class MaskIdsWarning(UserWarning):
+    """How stma numbered the objects of a colour or JSON mask (once per mask file)."""
+
+
 VOID = 255  # "void" in palette masks (DAVIS): pixels that belong to no object and are not tracked
+MAX_COLOURS = 64  # more distinct colours than this is an anti-aliased or lossy image, not a mask
+MIN_PIXELS_PER_COLOUR = 4  # fewer, on average, is a photo or noise, not flat object colours
 MAX_FRAME_DIGITS = 18  # fits in 64 bits
 LOSSY_FORMATS = {"JPEG": "JPEG", "MPO": "JPEG", "JPEG2000": "JPEG 2000"}
 
@@ -70,27 +113,40 @@ def _gray_ids(values: np.ndarray, path: Path) -> np.ndarray:
     return values.astype(np.uint8)
 
 
-def _colour_ids(rgb: np.ndarray, path: Path) -> np.ndarray:
-    """An RGB mask: gray levels are ids, otherwise every colour must be a DAVIS palette colour."""
+def _colour_ids(rgb: np.ndarray, path: Path, numbering: Numbering) -> tuple[np.ndarray, dict[str, int] | None]:
+    """An RGB mask: gray levels are ids; DAVIS palette colours their palette ids; other colours objects
+    numbered by `numbering` in the order they first appear (row by row), black being background."""
     if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
-        return _gray_ids(rgb[..., 0], path)
+        return _gray_ids(rgb[..., 0], path), None
     codes = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
     davis = np.asarray(DAVIS_PALETTE, dtype=np.int32).reshape(256, 3)
     davis_codes = (davis[:, 0] << 16) | (davis[:, 1] << 8) | davis[:, 2]
     lookup = dict(zip(davis_codes.tolist(), range(256)))
-    unique, inverse = np.unique(codes, return_inverse=True)
-    unknown = [code for code in unique.tolist() if code not in lookup]
-    if unknown:
-        red, green, blue = unknown[0] >> 16, (unknown[0] >> 8) & 255, unknown[0] & 255
-        raise StmaError(
-            f"{path}: colour ({red}, {green}, {blue}) is not in the DAVIS palette; "
-            "save the mask as a palette or grayscale PNG"
-        )
-    ids = np.array([lookup[code] for code in unique.tolist()], dtype=np.uint8)
-    return ids[inverse].reshape(codes.shape)
+    unique, inverse = np.unique(codes.ravel(), return_inverse=True)
+    if all(code in lookup for code in unique.tolist()):
+        ids = np.array([lookup[code] for code in unique.tolist()], dtype=np.uint8)
+        return ids[inverse].reshape(codes.shape), None
+    coloured = int((codes != 0).sum())
+    if len(unique) - 1 > MAX_COLOURS or coloured < MIN_PIXELS_PER_COLOUR * (len(unique) - 1):
+        raise StmaError(f"{path}: {len(unique)} colours, more than a mask has ({MAX_COLOURS} at most, each on "
+                        f"{MIN_PIXELS_PER_COLOUR} pixels or more on average); draw each object in one flat colour "
+                        "without anti-aliasing, and save as PNG")
+    first_pixel = np.full(len(unique), codes.size)
+    np.minimum.at(first_pixel, inverse, np.arange(codes.size))
+    ids = np.zeros(len(unique), np.uint8)
+    legend = {}
+    for position in np.argsort(first_pixel, kind="stable").tolist():
+        code = int(unique[position])
+        if code == 0:
+            continue  # black is background
+        if code not in numbering.colours:
+            numbering.colours[code] = numbering.new_id(path)
+        ids[position] = numbering.colours[code]
+        legend[f"#{code:06x}"] = int(ids[position])
+    return ids[inverse].reshape(codes.shape), legend
 
 
-def _alpha_ids(image: Image.Image, path: Path) -> np.ndarray:
+def _alpha_ids(image: Image.Image, path: Path, numbering: Numbering) -> tuple[np.ndarray, dict[str, int] | None]:
     """An image with an alpha channel (LA, RGBA, PA).
 
     When the colour channels carry no mask (one colour all over), the alpha channel is the mask:
@@ -98,18 +154,20 @@ def _alpha_ids(image: Image.Image, path: Path) -> np.ndarray:
     background; colours that are no mask (a cut-out photo) leave the alpha as the mask.
     """
     alpha = np.asarray(image.getchannel("A"))
-    colour = np.asarray(image.convert("RGB"))
+    colour = np.asarray(image.convert("RGB")).copy()
     opaque = (alpha >= 128).astype(np.uint8)
     if (alpha == 255).all():
-        return _colour_ids(colour, path)
+        return _colour_ids(colour, path, numbering)
     if (colour == colour[0, 0]).all():
-        return opaque
+        return opaque, None
+    colour[alpha == 0] = 0  # transparent is background, whatever colour it hides
+    trial = Numbering(dict(numbering.colours), numbering.highest)
     try:
-        labels = _colour_ids(colour, path)
+        labels, legend = _colour_ids(colour, path, trial)
     except StmaError:
-        return opaque
-    labels[alpha == 0] = 0
-    return labels
+        return opaque, None
+    numbering.colours, numbering.highest = trial.colours, trial.highest
+    return labels, legend
 
 
 def _lossy_ids(image: Image.Image, path: Path, kind: str) -> np.ndarray:
@@ -133,54 +191,262 @@ class LossyMaskWarning(UserWarning):
     """A mask was read from a lossy format (JPEG) and cleaned into a binary mask."""
 
 
-def _labels(image: Image.Image, path: Path) -> tuple[np.ndarray, list[int] | None]:
-    """Object ids (H, W) uint8 and the palette of an opened mask image."""
+def _labels(image: Image.Image, path: Path, numbering: Numbering) -> tuple[np.ndarray, list[int] | None,
+                                                                          dict[str, int] | None]:
+    """Object ids (H, W) uint8, the palette and the legend (see `Mask`) of an opened mask image."""
     if image.format in LOSSY_FORMATS:
-        return _lossy_ids(image, path, LOSSY_FORMATS[image.format]), None
+        return _lossy_ids(image, path, LOSSY_FORMATS[image.format]), None, None
     mode = image.mode
     if mode == "P" and "A" not in image.getbands():
         labels = np.array(image, dtype=np.uint8)
         labels[labels == VOID] = 0
-        return labels, _full_palette(image.getpalette())
+        return labels, _full_palette(image.getpalette()), None
     if mode == "1":
-        return np.asarray(image, dtype=np.uint8), None
+        return np.asarray(image, dtype=np.uint8), None, None
     if mode in ("L", "I", "I;16", "I;16L", "I;16B", "I;16N"):
-        return _gray_ids(np.asarray(image), path), None
+        return _gray_ids(np.asarray(image), path), None, None
     if "A" in image.getbands():
-        return _alpha_ids(image, path), None
+        labels, legend = _alpha_ids(image, path, numbering)
+        return labels, None, legend
     if mode == "RGB":
-        return _colour_ids(np.asarray(image), path), None
+        labels, legend = _colour_ids(np.asarray(image), path, numbering)
+        return labels, None, legend
     raise StmaError(f"{path}: unsupported mask image mode {mode}; use a palette or grayscale PNG")
 
 
-def read_mask(path: str | Path, size: tuple[int, int] | None = None) -> Mask:
-    """Read a mask image; `size` = (width, height) of the frames it must match.
+def read_mask(path: str | Path, size: tuple[int, int] | None = None, *, numbering: Numbering | None = None,
+              frame_index: int = 0, frame_name: str | None = None, coco_image_id: int | None = None) -> Mask:
+    """Read a mask file, an image or a LabelMe/COCO JSON file (see the module docs); `size` = (width,
+    height) of the frames it must match.
 
     Palette PNGs keep their indices as ids (255 is void: not an object) and their palette; grayscale
     images (8 or 16 bits) keep their values as ids, except a two-level 0/max image, which is object 1;
-    RGB images must be gray or use DAVIS palette colours; an alpha channel is the mask when the colours
-    carry none. A JPEG mask is cleaned into one object, with a warning, if it is black and white, and
-    refused otherwise.
+    an alpha channel is the mask when the colours carry none. A JPEG mask is cleaned into one object,
+    with a warning, if it is black and white, and refused otherwise. `numbering` carries stma's ids from
+    one mask of a video to the next (a fresh one if None). A COCO file's image is chosen by
+    `coco_image_id`, else as its only image, else by its file name: the frame's file stem `frame_name`
+    (frame folders), or a name ending in the frame number `frame_index`.
     """
     path = Path(path)
+    numbering = numbering if numbering is not None else Numbering()
+    palette: list[int] | None = None
     try:
-        with Image.open(path) as image:
-            width, height = image.size
-            if size is not None and (width, height) != tuple(size):
-                raise StmaError(f"{path}: mask is {width}x{height} but the frames are {size[0]}x{size[1]}")
-            image.load()
-            labels, palette = _labels(image, path)
+        if _is_json(path):
+            labels, legend = _json_labels(path, size, numbering, frame_index, frame_name, coco_image_id)
+        else:
+            with Image.open(path) as image:
+                width, height = image.size
+                if size is not None and (width, height) != tuple(size):
+                    raise StmaError(f"{path}: mask is {width}x{height} but the frames are {size[0]}x{size[1]}")
+                image.load()
+                labels, palette, legend = _labels(image, path, numbering)
     except FileNotFoundError:
         raise StmaError(f"{path}: mask file not found") from None
     except UnidentifiedImageError:
-        raise StmaError(f"{path}: not an image") from None
+        raise StmaError(f"{path}: not an image, nor a LabelMe or COCO JSON file") from None
     except Image.DecompressionBombError:
         raise StmaError(f"{path}: image too large to be a mask (more than {2 * Image.MAX_IMAGE_PIXELS} pixels)") from None
     except OSError as exc:
         raise StmaError(f"{path}: cannot read the mask image ({exc.strerror or exc})") from None
     if not labels.any():
         raise StmaError(f"{path}: mask has no object (every pixel is background 0)")
-    return Mask(labels=np.ascontiguousarray(labels), palette=palette)
+    numbering.highest = max(numbering.highest, int(labels.max()))
+    if legend:
+        shown = ", ".join(f"{name} -> {object_id}" for name, object_id in legend.items())
+        warnings.warn(f"{path}: objects numbered by stma: {shown}", MaskIdsWarning, stacklevel=2)
+    return Mask(labels=np.ascontiguousarray(labels), palette=palette, legend=legend)
+
+
+# -- LabelMe and COCO JSON ------------------------------------------------------------------------
+
+
+def _is_json(path: Path) -> bool:
+    """Whether the file holds a JSON object (its first non-blank byte is '{'), whatever its name."""
+    with path.open("rb") as file:
+        head = file.read(256)
+    return head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{")
+
+
+def _json_labels(path: Path, size: tuple[int, int] | None, numbering: Numbering, frame_index: int,
+                 frame_name: str | None, coco_image_id: int | None) -> tuple[np.ndarray, dict[str, int]]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise StmaError(f"{path}: not valid JSON ({error})") from None
+    kind = "LabelMe" if isinstance(data.get("shapes"), list) else "COCO"
+    try:
+        if kind == "LabelMe":
+            return _labelme(data, path, size, numbering)
+        if isinstance(data.get("images"), list) and isinstance(data.get("annotations"), list):
+            return _coco(data, path, size, numbering, frame_index, frame_name, coco_image_id)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as error:
+        raise StmaError(f"{path}: malformed {kind} file ({type(error).__name__}: {error})") from None
+    raise StmaError(f"{path}: a JSON file that is neither LabelMe (\"shapes\") nor COCO (\"images\" and "
+                    "\"annotations\")")
+
+
+def _frame_size(path: Path, size: tuple[int, int] | None, width: Any, height: Any, what: str) -> tuple[int, int]:
+    """(width, height) of a JSON mask: the frames' `size`, checked against the file's own if it gives one."""
+    if width is not None and height is not None:
+        if size is not None and (int(width), int(height)) != tuple(size):
+            raise StmaError(f"{path}: {what} is {width}x{height} but the frames are {size[0]}x{size[1]}")
+        return int(width), int(height)
+    if size is None:
+        raise StmaError(f"{path}: {what} does not say its size")
+    return size
+
+
+def _labelme(data: dict, path: Path, size: tuple[int, int] | None,
+             numbering: Numbering) -> tuple[np.ndarray, dict[str, int]]:
+    """LabelMe shapes drawn in file order (later on top); object ids from integer group ids, else numbered."""
+    width, height = _frame_size(path, size, data.get("imageWidth"), data.get("imageHeight"), "the LabelMe image")
+    labels = np.zeros((height, width), np.uint8)
+    shapes = data["shapes"]
+    grouped = {int(s["group_id"]) for s in shapes if s.get("group_id") is not None}
+    if any(not 1 <= group <= 255 for group in grouped):
+        raise StmaError(f"{path}: LabelMe group ids are object ids and must be 1..255 (found {sorted(grouped)})")
+    numbering.highest = max([numbering.highest, *grouped])
+    legend: dict[str, int] = {}
+    for number, shape in enumerate(shapes):
+        label, kind = shape.get("label", ""), shape.get("shape_type") or "polygon"
+        points = np.asarray(shape["points"], dtype=np.float64).reshape(-1, 2)
+        region = np.zeros_like(labels, dtype=bool)
+        if kind == "polygon" and len(points) >= 3:
+            _fill_polygon(region, points)
+        elif kind == "rectangle" and len(points) == 2:
+            (x0, y0), (x1, y1) = points
+            _fill_polygon(region, np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]]))
+        elif kind == "circle" and len(points) == 2:
+            _fill_disc(region, points[0], float(np.hypot(*(points[1] - points[0]))))
+        else:
+            raise StmaError(f"{path}: shape {number} ({label!r}) is a {kind} of {len(points)} points, which has no "
+                            "area; masks take polygons, rectangles and circles")
+        if shape.get("group_id") is not None:
+            object_id = int(shape["group_id"])
+            legend[f"{label} (group {object_id})"] = object_id
+        else:
+            object_id = numbering.new_id(path)
+            legend[f"{label} (shape {number})"] = object_id
+        labels[region] = object_id
+    return labels, legend
+
+
+def _coco(data: dict, path: Path, size: tuple[int, int] | None, numbering: Numbering, frame_index: int,
+          frame_name: str | None, coco_image_id: int | None) -> tuple[np.ndarray, dict[str, int]]:
+    """The annotations of one COCO image, drawn in file order (later on top), each an object numbered in order."""
+    image = _coco_image(data["images"], path, frame_index, frame_name, coco_image_id)
+    width, height = _frame_size(path, size, image.get("width"), image.get("height"), f"COCO image {image['id']}")
+    categories = {c["id"]: c.get("name", c["id"]) for c in data.get("categories", []) if isinstance(c, dict)}
+    labels = np.zeros((height, width), np.uint8)
+    legend: dict[str, int] = {}
+    for annotation in (a for a in data["annotations"] if a["image_id"] == image["id"]):
+        segmentation = annotation["segmentation"]
+        region = np.zeros_like(labels, dtype=bool)
+        if isinstance(segmentation, dict):
+            region = _rle_region(segmentation, path, (height, width))
+        else:
+            for polygon in segmentation:
+                _fill_polygon(region, np.asarray(polygon, dtype=np.float64).reshape(-1, 2), toggle=True)
+        object_id = numbering.new_id(path)
+        category = categories.get(annotation.get("category_id"), annotation.get("category_id"))
+        legend[f"annotation {annotation.get('id')} ({category})"] = object_id
+        labels[region] = object_id
+    return labels, legend
+
+
+def _coco_image(images: list[dict], path: Path, frame_index: int, frame_name: str | None,
+                coco_image_id: int | None) -> dict:
+    """The COCO image that is the mask's frame (see `read_mask`)."""
+    if coco_image_id is not None:
+        chosen = [image for image in images if image["id"] == coco_image_id]
+        if not chosen:
+            raise StmaError(f"{path}: no image with id {coco_image_id} (ids: {_ids(images)})")
+        return chosen[0]
+    if len(images) == 1:
+        return images[0]
+
+    def names_the_frame(image: dict) -> bool:
+        stem = Path(str(image.get("file_name", ""))).stem
+        if frame_name is not None:
+            return stem == frame_name
+        digits = re.search(r"(\d+)$", stem)
+        return digits is not None and int(digits[1]) == frame_index
+
+    chosen = [image for image in images if names_the_frame(image)]
+    if len(chosen) != 1:
+        frame = frame_name if frame_name is not None else f"number {frame_index}"
+        found = "none is" if not chosen else f"{len(chosen)} are"
+        raise StmaError(f"{path}: {len(images)} images and {found} named after frame {frame}; choose one with "
+                        f"--coco-image-id (ids: {_ids(images)})")
+    return chosen[0]
+
+
+def _ids(images: list[dict]) -> str:
+    ids = [str(image.get("id")) for image in images]
+    return ", ".join(ids[:10]) + (", ..." if len(ids) > 10 else "")
+
+
+def _fill_polygon(region: np.ndarray, points: np.ndarray, toggle: bool = False) -> None:
+    """Set the pixels of `region` whose centre lies inside the polygon `points` (x, y) (even-odd rule).
+
+    `toggle` flips them instead, so that the polygons of one COCO annotation cut holes in each other.
+    """
+    height, width = region.shape
+    x0, y0 = points[:, 0], points[:, 1]
+    x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
+    for row in range(max(0, math.floor(y0.min())), min(height, math.ceil(y0.max()) + 1)):
+        centre = row + 0.5
+        crossing = (y0 <= centre) != (y1 <= centre)
+        if not crossing.any():
+            continue
+        at = (centre - y0[crossing]) / (y1[crossing] - y0[crossing])
+        xs = np.sort(x0[crossing] + at * (x1[crossing] - x0[crossing]))
+        for left, right in zip(xs[0::2], xs[1::2]):
+            start, stop = max(0, math.ceil(left - 0.5)), min(width, math.ceil(right - 0.5))
+            if toggle:
+                region[row, start:stop] ^= True
+            else:
+                region[row, start:stop] = True
+
+
+def _fill_disc(region: np.ndarray, centre: np.ndarray, radius: float) -> None:
+    """Set the pixels of `region` whose centre lies within `radius` of `centre` (x, y)."""
+    ys, xs = np.ogrid[: region.shape[0], : region.shape[1]]
+    region |= (xs + 0.5 - centre[0]) ** 2 + (ys + 0.5 - centre[1]) ** 2 <= radius**2
+
+
+def _rle_region(rle: dict, path: Path, shape: tuple[int, int]) -> np.ndarray:
+    """A COCO run-length encoding (counts as a list, or compressed as a string) as a boolean (H, W) array."""
+    if [int(n) for n in rle["size"]] != list(shape):
+        raise StmaError(f"{path}: RLE of size {rle['size']} in an image of size {list(shape)} (height, width)")
+    counts = rle["counts"]
+    runs = _rle_counts(counts) if isinstance(counts, str) else [int(n) for n in counts]
+    if any(n < 0 for n in runs) or sum(runs) != shape[0] * shape[1]:
+        raise StmaError(f"{path}: RLE counts cover {sum(runs)} pixels, the image {shape[0] * shape[1]}")
+    flat = np.repeat(np.arange(len(runs)) % 2 == 1, runs)  # runs alternate background, object, ...
+    return flat.reshape(shape[1], shape[0]).T  # column by column
+
+
+def _rle_counts(text: str) -> list[int]:
+    """The run lengths of a compressed COCO RLE string: 5 bits per character (offset 48), a continuation
+    bit (0x20), a sign bit on the last character of a number, and each run after the second stored as
+    the difference to the run two before it."""
+    counts: list[int] = []
+    position = 0
+    while position < len(text):
+        value, shift, more = 0, 0, True
+        while more:
+            code = ord(text[position]) - 48
+            value |= (code & 0x1F) << shift
+            more = bool(code & 0x20)
+            position += 1
+            shift += 5
+            if not more and code & 0x10:
+                value |= -1 << shift
+        if len(counts) > 2:
+            value += counts[-2]
+        counts.append(value)
+    return counts
 
 
 def write_mask(path: str | Path, labels: np.ndarray, palette: list[int] | None = None) -> None:

@@ -353,3 +353,34 @@ def test_name_template_keeps_videos_of_the_same_name_apart(make_video, weights, 
     assert sorted(p.name for p in (tmp_path / "numbered").iterdir()) == ["000-clip", "001-clip"]
     colliding = segment(*videos, *common, "-o", tmp_path / "x", "--name-template", "{stem}")
     assert colliding.exit_code == 2 and "would share the output folder" in colliding.stderr
+
+
+def _box(labels: np.ndarray, object_id: int) -> list[int]:
+    """A COCO polygon around the pixels of one object (a square)."""
+    ys, xs = np.nonzero(labels == object_id)
+    x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+    return [x0, y0, x1, y0, x1, y1, x0, y1]
+
+
+def test_coco_mask_of_a_frame_folder(make_video, weights, tmp_path):
+    """The COCO image named like the folder's first frame; annotations numbered in file order; the numbering
+    is one warning line on stderr and is kept in the manifest."""
+    video = make_video(frames=3, frame_folder=True)
+    first = video.labels[0]
+    coco = {"images": [{"id": 4, "file_name": "frame_010.png", "width": 128, "height": 96},
+                       {"id": 3, "file_name": "frame_000.png", "width": 128, "height": 96}],
+            "categories": [{"id": 1, "name": "box"}],
+            "annotations": [{"id": 6, "image_id": 3, "category_id": 1, "segmentation": [_box(first, 2)]},
+                            {"id": 5, "image_id": 3, "category_id": 1, "segmentation": [_box(first, 1)]}]}
+    (tmp_path / "instances.json").write_text(json.dumps(coco))
+    proc = segment_subprocess(video.path, "--mask", "instances.json", "-o", "out", "--weights", weights,
+                              "--no-overlay", "--no-logits", stdin=b"", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr.decode()
+    expected = np.select([first == 2, first == 1], [1, 2], 0).astype(np.uint8)
+    np.testing.assert_array_equal(labels(tmp_path / "out" / "masks" / "frame_000.png"), expected)
+    notes = [line for line in proc.stderr.decode().splitlines() if "numbered" in line]
+    assert notes == ["stma: warning: instances.json: objects numbered by stma: annotation 6 (box) -> 1, "
+                     "annotation 5 (box) -> 2"]
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["mask_ids"] == {"instances.json": {"annotation 6 (box)": 1, "annotation 5 (box)": 2}}
+    assert manifest["objects"] == [1, 2]

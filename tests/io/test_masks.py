@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -7,7 +9,16 @@ import pytest
 from PIL import Image
 
 from stma_cli.errors import StmaError
-from stma_cli.io.masks import DAVIS_PALETTE, LossyMaskWarning, Mask, parse_mask_arg, read_mask, write_mask
+from stma_cli.io.masks import (
+    DAVIS_PALETTE,
+    LossyMaskWarning,
+    Mask,
+    MaskIdsWarning,
+    Numbering,
+    parse_mask_arg,
+    read_mask,
+    write_mask,
+)
 
 
 def ids_137(height: int = 12, width: int = 16) -> np.ndarray:
@@ -80,14 +91,6 @@ def test_rgb_mask_in_davis_colours(tmp_path: Path) -> None:
     Image.fromarray(colours[ids_137()]).save(tmp_path / "rgb.png")
     mask = read_mask(tmp_path / "rgb.png")
     np.testing.assert_array_equal(mask.labels, ids_137())
-
-
-def test_rgb_mask_with_unknown_colour(tmp_path: Path) -> None:
-    rgb = np.zeros((12, 16, 3), dtype=np.uint8)
-    rgb[2:5, 2:5] = (10, 200, 30)
-    Image.fromarray(rgb).save(tmp_path / "odd.png")
-    with pytest.raises(StmaError, match=r"odd\.png: colour \(10, 200, 30\) is not in the DAVIS palette"):
-        read_mask(tmp_path / "odd.png")
 
 
 def test_mask_size_must_match_frames(tmp_path: Path) -> None:
@@ -229,3 +232,205 @@ def test_decompression_bomb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 50)
     with pytest.raises(StmaError, match=r"m\.png: image too large to be a mask"):
         read_mask(tmp_path / "m.png")
+
+
+# -- colour masks with any colours -----------------------------------------------------------------
+
+GREEN, RED, BLUE, YELLOW = (0, 255, 0), (255, 0, 0), (0, 0, 255), (255, 255, 0)
+
+
+def colour_image(regions: list[tuple[tuple[int, int, int], slice, slice]], height: int = 12, width: int = 16,
+                 alpha: bool = False) -> Image.Image:
+    rgb = np.zeros((height, width, 3), np.uint8)
+    for colour, rows, cols in regions:
+        rgb[rows, cols] = colour
+    if alpha:
+        return Image.fromarray(np.dstack([rgb, np.full((height, width), 255, np.uint8)]), "RGBA")
+    return Image.fromarray(rgb)
+
+
+def test_any_colours_are_objects_numbered_from_the_top_left(tmp_path: Path) -> None:
+    colour_image([(RED, slice(5, 8), slice(6, 12)), (GREEN, slice(1, 4), slice(1, 5)),
+                  (BLUE, slice(9, 11), slice(2, 15))]).save(tmp_path / "paint.png")
+    expected = np.zeros((12, 16), np.uint8)
+    expected[1:4, 1:5] = 1  # green appears first, row by row
+    expected[5:8, 6:12] = 2
+    expected[9:11, 2:15] = 3
+    with pytest.warns(MaskIdsWarning, match=r"paint\.png: objects numbered by stma: #00ff00 -> 1, #ff0000 -> 2, "
+                                            r"#0000ff -> 3$"):
+        mask = read_mask(tmp_path / "paint.png", size=(16, 12))
+    np.testing.assert_array_equal(mask.labels, expected)
+    assert mask.legend == {"#00ff00": 1, "#ff0000": 2, "#0000ff": 3} and mask.palette is None
+
+
+def test_a_colour_keeps_its_id_across_the_masks_of_a_video(tmp_path: Path) -> None:
+    numbering = Numbering()
+    colour_image([(RED, slice(0, 2), slice(0, 2)), (GREEN, slice(5, 7), slice(5, 7))]).save(tmp_path / "a.png")
+    colour_image([(YELLOW, slice(0, 2), slice(0, 2)), (GREEN, slice(8, 10), slice(8, 10))]).save(tmp_path / "b.png")
+    write_mask(tmp_path / "c.png", np.where(ids_137() == 7, 7, 0).astype(np.uint8))
+    colour_image([(BLUE, slice(0, 2), slice(0, 2))]).save(tmp_path / "d.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MaskIdsWarning)
+        legends = [read_mask(tmp_path / name, numbering=numbering).legend for name in ("a.png", "b.png", "c.png",
+                                                                                       "d.png")]
+    assert legends == [{"#ff0000": 1, "#00ff00": 2}, {"#ffff00": 3, "#00ff00": 2}, None, {"#0000ff": 8}]
+
+
+def test_colours_with_alpha_transparent_is_background(tmp_path: Path) -> None:
+    image = colour_image([(RED, slice(0, 4), slice(0, 4)), (GREEN, slice(6, 9), slice(6, 9))], alpha=True)
+    rgba = np.array(image)
+    rgba[6:9, 6:9, 3] = 0  # the green object is transparent
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "m.png")
+    with pytest.warns(MaskIdsWarning):
+        mask = read_mask(tmp_path / "m.png")
+    expected = np.zeros((12, 16), np.uint8)
+    expected[0:4, 0:4] = 1
+    np.testing.assert_array_equal(mask.labels, expected)
+
+
+def test_anti_aliased_colours_are_refused(tmp_path: Path) -> None:
+    rgb = np.zeros((12, 16, 3), np.uint8)
+    rgb[..., 0] = np.arange(16 * 12).reshape(12, 16)  # 192 shades of red
+    rgb[..., 1] = 7
+    Image.fromarray(rgb).save(tmp_path / "blurred.png")
+    with pytest.raises(StmaError, match=r"blurred\.png: 192 colours, more than a mask has \(64 at most"):
+        read_mask(tmp_path / "blurred.png")
+
+
+# -- LabelMe ---------------------------------------------------------------------------------------
+
+
+def labelme(path: Path, shapes: list[dict], width: int = 16, height: int = 12) -> Path:
+    path.write_text(json.dumps({"version": "5.4.1", "flags": {}, "shapes": shapes, "imagePath": "frame.jpg",
+                                "imageData": None, "imageHeight": height, "imageWidth": width}))
+    return path
+
+
+def shape(label: str, kind: str, points: list[list[float]], group: int | None = None) -> dict:
+    return {"label": label, "points": points, "group_id": group, "shape_type": kind, "flags": {}}
+
+
+def test_labelme_polygons_rectangles_and_circles(tmp_path: Path) -> None:
+    """Shapes without group id are numbered in file order; later shapes are drawn over earlier ones; a
+    pixel is inside when its centre is."""
+    path = labelme(tmp_path / "shapes.json", [
+        shape("car", "rectangle", [[2, 1], [6, 4]]),
+        shape("dog", "polygon", [[8, 2], [12, 2], [12, 6], [8, 6]]),
+        shape("ball", "circle", [[3.5, 8.5], [5.0, 8.5]]),
+        shape("dog", "polygon", [[11, 5], [14, 5], [14, 7], [11, 7]]),  # over the first dog's corner
+    ])
+    expected = np.zeros((12, 16), np.uint8)
+    expected[1:4, 2:6] = 1
+    expected[2:6, 8:12] = 2
+    expected[7:10, 2:5] = 3
+    expected[5:7, 11:14] = 4
+    with pytest.warns(MaskIdsWarning, match=r"car \(shape 0\) -> 1, dog \(shape 1\) -> 2, ball \(shape 2\) -> 3, "
+                                            r"dog \(shape 3\) -> 4"):
+        mask = read_mask(path, size=(16, 12))
+    np.testing.assert_array_equal(mask.labels, expected)
+
+
+def test_labelme_group_ids_are_object_ids(tmp_path: Path) -> None:
+    path = labelme(tmp_path / "named.labelme", [
+        shape("person", "rectangle", [[0, 0], [3, 3]], group=5),
+        shape("person", "rectangle", [[0, 8], [3, 11]], group=5),  # the same person, occluded in two parts
+        shape("bag", "rectangle", [[10, 0], [16, 2]]),
+    ])
+    expected = np.zeros((12, 16), np.uint8)
+    expected[0:3, 0:3] = 5
+    expected[8:11, 0:3] = 5
+    expected[0:2, 10:16] = 6  # numbered after the highest group id
+    with pytest.warns(MaskIdsWarning):
+        mask = read_mask(path)  # read by its content, whatever the suffix
+    np.testing.assert_array_equal(mask.labels, expected)
+    assert mask.legend == {"person (group 5)": 5, "bag (shape 2)": 6}
+
+
+@pytest.mark.parametrize(("shapes", "message"), [
+    ([shape("edge", "line", [[0, 0], [5, 5]])], r"shape 0 \('edge'\) is a line of 2 points, which has no area"),
+    ([shape("x", "rectangle", [[0, 0], [3, 3]], group=300)], "group ids are object ids and must be 1..255"),
+    ([{"label": "x", "shape_type": "polygon"}], r"malformed LabelMe file \(KeyError: 'points'\)"),
+])
+def test_labelme_errors(tmp_path: Path, shapes: list[dict], message: str) -> None:
+    with pytest.raises(StmaError, match=message):
+        read_mask(labelme(tmp_path / "bad.json", shapes))
+
+
+def test_labelme_of_another_size(tmp_path: Path) -> None:
+    path = labelme(tmp_path / "m.json", [shape("a", "rectangle", [[0, 0], [2, 2]])], width=20, height=10)
+    with pytest.raises(StmaError, match=r"m\.json: the LabelMe image is 20x10 but the frames are 16x12"):
+        read_mask(path, size=(16, 12))
+
+
+# -- COCO ------------------------------------------------------------------------------------------
+
+# Object 3 of the COCO test image, uncompressed RLE (column by column): rows 8-10 of columns 10-13.
+RECTANGLE_RLE = {"size": [12, 16], "counts": [128, 3, 9, 3, 9, 3, 9, 3, 25]}
+
+
+def coco(path: Path, annotations: list[dict], images: list[dict] | None = None) -> Path:
+    images = images or [{"id": 10, "file_name": "frames/00000.jpg", "width": 16, "height": 12},
+                        {"id": 11, "file_name": "frames/00001.jpg", "width": 16, "height": 12}]
+    path.write_text(json.dumps({"images": images, "annotations": annotations,
+                                "categories": [{"id": 1, "name": "person"}, {"id": 2, "name": "car"}]}))
+    return path
+
+
+def test_coco_polygons_and_rle(tmp_path: Path) -> None:
+    path = coco(tmp_path / "instances.json", [
+        {"id": 7, "image_id": 10, "category_id": 1, "iscrowd": 0,
+         "segmentation": [[2, 1, 6, 1, 6, 4, 2, 4], [8, 1, 9, 1, 9, 3, 8, 3]]},  # one object in two parts
+        {"id": 8, "image_id": 11, "category_id": 2, "iscrowd": 0, "segmentation": [[0, 0, 16, 0, 16, 12, 0, 12]]},
+        {"id": 9, "image_id": 10, "category_id": 2, "iscrowd": 1, "segmentation": RECTANGLE_RLE},
+    ])
+    expected = np.zeros((12, 16), np.uint8)
+    expected[1:4, 2:6] = 1
+    expected[1:3, 8:9] = 1
+    expected[8:11, 10:14] = 2
+    with pytest.warns(MaskIdsWarning, match=r"annotation 7 \(person\) -> 1, annotation 9 \(car\) -> 2$"):
+        mask = read_mask(path, size=(16, 12), frame_name="00000")
+    np.testing.assert_array_equal(mask.labels, expected)
+    with pytest.warns(MaskIdsWarning):
+        assert read_mask(path, coco_image_id=11).labels.all()
+
+
+def test_coco_compressed_rle(tmp_path: Path) -> None:
+    """Counts 0, 4, 1, 1, 6 of a 3x4 image: '0', '4', '1', then 1 - 4 = -3 ('M'), then 6 - 1 = 5 ('5')."""
+    image = [{"id": 1, "file_name": "a.png", "width": 4, "height": 3}]
+    path = coco(tmp_path / "rle.json", [{"id": 1, "image_id": 1, "category_id": 1,
+                                         "segmentation": {"size": [3, 4], "counts": "041M5"}}], image)
+    with pytest.warns(MaskIdsWarning):
+        labels = read_mask(path).labels
+    np.testing.assert_array_equal(labels, [[1, 1, 0, 0], [1, 0, 0, 0], [1, 1, 0, 0]])
+
+
+def test_coco_image_of_the_frame(tmp_path: Path) -> None:
+    images = [{"id": i, "file_name": f"shots/frame_{i * 10}.jpg", "width": 16, "height": 12} for i in range(3)]
+    path = coco(tmp_path / "c.json", [{"id": i, "image_id": i, "category_id": 1,
+                                       "segmentation": [[i, 0, i + 2, 0, i + 2, 2, i, 2]]} for i in range(3)], images)
+    with pytest.warns(MaskIdsWarning, match="annotation 2"):
+        read_mask(path, frame_index=20)  # a video's frame 20: the image named ..._20
+    with pytest.raises(StmaError, match=r"3 images and none is named after frame number 5; choose one with "
+                                        r"--coco-image-id \(ids: 0, 1, 2\)"):
+        read_mask(path, frame_index=5)
+    with pytest.raises(StmaError, match="no image with id 9"):
+        read_mask(path, coco_image_id=9)
+
+
+@pytest.mark.parametrize(("segmentation", "message"), [
+    ({"size": [12, 16], "counts": [5, 5]}, r"RLE counts cover 10 pixels, the image 192"),
+    ({"size": [6, 16], "counts": [96]}, r"RLE of size \[6, 16\] in an image of size \[12, 16\]"),
+])
+def test_coco_rle_errors(tmp_path: Path, segmentation: dict, message: str) -> None:
+    path = coco(tmp_path / "bad.json", [{"id": 1, "image_id": 10, "category_id": 1, "segmentation": segmentation}])
+    with pytest.raises(StmaError, match=message):
+        read_mask(path, frame_name="00000")
+
+
+def test_json_that_is_no_mask(tmp_path: Path) -> None:
+    (tmp_path / "other.json").write_text('{"name": "not a mask"}')
+    with pytest.raises(StmaError, match="neither LabelMe .* nor COCO"):
+        read_mask(tmp_path / "other.json")
+    (tmp_path / "broken.json").write_text('{"shapes": [')
+    with pytest.raises(StmaError, match=r"broken\.json: not valid JSON"):
+        read_mask(tmp_path / "broken.json")
