@@ -67,10 +67,10 @@ def local_device(spec: str, env: Mapping[str, str] = os.environ) -> str:
     if spec in ("auto", "cuda") and "LOCAL_RANK" in env:
         import torch
 
+        local_rank = _int(env, "LOCAL_RANK")
+        if local_rank < 0:
+            raise StmaError(f"environment variable LOCAL_RANK={local_rank}: expected 0 or more")
         if torch.cuda.is_available():
-            local_rank = _int(env, "LOCAL_RANK")
-            if local_rank < 0:
-                raise StmaError(f"environment variable LOCAL_RANK={local_rank}: expected 0 or more")
             return f"cuda:{local_rank % torch.cuda.device_count()}"
     return spec
 
@@ -223,12 +223,17 @@ def build_jobs(videos: list[str], masks: list[str], mask_template: str | None, o
         return mask_specs or [(first, mask_from_template(mask_template, video))]
 
     if len(videos) == 1 and own_folder and output is not None and name_template is None:
+        if "\0" in videos[0]:
+            return [VideoJob(videos[0], [], output, error=f"{videos[0]}: its path holds a NUL byte")]
         return [VideoJob(videos[0], masks_of(videos[0]), output, **plan)]
     root = output if output is not None else DEFAULT_OUTPUT
     template = name_template or DEFAULT_NAME_TEMPLATE
     seen: dict[Path, str] = {}
     jobs = []
     for index, video in enumerate(videos):
+        if "\0" in video:
+            jobs.append(VideoJob(video, [], root, error=f"{video}: its path holds a NUL byte"))
+            continue
         problem = None if name_template else output_name_problem(video_stem(video))
         if problem is not None:
             jobs.append(VideoJob(video, [], root, error=f"{video}: {problem}; rename it"))

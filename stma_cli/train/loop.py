@@ -228,9 +228,10 @@ def checkpoint_in(folder: Path) -> Path | None:
     named = re.compile(rf"{re.escape(folder.name)}-({_TAG})")
     candidates = [path for path in folder.parent.glob(f"{folder.name}-*")
                   if named.fullmatch(path.name) and (path / "train_state.json").is_file()]
-    legacy = folder.with_name(f".{folder.name}.old")  # an older version's crash between its two renames
-    if (legacy / "train_state.json").is_file():
-        candidates.append(legacy)
+    # An older version that crashed between its two renames left the previous checkpoint in .NAME.old and the
+    # new, complete one (train_state.json is written last) in .NAME.tmp.
+    candidates += [legacy for legacy in (folder.with_name(f".{folder.name}.old"), folder.with_name(f".{folder.name}.tmp"))
+                   if (legacy / "train_state.json").is_file()]
     return max(candidates, key=_saved_step, default=None)
 
 

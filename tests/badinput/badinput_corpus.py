@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Callable
@@ -106,6 +107,26 @@ def write_zero_frame_video(path: Path) -> Path:
     return path
 
 
+def write_frame_folder(folder: Path, count: int = FRAMES) -> Path:
+    """A folder of `count` PNG noise frames, 00000.png, 00001.png, ..."""
+    folder.mkdir(parents=True)
+    for index, frame in enumerate(noise_frames(count)):
+        Image.fromarray(frame).save(folder / f"{index:05d}.png")
+    return folder
+
+
+def write_bomb_png(path: Path, width: int = 40_000, height: int = 40_000) -> Path:
+    """A PNG header announcing width x height pixels, far past Pillow's decompression-bomb limit (a few bytes)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 0, 0, 0, 0])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+    return path
+
+
 def write_mixed_size_folder(folder: Path) -> Path:
     """A folder of three PNG frames whose second frame is two pixels wider."""
     folder.mkdir()
@@ -184,17 +205,20 @@ class StmaProcess:
 
     One compute thread per process (the corpus runs several at once) and an offline Hub.
     `file_size_limit` (bytes) sets RLIMIT_FSIZE: a write past it fails with EFBIG, as on a full disk.
+    `stdin` is a file to read standard input from (default: nothing); `env` adds environment variables.
     """
 
-    def __init__(self, args: list[str], cwd: Path, file_size_limit: int | None = None) -> None:
+    def __init__(self, args: list[str], cwd: Path, file_size_limit: int | None = None, *,
+                 stdin: Path | None = None, env: dict[str, str] | None = None) -> None:
         self.args = args
         self._stdout, self._stderr = tempfile.TemporaryFile(), tempfile.TemporaryFile()
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "stma_cli", *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-            stdout=self._stdout, stderr=self._stderr,
-            preexec_fn=None if file_size_limit is None else _file_size_limiter(file_size_limit),
-        )
+        environment = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", **(env or {})}
+        with open(stdin or os.devnull, "rb") as source:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "stma_cli", *args], cwd=cwd, env=environment, stdin=source,
+                stdout=self._stdout, stderr=self._stderr,
+                preexec_fn=None if file_size_limit is None else _file_size_limiter(file_size_limit),
+            )
 
     def wait(self, timeout: float = 240) -> Run:
         """Wait for the end; a process that runs past `timeout` seconds is killed and fails the test."""
@@ -231,6 +255,38 @@ def run_stma_together(runs: dict[str, tuple[list[str], int | None]], cwd: Path) 
     """Start every `name: (args, file_size_limit)` at once, then wait for all; {name: Run}."""
     started = {name: StmaProcess(args, cwd, limit) for name, (args, limit) in runs.items()}
     return {name: process.wait() for name, process in started.items()}
+
+
+def run_some_at_once(processes: dict[str, Callable[[], StmaProcess]], at_once: int = 4) -> dict[str, Run]:
+    """Run the processes `at_once` at a time (most of a short run is start-up); {name: Run}."""
+    runs: dict[str, Run] = {}
+    names = list(processes)
+    for start in range(0, len(names), at_once):
+        started = {name: processes[name]() for name in names[start : start + at_once]}
+        runs.update({name: process.wait() for name, process in started.items()})
+    return runs
+
+
+def assert_one_error_line(run: Run, exit_code: int, names: str, says: str) -> None:
+    """The exit code, and exactly one `stma: error: NAMES: ...` line that says `says`; nothing unexpected."""
+    assert run.returncode == exit_code, run.stderr
+    assert len(run.error_lines) == 1, run.stderr
+    assert run.error_lines[0].startswith(f"stma: error: {names}: "), run.stderr
+    assert says in run.error_lines[0], run.stderr
+    assert_clean_stderr(run)
+
+
+def tree(folder: Path) -> dict[str, bytes | None]:
+    """Every path under `folder` (hidden ones too) with its bytes (None for folders): a before/after picture."""
+    return {str(p.relative_to(folder)): None if p.is_dir() else p.read_bytes()
+            for p in sorted(folder.rglob("*")) if not p.is_symlink()}
+
+
+def changed_outside(before: dict[str, bytes | None], after: dict[str, bytes | None], *inside: str) -> list[str]:
+    """Paths added, removed or changed between two `tree`s, except under the folders `inside`."""
+    paths = set(before) | set(after)
+    changed = [p for p in paths if before.get(p, b"-") != after.get(p, b"-")]
+    return sorted(p for p in changed if not any(p == folder or p.startswith(f"{folder}/") for folder in inside))
 
 
 def assert_clean_stderr(run: Run) -> None:

@@ -134,6 +134,15 @@ def test_build_jobs(tmp_path):
 def test_local_device():
     assert local_device("cpu", {"LOCAL_RANK": "1"}) == "cpu"
     assert local_device("auto", {}) == "auto"
+    for value, message in (("abc", "LOCAL_RANK='abc': expected an integer"), ("-1", "LOCAL_RANK=-1: expected 0")):
+        with pytest.raises(StmaError, match=message):
+            local_device("auto", {"LOCAL_RANK": value})
+
+
+def test_nul_in_a_path_is_that_video_s_error():
+    assert build_jobs(["a\0b.mp4"], ["m.png"], None, Path("out"))[0].error == "a\0b.mp4: its path holds a NUL byte"
+    jobs = build_jobs(["a\0b.mp4", "c.mp4"], [], "{stem}.png", Path("out"))
+    assert jobs[0].error == "a\0b.mp4: its path holds a NUL byte" and jobs[1].error is None
 
 
 def test_paths_the_system_refuses_are_not_folders():

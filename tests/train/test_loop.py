@@ -236,6 +236,8 @@ def test_checkpoint_of_an_older_version_that_crashed_between_its_renames(tmp_pat
     folder.resolve().rename(tmp_path / ".checkpoint.old")
     folder.unlink()
     assert checkpoint_in(folder) == tmp_path / ".checkpoint.old"
+    _saved(tmp_path / "new", [20])[0].resolve().rename(tmp_path / ".checkpoint.tmp")  # the new one, complete
+    assert checkpoint_in(folder) == tmp_path / ".checkpoint.tmp"
 
 
 def test_weights_that_are_not_finite_are_not_saved(tmp_path):
