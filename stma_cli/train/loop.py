@@ -279,11 +279,13 @@ def load_checkpoint(folder: Path, model: STMA, optimizer: torch.optim.Optimizer,
     extra_path = folder / "optimizer.pt"
     try:
         extra = torch.load(extra_path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - a damaged file makes torch.load raise many kinds of error
+        raise StmaError(f"{extra_path}: unreadable optimiser state (damaged, or not written by stma train)") from None
+    try:
         optimizer.load_state_dict(extra["optimizer"])
         scaler.load_state_dict(extra["scaler"])
-    except Exception as error:  # noqa: BLE001 - torch.load of a damaged file raises many kinds
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise StmaError(f"{extra_path}: unreadable optimiser state ({reason})") from None
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise StmaError(f"{extra_path}: the optimiser state does not fit this model ({error})") from None
     return state
 
 
