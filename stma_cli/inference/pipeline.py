@@ -129,8 +129,13 @@ def segment_video(job: VideoJob, segmenter: Segmenter, options: RunOptions,
             raise StmaError(f"{first}: {len(object_ids)} objects, but the model's ID table holds at most {num_ids}")
         provenance = _provenance(job, segmenter, options, input_identity(job.source, video.content_sha256))
         with claim_folder(job.output) as claim:
-            verdict = _verdict(job, options, provenance, naming)  # again: another process may have been quicker
+            try:  # again, now alone: another process may have finished the folder meanwhile
+                verdict = _verdict(job, options, provenance, naming)
+            except StmaError:
+                claim.leave()
+                raise
             if verdict is not None:
+                claim.leave()
                 return verdict
             earlier = [record.get("mask_names") for record in (read_manifest_or_none(job.output), claim.previous)
                        if record]

@@ -5,6 +5,7 @@
         claim.record({...})                    # what this run is writing (read back by the next run)
         ...
         claim.finished()                       # the folder is complete: the lock file goes
+                                               # (or claim.leave(): nothing was written)
 
 The lock is an exclusive `flock` on `<folder>/.stma.lock`, a small JSON file that also holds the record
 of the run holding it: process, host, and what it writes. After a run that did not finish (an error,
@@ -45,6 +46,12 @@ class FolderClaim:
     def finished(self) -> None:
         """Remove the lock file (the folder is complete), then release the lock."""
         self.path.unlink(missing_ok=True)
+        self.release()
+
+    def leave(self) -> None:
+        """Release without having written: a lock file that held no record (this claim made it) goes."""
+        if self.previous is None:
+            self.path.unlink(missing_ok=True)
         self.release()
 
     def release(self) -> None:

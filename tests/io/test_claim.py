@@ -66,3 +66,13 @@ def test_a_folder_that_cannot_be_made(tmp_path: Path) -> None:
     with pytest.raises(StmaError, match="cannot create the output folder"):
         with claim_folder(tmp_path / "file" / "sub"):
             pass
+
+
+def test_leaving_without_writing_removes_only_a_lock_file_this_claim_made(tmp_path: Path) -> None:
+    with claim_folder(tmp_path) as claim:
+        claim.leave()
+    assert not (tmp_path / LOCK_FILE).exists()
+    (tmp_path / LOCK_FILE).write_text('{"mask_names": "numbered"}')  # the record of an unfinished run
+    with claim_folder(tmp_path) as claim:
+        claim.leave()
+    assert read_record(tmp_path) == {"mask_names": "numbered"}
