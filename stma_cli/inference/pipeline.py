@@ -173,7 +173,7 @@ def _write(job: VideoJob, video: VideoSource, masks: dict[int, np.ndarray], pale
                 if progress is not None:
                     progress(end - first, None if video.num_frames is None else min(video.num_frames, stop or
                                                                                     video.num_frames) - first)
-        if end == first:
+        if end == first and job.frames != (0, None):
             raise StmaError(f"{job.source}: --frames {first}:{'' if stop is None else stop} starts after the last "
                             f"frame (the video has {video.num_frames} frames)")
         last_mask = max(masks)
