@@ -15,11 +15,15 @@ def train(
     out: Path = typer.Option(..., "--out", metavar="DIR", help="Run folder: checkpoint/, best/, log.jsonl (resumed if present)."),
     config: str = typer.Option("tiny", metavar="PRESET", help="Model preset: tiny or base."),
     data: str = typer.Option(
-        "synthetic+pseudo", metavar="DATA", help="synthetic, pseudo, synthetic+pseudo, or a DAVIS-2017 / YouTube-VOS folder."),
+        "events:2+synthetic+pseudo", metavar="DATA",
+        help="events, synthetic, pseudo, a DAVIS-2017 / YouTube-VOS folder, or a mixture: A:WEIGHT+B:WEIGHT."),
     steps: int = typer.Option(20000, min=1, metavar="N", help="Total optimiser steps (the schedule's length)."),
     batch: int = typer.Option(4, min=1, metavar="N", help="Clips per step and process."),
     crop: int = typer.Option(384, min=64, metavar="PX", help="Square crop size of training clips."),
-    frames: int = typer.Option(4, min=2, metavar="N", help="Frames per clip (the first one annotated)."),
+    frames: int = typer.Option(8, min=2, metavar="N", help="Frames per clip (the first one annotated)."),
+    skip_schedule: str = typer.Option(
+        "0:3,0.1:6,0.3:10,0.8:4", metavar="F:GAP,...",
+        help="Curriculum of the largest gap between a clip's frames: from each fraction F of the steps on, at most GAP."),
     max_objects: int = typer.Option(3, min=1, metavar="N", help="Most objects per clip."),
     lr: float = typer.Option(4e-4, metavar="LR", help="Peak learning rate (warm-up, then cosine decay)."),
     init: Optional[str] = typer.Option(None, metavar="ID|PATH", help="Start from these weights. " + WEIGHTS_HELP),
@@ -27,7 +31,9 @@ def train(
     device: str = typer.Option("auto", metavar="DEVICE", help="auto, cpu, cuda or cuda:N (under torchrun: LOCAL_RANK's GPU)."),
     amp: bool = typer.Option(True, "--amp/--no-amp", help="Mixed precision on CUDA (bf16, else fp16)."),
     eval_every: int = typer.Option(1000, min=1, metavar="N", help="Validation J&F every N steps (keeps best/)."),
-    eval_sequences: int = typer.Option(6, min=0, metavar="N", help="Validation synthetic sequences (0: no evaluation)."),
+    eval_sequences: int = typer.Option(6, min=0, metavar="N", help="Short validation sequences (0: none)."),
+    eval_long_sequences: int = typer.Option(
+        3, min=0, metavar="N", help="Long validation sequences: occlusion, exits, look-alikes (0: none)."),
     checkpoint_minutes: float = typer.Option(5.0, metavar="MIN", help="Save a checkpoint at least this often."),
     max_minutes: Optional[float] = typer.Option(None, metavar="MIN", help="Stop (with a checkpoint) after this many minutes."),
     seed: int = typer.Option(0, metavar="N", help="Seed of the training data and the ID assignment."),
@@ -43,16 +49,18 @@ def train(
             if value is not None and not (math.isfinite(value) and value >= 0):
                 raise StmaError(f"{name} {value}: expected a finite number >= 0")
         from stma_cli.model import STMAConfig
-        from stma_cli.train.loop import TrainConfig, train as run_training
-        from stma_cli.train.validation import HeldOutEvaluator
+        from stma_cli.train.loop import TrainConfig, parse_skip_schedule, train as run_training
+        from stma_cli.train.validation import ValidationEvaluator
 
         if config not in STMAConfig.PRESETS:
             raise StmaError(f"--config {config!r}: expected one of {', '.join(STMAConfig.PRESETS)}")
         settings = TrainConfig(out=out, model=config, data=data, steps=steps, batch=batch, crop=crop, frames=frames,
-                               max_objects=max_objects, lr=lr, init=init, workers=workers, device=device, amp=amp,
-                               eval_every=eval_every, checkpoint_minutes=checkpoint_minutes,
-                               max_minutes=max_minutes, seed=seed)
-        evaluator = HeldOutEvaluator(out / "heldout", eval_sequences) if eval_sequences else None
+                               skip_schedule=parse_skip_schedule(skip_schedule), max_objects=max_objects, lr=lr,
+                               init=init, workers=workers, device=device, amp=amp, eval_every=eval_every,
+                               checkpoint_minutes=checkpoint_minutes, max_minutes=max_minutes, seed=seed)
+        evaluator = None
+        if eval_sequences or eval_long_sequences:
+            evaluator = ValidationEvaluator(out / "validation", eval_sequences, eval_long_sequences)
         state = run_training(settings, evaluate=evaluator, log=lambda line: typer.echo(line, err=True))
         typer.echo(f"step {state['step']}: checkpoint in {out / 'checkpoint'}", err=True)
 

@@ -6,6 +6,11 @@ consecutive frames, so each stride-16 patch of the current frame also compares i
 of the previous frame's patches in a (2r+1) x (2r+1) window around the same place; the softmax of those
 similarities weights the previous frame's per-object coverage. The result is a coarse per-object
 prior, local by construction, that the prediction module refines (`STMA.segment`).
+
+The prior must not veto an object that the previous frame does not hold (hidden, or out of the
+frame): its log-prior would be strongly negative everywhere and the memory could never bring the
+object back. So each object's log-prior is gated by how much of it the previous frame holds: an
+object absent there gets no prior at all and is found again from memory alone.
 """
 from __future__ import annotations
 
@@ -21,7 +26,9 @@ class LocalPropagation(nn.Module):
 
     `weight` scales the log-prior that is added to the final logits. It starts at one: the softmax
     of logits plus log-prior is the network's probabilities times the prior, renormalised, and
-    training then learns how far to trust the prior.
+    training then learns how far to trust the prior. The prior has a learned floor, and an object's
+    log-prior is scaled by its gate mass / (mass + tau), mass being its area in the previous frame
+    in patches (tau learned too).
     """
 
     def __init__(self, dim: int, key_dim: int, radius: int) -> None:
@@ -31,6 +38,8 @@ class LocalPropagation(nn.Module):
         self.key = nn.Linear(dim, key_dim)
         self.log_temperature = nn.Parameter(torch.tensor(math.log(10.0)))  # scale of the cosine similarity
         self.weight = nn.Parameter(torch.ones(()))
+        self.log_floor = nn.Parameter(torch.tensor(math.log(1e-2)))
+        self.log_tau = nn.Parameter(torch.tensor(math.log(0.5)))
 
     def keys(self, tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         """Unit-length matching keys (B, key_dim, h, w) from stride-16 tokens (B, h*w, C)."""
@@ -50,7 +59,16 @@ class LocalPropagation(nn.Module):
         coverage = F.unfold(previous_coverage, size, padding=self.radius).view(b, m, size * size, h * w)
         return (coverage * weights[:, None]).sum(2).view(b, m, h, w)
 
-    def log_prior(self, prior: torch.Tensor, scale: int) -> torch.Tensor:
-        """The weighted log-prior at `scale` times the prior's resolution, to add to logits."""
+    def gate(self, previous_coverage: torch.Tensor) -> torch.Tensor:
+        """Per-channel gate (B, 1+n) in [0, 1]: 1 for the background, mass / (mass + tau) for objects."""
+        mass = previous_coverage[:, 1:].sum((2, 3))
+        gate = mass / (mass + self.log_tau.exp())
+        return torch.cat([torch.ones_like(gate[:, :1]), gate], dim=1)
+
+    def log_prior(self, prior: torch.Tensor, gate: torch.Tensor, scale: int) -> torch.Tensor:
+        """The weighted, gated log-prior at `scale` times the prior's resolution, to add to logits.
+
+        prior (B, 1+n, h, w), gate (B, 1+n) from `gate`.
+        """
         prior = F.interpolate(prior, scale_factor=scale, mode="bilinear", align_corners=False)
-        return self.weight * torch.log(prior.clamp(min=1e-2))
+        return self.weight * gate[:, :, None, None] * torch.log(prior + self.log_floor.exp())

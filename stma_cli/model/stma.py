@@ -25,8 +25,9 @@ from torch.profiler import record_function
 from stma_cli.model.association import STMLBlock, sine_position_embedding
 from stma_cli.model.decoder import Decoder, IDAssociation
 from stma_cli.model.encoder import MobileNetEncoder, PatchEncoder
+from stma_cli.model.presence import ObjectPresence, object_queries
 from stma_cli.model.propagation import LocalPropagation
-from stma_cli.model.tokens import BACKGROUND_ID, IDEmbedding, ObjectTokenizer
+from stma_cli.model.tokens import BACKGROUND_ID, IDEmbedding, ObjectTokenizer, visibility
 
 ARCHITECTURE = "stma"
 STRIDE = 16
@@ -175,6 +176,7 @@ class STMA(
         self.decoder = Decoder(config.dim * config.depth, (c4, c8), config.decoder_widths, config.embed_dim,
                                prior_channels=config.dim)
         self.association = IDAssociation(config.dim, config.embed_dim)
+        self.presence = ObjectPresence(config.dim, config.heads, config.mlp_ratio)
 
     # -- the three steps: encode, memorize, segment ----------------------------------------------
 
@@ -223,8 +225,18 @@ class STMA(
         `memory` ends with the previous frame, whose masks are propagated locally. The logits are at
         stride 4 of the padded frame: `upsample_logits` maps them to (H, W).
         """
+        return self.predict(features, memory, ids, valid)[0]
+
+    def predict(
+        self,
+        features: FrameFeatures,
+        memory: Sequence[MemoryEntry],
+        ids: torch.Tensor,
+        valid: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`segment`'s logits and the objects' presence logits (B, n), which training supervises."""
         pos = self._position(features)
-        batch = features.tokens.shape[0]
+        batch, n = ids.shape
         memory_pos = torch.cat(
             [pos.expand(batch, -1, -1)] * len(memory)
             + [pos.new_zeros(batch, entry.levels[0][1].shape[1], pos.shape[-1]) for entry in memory],
@@ -241,17 +253,21 @@ class STMA(
                 outputs.append(test)
         x16 = torch.cat(outputs, dim=2).transpose(1, 2).reshape(batch, -1, *features.grid)
         with record_function("stma.propagation"):
-            prior = self._propagate(features, memory[-1], ids.shape[1])
+            coverage = self._coverage(memory[-1], n, features.tokens.dtype)
+            prior = self.propagation(features.keys, memory[-1].keys, coverage)
         prior_ids = self.ids.id_map(prior[:, 1:].flatten(2), ids).transpose(1, 2).reshape(batch, -1, *features.grid)
         with record_function("stma.decoder"):
             embedding = self.decoder(x16, features.f8, features.f4, prior_ids)
             background = torch.full_like(ids[:, :1], BACKGROUND_ID)
             logits = self.association(embedding, self.ids(torch.cat([background, ids], dim=1)))
-            logits = logits + self.propagation.log_prior(prior, STRIDE // LOGIT_STRIDE)
+            logits = logits + self.propagation.log_prior(prior, self.propagation.gate(coverage), STRIDE // LOGIT_STRIDE)
+        with record_function("stma.presence"):
+            presence = self._presence(test, pos, memory, n)
+        logits = torch.cat([logits[:, :1], logits[:, 1:] + F.logsigmoid(presence)[:, :, None, None]], dim=1)
         if valid is not None:
             keep = torch.cat([torch.ones_like(valid[:, :1]), valid], dim=1)[:, :, None, None]
             logits = logits.masked_fill(~keep, -1e4)
-        return logits
+        return logits, presence
 
     def forward(
         self, image: torch.Tensor, ref_images: torch.Tensor, ref_masks: torch.Tensor, ids: torch.Tensor
@@ -280,14 +296,22 @@ class STMA(
 
     # -- helpers ---------------------------------------------------------------------------------
 
-    def _propagate(self, features: FrameFeatures, previous: MemoryEntry, num_objects: int) -> torch.Tensor:
-        """Background + object prior (B, 1+n, h, w) carried over from the previous frame.
+    @staticmethod
+    def _coverage(entry: MemoryEntry, num_objects: int, dtype: torch.dtype) -> torch.Tensor:
+        """The entry's background + object coverage (B, 1+n, h, w); objects it does not hold yet
+        (added on this frame) get zero coverage."""
+        coverage = entry.coverage.to(dtype)
+        return F.pad(coverage, (0, 0, 0, 0, 0, 1 + num_objects - coverage.shape[1]))
 
-        Objects that the previous frame does not hold yet (added on this frame) get a zero prior.
-        """
-        coverage = previous.coverage.to(features.tokens.dtype)
-        coverage = F.pad(coverage, (0, 0, 0, 0, 0, 1 + num_objects - coverage.shape[1]))
-        return self.propagation(features.keys, previous.keys, coverage)
+    def _presence(self, test: torch.Tensor, pos: torch.Tensor, memory: Sequence[MemoryEntry], n: int) -> torch.Tensor:
+        """Presence logits (B, n): each object's memory summary against the frame's last-level tokens."""
+        k = self.config.tokens_per_object
+        objects, seen = [], []
+        for entry in memory:
+            held = entry.coverage.shape[1] - 1
+            objects.append(F.pad(entry.levels[-1][1], (0, 0, 0, (n - held) * k)))
+            seen.append(F.pad(visibility(entry.coverage[:, 1:].flatten(2)), (0, n - held)).to(test.dtype))
+        return self.presence(object_queries(objects, seen, k), test, pos)
 
     def _position(self, features: FrameFeatures) -> torch.Tensor:
         h, w = features.grid

@@ -46,7 +46,9 @@ class ObjectTokenizer(nn.Module):
 
     Each token has a learned query; it attends to the patches of the frame with the log of the
     object's mask coverage as an attention bias, so only (mostly) the object's own patches count.
-    The object's ID embedding is added to each of its tokens.
+    The object's ID embedding is added to each of its tokens, and so is a learned "absent" embedding
+    in the measure that the frame does not show the object (hidden or out of view), so that memory
+    frames without the object say so instead of offering tokens pooled from nowhere.
     """
 
     def __init__(self, dim: int, tokens_per_object: int) -> None:
@@ -57,6 +59,7 @@ class ObjectTokenizer(nn.Module):
         self.key = nn.Linear(dim, dim)
         self.value = nn.Linear(dim, dim)
         self.slot = nn.Parameter(torch.zeros(tokens_per_object, dim))
+        self.absent = nn.Parameter(torch.zeros(dim))
 
     def forward(self, features: torch.Tensor, masks: torch.Tensor, id_embeddings: torch.Tensor) -> torch.Tensor:
         """features (B, N, C), masks (B, n, N) in [0, 1], id_embeddings (B, n, C) -> (B, n*k, C)."""
@@ -67,5 +70,15 @@ class ObjectTokenizer(nn.Module):
         queries = self.queries[None, None].expand(b, n, -1, -1)
         bias = torch.log(masks.clamp(min=1e-4))[:, :, None, :].to(queries.dtype)
         pooled = F.scaled_dot_product_attention(queries, keys, values, attn_mask=bias)  # (B, n, k, C)
-        tokens = pooled + self.slot + id_embeddings[:, :, None, :]
+        absence = 1 - visibility(masks)
+        tokens = pooled + self.slot + id_embeddings[:, :, None, :] + absence[:, :, None, None] * self.absent
         return tokens.reshape(b, n * self.tokens_per_object, -1)
+
+
+def visibility(masks: torch.Tensor, tau: float = 0.25) -> torch.Tensor:
+    """How present each object is, (B, n) in [0, 1), from its coverage (B, n, N) of the patches.
+
+    mass / (mass + tau) with mass the object's area in patches: 0 for an absent object, 0.8 for one patch.
+    """
+    mass = masks.sum(-1)
+    return mass / (mass + tau)

@@ -1,10 +1,11 @@
 """Training data entry points: `make_dataset` for `stma train --data`, and writers of held-out material.
 
-Specs: "synthetic", "pseudo", a DAVIS-2017 or YouTube-VOS folder, or a mixture of these joined by "+",
-each with an optional ":WEIGHT" (e.g. "synthetic:3+pseudo:1"; weights default to 1).
+Specs: "synthetic", "pseudo", "events", a DAVIS-2017 or YouTube-VOS folder, or a mixture of these joined
+by "+", each with an optional ":WEIGHT" (e.g. "events:2+synthetic:1+pseudo:1"; weights default to 1).
 """
 from __future__ import annotations
 
+import json
 import re
 from fractions import Fraction
 from pathlib import Path
@@ -19,9 +20,10 @@ from stma_cli.io.atomic import atomic_path, atomic_write_text
 from stma_cli.io.masks import write_mask
 from stma_cli.io.video_writer import VideoWriter
 from stma_cli.train.datasets import DavisTrainSet, YouTubeVOSTrainSet
+from stma_cli.train.events import LONG_EVENTS, EventVideos
 from stma_cli.train.pseudo import PseudoVideos
+from stma_cli.train.seeded import ClipKey, SeededClips
 from stma_cli.train.synthetic import SyntheticVideos
-from stma_cli.train.seeded import SeededClips
 
 HELDOUT_SEED = 10_000_019
 """Seed of the held-out test sequences, the ones a model is reported on (training uses small seeds, and
@@ -29,7 +31,12 @@ other assets, see HELD_OUT_ASSETS). Never used to choose a checkpoint or a setti
 VALIDATION_SEED = 10_000_079
 """Seed of the validation sequences that choose checkpoints (`stma train` keeps best/ by them): held-out
 imagery like the test sequences, other scenes."""
-GENERATED = ("synthetic", "pseudo")
+LONG_TEST_SEED = 10_000_103
+"""Seed of the long test sequences (`benchmarks/long.py`): only reported."""
+LONG_VALIDATION_SEED = 10_000_141
+"""Seed of the long validation sequences, which choose checkpoints and defaults with the short ones."""
+GENERATED = ("synthetic", "pseudo", "events")
+HELD_OUT_KINDS = ("synthetic", "pseudo", "long")
 
 
 class MixtureDataset(SeededClips):
@@ -45,10 +52,12 @@ class MixtureDataset(SeededClips):
         self.probabilities = weights / weights.sum()
         self.seed, self.length = seed, length
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, key: int | ClipKey) -> dict:
+        index, max_skip = self.unpack(key, 0)
         rng = self.rng(index)
         part = self.parts[int(rng.choice(len(self.parts), p=self.probabilities))]
-        return part[int(rng.integers(len(part)))]
+        inner = int(rng.integers(len(part)))
+        return part[ClipKey(inner, max_skip) if isinstance(key, ClipKey) else inner]
 
 
 def real_dataset(path: Path, **options) -> Dataset:
@@ -71,6 +80,8 @@ def _single(spec: str, seed: int, length: int, num_frames: int, size: tuple[int,
         return SyntheticVideos(seed, length, num_frames, size, max_objects, assets)
     if spec == "pseudo":
         return PseudoVideos(seed, length, num_frames, size, max_objects, assets)
+    if spec == "events":
+        return EventVideos(seed, length, num_frames, size, max_objects, assets)
     return real_dataset(Path(spec), num_frames=num_frames, size=size, max_objects=max_objects, seed=seed,
                         length=length)
 
@@ -110,9 +121,16 @@ def _to_uint8(frames: torch.Tensor) -> np.ndarray:
 
 def heldout_dataset(kind: str = "synthetic", seed: int = HELDOUT_SEED, num_sequences: int = 20,
                     frames: int = 40, size: tuple[int, int] = (480, 854), max_objects: int = 3) -> Dataset:
-    """Held-out sequences: held-out assets only, milder per-frame changes, 2-3 objects."""
-    if kind not in GENERATED:
-        raise StmaError(f"held-out data '{kind}': expected one of {', '.join(GENERATED)}")
+    """Held-out sequences from held-out assets only.
+
+    "synthetic" and "pseudo": milder per-frame changes, 2-3 objects. "long": consecutive frames of event
+    clips (`stma_cli.train.events.LONG_EVENTS`: occlusion, exit and re-entry, twins, fast motion, scale
+    change, some crowds), 2-4 objects.
+    """
+    if kind not in HELD_OUT_KINDS:
+        raise StmaError(f"held-out data '{kind}': expected one of {', '.join(HELD_OUT_KINDS)}")
+    if kind == "long":
+        return EventVideos(seed, num_sequences, frames, size, max(max_objects, 4), "heldout", LONG_EVENTS)
     make = SyntheticVideos if kind == "synthetic" else PseudoVideos
     return make(seed, num_sequences, frames, size, max_objects, "heldout")
 
@@ -122,14 +140,15 @@ def write_davis_layout(root: str | Path, dataset: str = "synthetic", num_sequenc
     """Render held-out sequences into a DAVIS-2017 layout under `root`, for `stma eval`; returns their names.
 
     Writes JPEGImages/480p/SEQ/00000.jpg (quality 95), Annotations/480p/SEQ/00000.png (palette PNG of
-    object ids, DAVIS palette) for every frame, and ImageSets/2017/val.txt last, so that the list only
-    names complete sequences. `dataset` is "synthetic" or "pseudo".
+    object ids, DAVIS palette) for every frame, events.json (each sequence's planned events, for the
+    kinds that plan them), and ImageSets/2017/val.txt last, so that the list only names complete
+    sequences. `dataset` is one of HELD_OUT_KINDS.
     """
     root = Path(root)
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise StmaError(f"{root}: already exists and is not an empty folder")
     source = heldout_dataset(dataset, seed, num_sequences, frames, size)
-    names = []
+    names, events = [], {}
     for index in range(num_sequences):
         name = f"{dataset}-{seed}-{index:04d}"
         item = source[index]
@@ -140,6 +159,10 @@ def write_davis_layout(root: str | Path, dataset: str = "synthetic", num_sequenc
             _save_jpeg(images / f"{t:05d}.jpg", rgb)
             write_mask(annotations / f"{t:05d}.png", labels.astype(np.uint8))
         names.append(name)
+        if "events" in item:
+            events[name] = item["events"]
+    if events:
+        atomic_write_text(root / "events.json", json.dumps(events, indent=1))
     listing = root / "ImageSets" / "2017"
     listing.mkdir(parents=True, exist_ok=True)
     atomic_write_text(listing / "val.txt", "".join(f"{name}\n" for name in names))

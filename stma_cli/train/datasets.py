@@ -16,7 +16,7 @@ from PIL import Image
 
 from stma_cli.errors import StmaError
 from stma_cli.train.synthetic import check_clip_args
-from stma_cli.train.seeded import SeededClips
+from stma_cli.train.seeded import ClipKey, SeededClips
 
 _ATTEMPTS = 20
 _CROP_TRIES = 4
@@ -102,13 +102,14 @@ class VosTrainClips(SeededClips):
         self.max_objects, self.seed, self.length = max_objects, seed, length
         self.max_gap, self.min_area = max_gap, min_area
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, key: int | ClipKey) -> dict:
+        index, max_gap = self.unpack(key, self.max_gap)
         rng = self.rng(index)
         min_pixels = self.min_area * self.size[0] * self.size[1]
         for attempt in range(_ATTEMPTS):
             number = index if attempt == 0 else int(rng.integers(len(self.sequences)))
             sequence = self.sequences[number % len(self.sequences)]
-            indices = sample_frame_indices(rng, len(sequence.frames), self.num_frames, self.max_gap)
+            indices = sample_frame_indices(rng, len(sequence.frames), self.num_frames, max_gap)
             with Image.open(sequence.frames[indices[0]]) as image:
                 image_hw = (image.height, image.width)
             for _ in range(_CROP_TRIES):

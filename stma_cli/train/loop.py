@@ -1,9 +1,13 @@
 """The training loop: clips unrolled through the memory the way inference uses it.
 
-A clip's first frame comes with its ground-truth masks and enters the memory; every later frame is
-segmented from the memory, and its predicted (soft) masks then enter the memory too, so the network
-learns from its own mistakes as it will meet them at inference. Checkpoints hold everything needed
-to resume exactly: model, optimiser, schedule, step (the data is a pure function of the step).
+A clip's first frame comes with its ground-truth masks and enters the memory as its anchor; every
+later frame is segmented from the memory, and its predicted (soft) masks then enter the memory too,
+through the same `MemoryBank` that inference uses (the anchor, a working frame every `mem_every`
+frames, the previous frame, at most `mem_size` frames; both drawn per step). So the network learns
+from its own mistakes as it will meet them at inference. Clips sample frames with gaps, up to a
+maximum that follows a curriculum (`skip_schedule`), so the memory must bridge long absences.
+Checkpoints hold everything needed to resume exactly: model, optimiser, schedule, step (the data is
+a pure function of the step).
 """
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ import re
 import secrets
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -29,15 +33,17 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from stma_cli.device import autocast, resolve_device
 from stma_cli.errors import StmaError
+from stma_cli.inference.memory import MemoryBank
 from stma_cli.model import STMA, STMAConfig, upsample_logits
 from stma_cli.train.distributed import DistributedContext, all_reduce_mean, barrier, init_distributed, shutdown
-from stma_cli.train.losses import vos_loss
+from stma_cli.train.losses import presence_loss, vos_loss
+from stma_cli.train.seeded import ClipKey
 
 CHECKPOINT = "checkpoint"
 BEST = "best"
 LOG = "log.jsonl"
 # Modules that weights from before their introduction lack; `--init` from such weights starts them fresh.
-NEW_MODULES = ("propagation.", "decoder.prior.")
+NEW_MODULES = ("propagation.", "decoder.prior.", "presence.", "tokenizer.absent")
 
 
 @dataclass
@@ -46,12 +52,19 @@ class TrainConfig:
 
     out: Path
     model: str = "tiny"  # STMAConfig preset
-    data: str = "synthetic+pseudo"  # see stma_cli.train.data.make_dataset
+    data: str = "events:2+synthetic+pseudo"  # see stma_cli.train.data.make_dataset
     steps: int = 20000
     batch: int = 4
     crop: int = 384
-    frames: int = 4
+    frames: int = 8
     max_objects: int = 3
+    skip_schedule: tuple[tuple[float, int], ...] = ((0.0, 3), (0.1, 6), (0.3, 10), (0.8, 4))
+    """(fraction of the steps, largest gap between a clip's sampled frames from there on)."""
+    mem_size: tuple[int, int] = (2, 5)
+    """Range of the memory size, drawn per step."""
+    mem_every: tuple[int, int] = (1, 3)
+    """Range of the working-memory interval in sampled frames, drawn per step."""
+    presence_weight: float = 0.5
     lr: float = 4e-4
     encoder_lr_scale: float = 0.25
     frozen_encoder_blocks: int = 7  # MobileNetV2 blocks up to stride 8 keep their ImageNet weights
@@ -69,7 +82,18 @@ class TrainConfig:
     eval_every: int = 1000
     max_minutes: float | None = None  # stop (with a checkpoint) after this much wall time in this run
     log_every: int = 20
-    extra: dict[str, Any] = field(default_factory=dict)
+
+    def max_skip(self, step: int) -> int:
+        """The curriculum's largest gap between sampled frames at `step`."""
+        progress = step / max(1, self.steps)
+        return next(skip for start, skip in reversed(self.skip_schedule) if progress >= start)
+
+    def memory(self, step: int) -> tuple[int, int]:
+        """(mem_size, mem_every) of `step`'s clips, a pure function of the step."""
+        rng = torch.Generator().manual_seed(self.seed * 1_000_033 + step)
+        size = int(torch.randint(self.mem_size[0], self.mem_size[1] + 1, (1,), generator=rng))
+        every = int(torch.randint(self.mem_every[0], self.mem_every[1] + 1, (1,), generator=rng))
+        return size, every
 
     def recipe(self) -> dict[str, Any]:
         data = asdict(self)
@@ -77,42 +101,61 @@ class TrainConfig:
         return data
 
 
+def parse_skip_schedule(text: str) -> tuple[tuple[float, int], ...]:
+    """"0:3,0.3:10" -> ((0.0, 3), (0.3, 10)): from each fraction of the steps on, the largest gap."""
+    try:
+        pairs = [(float(a), int(b)) for a, b in (item.split(":") for item in text.split(","))]
+    except ValueError:
+        raise StmaError(f"--skip-schedule {text}: expected FRACTION:GAP pairs, e.g. 0:3,0.3:10") from None
+    fractions = [a for a, _ in pairs]
+    if fractions[0] != 0 or fractions != sorted(fractions) or fractions[-1] >= 1 or min(b for _, b in pairs) < 1:
+        raise StmaError(f"--skip-schedule {text}: fractions must start at 0, increase and stay below 1; gaps >= 1")
+    return tuple(pairs)
+
+
 class ClipModel(nn.Module):
-    """Unrolls a clip through STMA (the module DistributedDataParallel wraps)."""
+    """Unrolls a clip through STMA and a `MemoryBank` (the module DistributedDataParallel wraps)."""
 
     def __init__(self, model: STMA) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, frames: torch.Tensor, labels: torch.Tensor, ids: torch.Tensor, valid: torch.Tensor) -> list[torch.Tensor]:
-        """frames (B, T, 3, H, W), labels (B, T, H, W), ids/valid (B, n) -> logits of frames 1..T-1."""
+    def forward(self, frames: torch.Tensor, labels: torch.Tensor, ids: torch.Tensor, valid: torch.Tensor,
+                mem_size: int, mem_every: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """frames (B, T, 3, H, W), labels (B, T, H, W), ids/valid (B, n) -> logits (B, 1+n, H, W) and
+        presence logits (B, n) of frames 1..T-1."""
         b, t = frames.shape[:2]
         n = ids.shape[1]
         features = self.model.encode(frames.transpose(0, 1).flatten(0, 1)).chunk(t)
         first = F.one_hot(labels[:, 0], n + 1).permute(0, 3, 1, 2)[:, 1:].to(frames.dtype)
-        memory = [self.model.memorize(features[0], first, ids, valid)]
-        outputs = []
+        memory = MemoryBank(mem_size, mem_every)
+        memory.add(self.model.memorize(features[0], first, ids, valid), annotated=True)
+        outputs, presences = [], []
         for i in range(1, t):
-            logits = upsample_logits(self.model.segment(features[i], memory, ids, valid), features[i].size)
+            logits, presence = self.model.predict(features[i], memory.entries(), ids, valid)
+            logits = upsample_logits(logits, features[i].size)
             outputs.append(logits)
+            presences.append(presence)
             if i < t - 1:
-                memory.append(self.model.memorize(features[i], logits.softmax(1)[:, 1:], ids, valid))
-        return outputs
+                memory.add(self.model.memorize(features[i], logits.softmax(1)[:, 1:], ids, valid), annotated=False)
+        return outputs, presences
 
 
-class StepSampler(Sampler[list[int]]):
-    """Batches of dataset indices as a pure function of (step, rank): resuming at a step is exact."""
+class StepSampler(Sampler[list[ClipKey]]):
+    """Batches of clip keys as a pure function of (step, rank): resuming at a step is exact."""
 
-    def __init__(self, dataset_size: int, batch: int, start_step: int, steps: int, context: DistributedContext) -> None:
-        self.size, self.batch, self.start, self.steps, self.context = dataset_size, batch, start_step, steps, context
+    def __init__(self, dataset_size: int, batch: int, start_step: int, config: "TrainConfig",
+                 context: DistributedContext) -> None:
+        self.size, self.batch, self.start, self.config, self.context = dataset_size, batch, start_step, config, context
 
-    def __iter__(self) -> Iterator[list[int]]:
-        for step in range(self.start, self.steps):
+    def __iter__(self) -> Iterator[list[ClipKey]]:
+        for step in range(self.start, self.config.steps):
             first = (step * self.context.world_size + self.context.rank) * self.batch
-            yield [(first + i) % self.size for i in range(self.batch)]
+            skip = self.config.max_skip(step)
+            yield [ClipKey((first + i) % self.size, skip) for i in range(self.batch)]
 
     def __len__(self) -> int:
-        return max(0, self.steps - self.start)
+        return max(0, self.config.steps - self.start)
 
 
 def collate(items: list[dict[str, Any]], max_objects: int) -> dict[str, torch.Tensor]:
@@ -329,7 +372,7 @@ def train(config: TrainConfig, dataset: Dataset | None = None,
 
         dataset = make_dataset(config.data, seed=config.seed, num_frames=config.frames,
                                size=(config.crop, config.crop), max_objects=config.max_objects)
-    sampler = StepSampler(len(dataset), config.batch, state["step"], config.steps, context)
+    sampler = StepSampler(len(dataset), config.batch, state["step"], config, context)
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=config.workers,
                         collate_fn=functools.partial(collate, max_objects=config.max_objects),
                         pin_memory=device.type == "cuda", persistent_workers=False,
@@ -351,10 +394,11 @@ def train(config: TrainConfig, dataset: Dataset | None = None,
         for group in optimizer.param_groups:
             group["lr"] = group["initial_lr"] * learning_rate_factor(step, config)
         with autocast(device, amp_dtype):
-            outputs = clip_model(frames, labels, ids, valid)
+            outputs, presences = clip_model(frames, labels, ids, valid, *config.memory(step))
         fraction = hard_pixel_fraction(step, config)
         terms = [vos_loss(logits, labels[:, i + 1], valid, fraction) for i, logits in enumerate(outputs)]
-        loss = sum(t["loss"] for t in terms) / len(terms)
+        presence = sum(presence_loss(p, labels[:, i + 1], valid) for i, p in enumerate(presences)) / len(presences)
+        loss = sum(t["loss"] for t in terms) / len(terms) + config.presence_weight * presence
         if all_reduce_mean({"finite": float(torch.isfinite(loss).item())}, context, device)["finite"] < 1:
             raise StmaError(f"step {step + 1}: the loss is not finite (NaN or inf); training stops, the last "
                             f"checkpoint is kept (a lower --lr may help)")
@@ -371,7 +415,8 @@ def train(config: TrainConfig, dataset: Dataset | None = None,
             target = labels[:, 1:]
             iou = ((pred == target) & (target > 0)).sum() / ((pred > 0) | (target > 0)).sum().clamp(min=1)
         for key, value in {"loss": loss.item(), "ce": sum(t["ce"].item() for t in terms) / len(terms),
-                           "dice": sum(t["dice"].item() for t in terms) / len(terms), "iou": iou.item()}.items():
+                           "dice": sum(t["dice"].item() for t in terms) / len(terms), "presence": presence.item(),
+                           "iou": iou.item()}.items():
             running[key] = running.get(key, 0.0) + value
         running["n"] = running.get("n", 0.0) + 1
 

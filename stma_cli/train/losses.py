@@ -1,4 +1,4 @@
-"""Training loss on soft-aggregated logits: hard-pixel cross-entropy plus soft Dice."""
+"""Training losses: hard-pixel cross-entropy plus soft Dice on soft-aggregated logits; object presence."""
 from __future__ import annotations
 
 import torch
@@ -29,3 +29,12 @@ def vos_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, to
     ce = hard_pixel_cross_entropy(logits.float(), target, top_fraction)
     dice = soft_dice(logits.float().softmax(1), target, valid.float())
     return {"loss": ce + dice, "ce": ce, "dice": dice}
+
+
+def presence_loss(presence: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of presence logits (B, n) against whether each object shows in the labels
+    (B, H, W) at all; padded objects (valid False) are left out."""
+    n = presence.shape[1]
+    shown = torch.stack([(target == k + 1).flatten(1).any(1) for k in range(n)], dim=1).to(presence.dtype)
+    loss = F.binary_cross_entropy_with_logits(presence.float(), shown.float(), reduction="none")
+    return (loss * valid).sum() / valid.sum().clamp(min=1)

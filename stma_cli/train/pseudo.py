@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from stma_cli.train.assets import asset_bank, split_assets
 from stma_cli.train.geometry import invert, rotate_scale, translate
 from stma_cli.train.synthetic import TRAIN_CONFIG, SyntheticConfig, check_clip_args, photometric, render_clip
-from stma_cli.train.seeded import SeededClips
+from stma_cli.train.seeded import ClipKey, SeededClips
 
 
 @dataclass(frozen=True)
@@ -116,8 +116,9 @@ class PseudoVideos(SeededClips):
         relabel[visible] = torch.arange(1, len(visible) + 1)
         return still, relabel[labels], len(visible)
 
-    def __getitem__(self, index: int) -> dict:
-        rng = self.rng(index)
+    def __getitem__(self, key: int | ClipKey) -> dict:
+        """Item `key`; a still has no time, so a key's max_skip changes nothing."""
+        rng = self.rng(self.unpack(key, 1)[0])
         H, W = self.size
         still, labels, count = self._still(rng)
         still_hw = tuple(still.shape[2:])

@@ -1,8 +1,17 @@
 """The base of every training dataset: item i is a pure function of (seed, i), so a run resumes exactly."""
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from torch.utils.data import Dataset
+
+
+class ClipKey(NamedTuple):
+    """What a training sampler asks for: clip `index`, its frames at most `max_skip` frames apart."""
+
+    index: int
+    max_skip: int
 
 
 class SeededClips(Dataset):
@@ -18,6 +27,13 @@ class SeededClips(Dataset):
 
     def __len__(self) -> int:
         return self.length
+
+    @staticmethod
+    def unpack(key: "int | ClipKey", default_skip: int) -> tuple[int, int]:
+        """(index, max_skip) of a key: a plain index asks for the dataset's own `default_skip`."""
+        if isinstance(key, ClipKey):
+            return int(key.index), int(key.max_skip)
+        return int(key), default_skip
 
     def rng(self, index: int) -> np.random.Generator:
         """The random stream of item `index`."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,7 +27,7 @@ from stma_cli.train.assets import AssetBank, asset_bank, split_assets
 from stma_cli.train.geometry import (
     affine_grid, affine_theta, invert, lerp_rows, rotate_scale, source_window, translate,
 )
-from stma_cli.train.seeded import SeededClips
+from stma_cli.train.seeded import ClipKey, SeededClips
 from stma_cli.train.sprites import (
     PROCEDURAL_KINDS, Look, make_sprite, noise_patch, procedural_texture, random_look, random_palette, random_tint,
     similar_look,
@@ -94,7 +95,7 @@ HELDOUT_CONFIG = SyntheticConfig(
 _COUNT_WEIGHTS = {1: 1.0, 2: 2.0, 3: 2.0}
 
 
-def _walk(rng: np.random.Generator, steps: int, start: np.ndarray, velocity: np.ndarray, accel: float,
+def walk(rng: np.random.Generator, steps: int, start: np.ndarray, velocity: np.ndarray, accel: float,
           low: np.ndarray | float, high: np.ndarray | float, max_speed: float, pull: float = 0.08) -> np.ndarray:
     """(steps, D) positions of a point with random acceleration, pulled back (and damped) outside [low, high]."""
     x, v = np.asarray(start, dtype=np.float64).copy(), np.asarray(velocity, dtype=np.float64).copy()
@@ -157,7 +158,7 @@ class _Background:
         return result
 
 
-def _plan_background(rng: np.random.Generator, bank: AssetBank, cfg: SyntheticConfig, steps: int,
+def plan_background(rng: np.random.Generator, bank: AssetBank, cfg: SyntheticConfig, steps: int,
                      size: tuple[int, int], soft: bool) -> _Background:
     H, W = size
     draw = rng.random()
@@ -195,12 +196,12 @@ def _plan_background(rng: np.random.Generator, bank: AssetBank, cfg: SyntheticCo
     pan_speed = motion * 0.04 * unit * sigma0
     half_w, half_h = 0.5 * W * sigma0, 0.5 * H * sigma0
     low, high = np.array([half_w, half_h]), np.array([w - half_w, h - half_h])
-    centre = _walk(rng, steps, rng.uniform(low, np.maximum(high, low)),
+    centre = walk(rng, steps, rng.uniform(low, np.maximum(high, low)),
                    pan_speed * np.array([math.cos(heading), math.sin(heading)]),
                    0.2 * pan_speed + 1e-3, low, high, max_speed=2 * pan_speed + 1e-3)
-    log_zoom = _walk(rng, steps, np.array([math.log(sigma0)]), rng.normal(0, 0.015 * cfg.camera_motion, 1),
+    log_zoom = walk(rng, steps, np.array([math.log(sigma0)]), rng.normal(0, 0.015 * cfg.camera_motion, 1),
                      0.003 * cfg.camera_motion, math.log(0.35 * sigma_max), math.log(sigma_max), max_speed=0.05)
-    angle = _walk(rng, steps, np.array([rng.normal(0, 0.03 * cfg.camera_motion)]),
+    angle = walk(rng, steps, np.array([rng.normal(0, 0.03 * cfg.camera_motion)]),
                   rng.normal(0, math.radians(0.4) * cfg.camera_motion, 1), math.radians(0.1) * cfg.camera_motion,
                   -0.15, 0.15, max_speed=math.radians(2.0))
     # Keep the (rotated) view inside the source: cap the zoom, then clamp the centre.
@@ -223,7 +224,7 @@ def _plan_background(rng: np.random.Generator, bank: AssetBank, cfg: SyntheticCo
 
 
 @dataclass(eq=False)
-class _Object:
+class SceneObject:
     """A sprite and its trajectory."""
 
     sprite: torch.Tensor
@@ -242,6 +243,8 @@ class _Object:
     """Offset (dx, dy) in pixels and darkness of a drop shadow."""
     corners: np.ndarray
     """(3, 4) homogeneous sprite-pixel corners of the silhouette's bounding box."""
+    shape: str | None = None
+    """The silhouette's kind, when it was chosen by the caller."""
 
     def matrix(self, cameras: np.ndarray, t: float) -> np.ndarray:
         """Sprite pixels -> output pixels of (fractional) frame t."""
@@ -251,7 +254,7 @@ class _Object:
         return pose if self.follows_camera else lerp_rows(cameras, t) @ pose
 
 
-def _sprite_grid(obj: _Object, matrix: np.ndarray, box: tuple[int, int, int, int], t: float) -> torch.Tensor:
+def _sprite_grid(obj: SceneObject, matrix: np.ndarray, box: tuple[int, int, int, int], t: float) -> torch.Tensor:
     """grid_sample grid (1, h, w, 2) of the output box (x0, y0, x1, y1) into the sprite, wobble included."""
     x0, y0, x1, y1 = box
     h, w = y1 - y0, x1 - x0
@@ -272,13 +275,13 @@ def _sprite_grid(obj: _Object, matrix: np.ndarray, box: tuple[int, int, int, int
     return F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=True).permute(0, 2, 3, 1)
 
 
-def _sample_sprite(obj: _Object, matrix: np.ndarray, box: tuple[int, int, int, int], t: float) -> torch.Tensor:
+def _sample_sprite(obj: SceneObject, matrix: np.ndarray, box: tuple[int, int, int, int], t: float) -> torch.Tensor:
     """The sprite drawn into the output box (x0, y0, x1, y1): (4, h, w) RGBA."""
     grid = _sprite_grid(obj, matrix, box, t)
     return F.grid_sample(obj.sprite[None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
 
 
-def _draw_object(obj: _Object, cameras: np.ndarray, t: int, frame: torch.Tensor, labels: torch.Tensor) -> None:
+def _draw_object(obj: SceneObject, cameras: np.ndarray, t: int, frame: torch.Tensor, labels: torch.Tensor) -> None:
     """Composite `obj` onto frame t (in place) and paint its label where it is opaque."""
     H, W = labels.shape
     times = (t - 0.33, t, t + 0.33) if obj.motion_blur else (float(t),)
@@ -332,9 +335,9 @@ def _sprite_side(area_px: float, soft: bool) -> int:
     return max(24, side // 2) if soft else side
 
 
-def _plan_object(rng: np.random.Generator, bank: AssetBank, cfg: SyntheticConfig, steps: int,
+def plan_object(rng: np.random.Generator, bank: AssetBank, cfg: SyntheticConfig, steps: int,
                  size: tuple[int, int], label: int, look: Look, soft: bool, shape: str | None = None,
-                 area: float | None = None) -> _Object:
+                 area: float | None = None) -> SceneObject:
     H, W = size
     unit = math.sqrt(H * W)
     if area is None:
@@ -351,11 +354,11 @@ def _plan_object(rng: np.random.Generator, bank: AssetBank, cfg: SyntheticConfig
     velocity = speed * np.array([math.cos(heading), math.sin(heading)])
     margin = 0.4 if rng.random() < cfg.p_leave else -0.1
     low, high = np.array([-margin * W, -margin * H]), np.array([(1 + margin) * W, (1 + margin) * H])
-    position = _walk(rng, steps, start, velocity, 0.25 * speed, low, high, max_speed=2.0 * speed)
+    position = walk(rng, steps, start, velocity, 0.25 * speed, low, high, max_speed=2.0 * speed)
     spin = math.radians(cfg.max_rotation)
-    angle = _walk(rng, steps, np.array([rng.uniform(-math.pi, math.pi)]), rng.normal(0, spin, 1), 0.2 * spin,
+    angle = walk(rng, steps, np.array([rng.uniform(-math.pi, math.pi)]), rng.normal(0, spin, 1), 0.2 * spin,
                   -np.inf, np.inf, max_speed=3 * spin)
-    log_scale = _walk(rng, steps, np.array([log_scale0]), rng.normal(0, cfg.max_zoom, 1), 0.2 * cfg.max_zoom,
+    log_scale = walk(rng, steps, np.array([log_scale0]), rng.normal(0, cfg.max_zoom, 1), 0.2 * cfg.max_zoom,
                       log_scale0 - math.log(1.6), log_scale0 + math.log(1.6), max_speed=3 * cfg.max_zoom + 1e-6)
     wobble = None
     if cfg.deformation > 0 and rng.random() < 0.5:
@@ -377,7 +380,7 @@ def _plan_object(rng: np.random.Generator, bank: AssetBank, cfg: SyntheticConfig
         side = sprite.shape[-1]
         coarse = F.interpolate(sprite[None, 3:], size=(max(2, side // 8),) * 2, mode="area")
         sprite = torch.cat([sprite, F.interpolate(coarse, size=(side, side), mode="bilinear")[0]])
-    return _Object(
+    return SceneObject(
         sprite=sprite,
         label=label,
         poses=np.concatenate([position, angle, log_scale], axis=1),
@@ -387,17 +390,18 @@ def _plan_object(rng: np.random.Generator, bank: AssetBank, cfg: SyntheticConfig
         motion_blur=bool(rng.random() < cfg.p_motion_blur and speed > 0.015 * unit),
         shadow=shadow,
         corners=corners,
+        shape=shape,
     )
 
 
 def _plan_occluder(rng: np.random.Generator, bank: AssetBank, cfg: SyntheticConfig, steps: int,
-                   size: tuple[int, int], target: _Object, background: tuple[str, int], soft: bool) -> _Object:
+                   size: tuple[int, int], target: SceneObject, background: tuple[str, int], soft: bool) -> SceneObject:
     """An unannotated object crossing in front of `target`, covering it around a middle frame."""
     H, W = size
     target_area = _alpha_area(target.sprite) * math.exp(2 * target.poses[0, 3])
     area = min(target_area * rng.uniform(1.8, 3.0), 0.35 * H * W) / (H * W)
     kind = ("ellipse", "blob", "bar", "limbs", "noise")[int(rng.integers(5))]
-    occluder = _plan_object(rng, bank, cfg, steps, size, 0, random_look(rng, bank, background), soft, kind, area)
+    occluder = plan_object(rng, bank, cfg, steps, size, 0, random_look(rng, bank, background), soft, kind, area)
     crossing = int(rng.integers(max(1, steps // 3), max(2, (2 * steps) // 3 + 1)))
     centre = lerp_rows(target.poses, crossing)[:2]
     heading = rng.uniform(0, 2 * math.pi)
@@ -454,50 +458,52 @@ def photometric(rng: np.random.Generator, frames: torch.Tensor, cfg: SyntheticCo
 
 
 @dataclass(eq=False)
-class _Scene:
+class Scene:
     backgrounds: list[tuple[_Background, int, int]]
     """Background sources with the frame range each one covers (a scene cut switches source)."""
     cameras: np.ndarray
     """(T, 3, 3): frame-0 pixels -> frame-t pixels of the scene behind the objects."""
-    objects: list[_Object]
+    objects: list[SceneObject]
     """Back to front."""
+    front: int = 0
+    """How many of the last objects are occluders that stay in front of every other object."""
 
 
 def _plan_scene(rng: np.random.Generator, bank: AssetBank, cfg: SyntheticConfig, steps: int,
-                size: tuple[int, int], max_objects: int) -> _Scene:
+                size: tuple[int, int], max_objects: int) -> Scene:
     soft = bool(rng.random() < cfg.p_blur)
-    background = _plan_background(rng, bank, cfg, steps, size, soft)
+    background = plan_background(rng, bank, cfg, steps, size, soft)
     backgrounds = [(background, 0, steps)]
     if steps >= 3 and rng.random() < cfg.p_scene_cut:
         cut = int(rng.integers(1, steps))
-        backgrounds = [(background, 0, cut), (_plan_background(rng, bank, cfg, steps, size, soft), cut, steps)]
+        backgrounds = [(background, 0, cut), (plan_background(rng, bank, cfg, steps, size, soft), cut, steps)]
     cameras = np.linalg.inv(background.out_to_src) @ background.out_to_src[0]
     count = _object_count(rng, min(cfg.min_objects, max_objects), max_objects)
     looks: list[Look] = []
-    annotated: list[_Object] = []
+    annotated: list[SceneObject] = []
     for label in range(1, count + 1):
         if looks and rng.random() < 0.5 * cfg.p_similar:
             look = similar_look(rng, looks[int(rng.integers(len(looks)))])
         else:
             look = random_look(rng, bank, background.identity)
         looks.append(look)
-        annotated.append(_plan_object(rng, bank, cfg, steps, size, label, look, soft))
+        annotated.append(plan_object(rng, bank, cfg, steps, size, label, look, soft))
     distractors = []
     for _ in range(_distractor_count(rng, cfg.max_distractors)):
         if rng.random() < cfg.p_similar:
             look = similar_look(rng, looks[int(rng.integers(len(looks)))])
         else:
             look = random_look(rng, bank, background.identity)
-        distractors.append(_plan_object(rng, bank, cfg, steps, size, 0, look, soft))
+        distractors.append(plan_object(rng, bank, cfg, steps, size, 0, look, soft))
     objects = annotated + distractors
     objects = [objects[k] for k in rng.permutation(len(objects))]
     if steps >= 2 and rng.random() < cfg.p_occluder:
         target = annotated[int(rng.integers(len(annotated)))]
         objects.append(_plan_occluder(rng, bank, cfg, steps, size, target, background.identity, soft))
-    return _Scene(backgrounds, cameras, objects)
+    return Scene(backgrounds, cameras, objects)
 
 
-def _draw_frame(scene: _Scene, t: int, frame: torch.Tensor, labels: torch.Tensor) -> None:
+def _draw_frame(scene: Scene, t: int, frame: torch.Tensor, labels: torch.Tensor) -> None:
     for obj in scene.objects:
         _draw_object(obj, scene.cameras, t, frame, labels)
 
@@ -513,25 +519,38 @@ def render_clip(rng: np.random.Generator, bank: AssetBank, cfg: SyntheticConfig,
 
     Every annotated object covers at least `cfg.min_area` of frame 0; labels are 1..n.
     """
+    return render_scene(rng, lambda: _plan_scene(rng, bank, cfg, steps, size, max_objects), range(steps), size, cfg)
+
+
+def render_scene(rng: np.random.Generator, plan: Callable[[], Scene], times: Sequence[int], size: tuple[int, int],
+                 cfg: SyntheticConfig, require_all: bool = False) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Render the scene `plan()` makes at the frame times `times` (increasing, from 0), with labels 1..n.
+
+    Annotated objects hidden in frame 0 are drawn in front of the others (occluders stay in front);
+    those still covering less than `cfg.min_area` of frame 0 are dropped, and the scene is planned
+    again if none is left (or, with `require_all`, if any is).
+    """
     H, W = size
+    times = list(times)
     min_pixels = cfg.min_area * H * W
     while True:
-        scene = _plan_scene(rng, bank, cfg, steps, size, max_objects)
-        parts = [background.render(first, last, size) for background, first, last in scene.backgrounds]
-        frames = parts[0] if len(parts) == 1 else torch.cat(parts)
-        labels = torch.zeros((steps, H, W), dtype=torch.uint8)
+        scene = plan()
+        frames = _render_backgrounds(scene, times, size)
+        labels = torch.zeros((len(times), H, W), dtype=torch.uint8)
         annotated = [obj for obj in scene.objects if obj.label > 0]
         first_background = frames[0].clone()
         _draw_frame(scene, 0, frames[0], labels[0])
         visible = _visible_labels(labels[0], len(annotated), min_pixels)
         if len(visible) < len(annotated):
             hidden = [obj for obj in scene.objects if 0 < obj.label and obj.label not in visible]
-            scene.objects = [obj for obj in scene.objects if obj not in hidden] + hidden
+            rest = [obj for obj in scene.objects if obj not in hidden]
+            behind = len(rest) - scene.front
+            scene.objects = rest[:behind] + hidden + rest[behind:]
             frames[0].copy_(first_background)
             labels[0].zero_()
             _draw_frame(scene, 0, frames[0], labels[0])
             visible = _visible_labels(labels[0], len(annotated), min_pixels)
-        if visible:
+        if visible and (len(visible) == len(annotated) or not require_all):
             break
     relabel = torch.zeros(len(annotated) + 1, dtype=torch.uint8)
     for new, old in enumerate(visible, start=1):
@@ -539,10 +558,22 @@ def render_clip(rng: np.random.Generator, bank: AssetBank, cfg: SyntheticConfig,
     labels[0] = relabel[labels[0].long()]
     for obj in annotated:
         obj.label = int(relabel[obj.label])
-    for t in range(1, steps):
-        _draw_frame(scene, t, frames[t], labels[t])
+    for index, t in enumerate(times[1:], start=1):
+        _draw_frame(scene, t, frames[index], labels[index])
     photometric(rng, frames, cfg)
     return frames, labels.long(), len(visible)
+
+
+def _render_backgrounds(scene: Scene, times: list[int], size: tuple[int, int]) -> torch.Tensor:
+    """The background of each frame time, (len(times), 3, H, W); runs of consecutive frames render together."""
+    parts = []
+    for background, first, last in scene.backgrounds:
+        inside = [t for t in times if first <= t < last]
+        while inside:
+            run = next((i for i in range(1, len(inside)) if inside[i] != inside[i - 1] + 1), len(inside))
+            parts.append(background.render(inside[0], inside[run - 1] + 1, size))
+            inside = inside[run:]
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def check_clip_args(num_frames: int, size: tuple[int, int], max_objects: int, seed: int, length: int) -> None:
@@ -575,8 +606,22 @@ class SyntheticVideos(SeededClips):
         self.max_objects, self.assets = max_objects, assets
         self.config = config or (HELDOUT_CONFIG if assets == "heldout" else TRAIN_CONFIG)
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, key: int | ClipKey) -> dict:
+        index, max_skip = self.unpack(key, 1)
         rng = self.rng(index)
-        frames, masks, count = render_clip(rng, asset_bank(self.assets), self.config, self.num_frames, self.size,
-                                           self.max_objects)
+        bank = asset_bank(self.assets)
+        if max_skip == 1:
+            frames, masks, count = render_clip(rng, bank, self.config, self.num_frames, self.size, self.max_objects)
+        else:  # a longer scene, seen at frames up to max_skip apart
+            times = sample_times(rng, self.num_frames, max_skip)
+            span = times[-1] + 1
+            frames, masks, count = render_scene(
+                rng, lambda: _plan_scene(rng, bank, self.config, span, self.size, self.max_objects), times, self.size,
+                self.config)
         return {"frames": frames, "masks": masks, "num_objects": count}
+
+
+def sample_times(rng: np.random.Generator, count: int, max_skip: int) -> list[int]:
+    """`count` increasing frame times from 0, with gaps drawn from 1..max_skip."""
+    gaps = rng.integers(1, max_skip + 1, size=count - 1)
+    return [0] + np.cumsum(gaps).astype(int).tolist()

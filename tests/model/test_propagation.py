@@ -50,11 +50,29 @@ def test_follows_a_shift_within_the_window():
     torch.testing.assert_close(prior[..., 1:], expected[..., 1:], atol=1e-3, rtol=0)
 
 
-def test_log_prior_multiplies_probabilities_by_the_prior():
+def test_log_prior_of_a_present_object_multiplies_probabilities_by_the_prior():
     module = LocalPropagation(dim=16, key_dim=8, radius=1)
+    with torch.no_grad():
+        module.log_floor.fill_(-30.0)  # no floor
+        module.log_tau.fill_(-30.0)  # every object present in the previous frame gets the full prior
     prior = torch.rand(1, 3, 4, 4).softmax(1)
     logits = torch.randn(1, 3, 4, 4)
-    combined = (logits + module.log_prior(prior, 1)).softmax(1)
+    gate = module.gate(prior)
+    torch.testing.assert_close(gate, torch.ones(1, 3))
+    combined = (logits + module.log_prior(prior, gate, 1)).softmax(1)
     product = logits.softmax(1) * prior
     torch.testing.assert_close(combined, product / product.sum(1, keepdim=True))
-    assert module.log_prior(prior, 4).shape == (1, 3, 16, 16)
+    assert module.log_prior(prior, gate, 4).shape == (1, 3, 16, 16)
+
+
+def test_an_object_absent_from_the_previous_frame_gets_no_prior():
+    """Gate 0, so its log-prior is 0 everywhere: nothing vetoes finding it again."""
+    module = LocalPropagation(dim=16, key_dim=8, radius=1)
+    coverage = torch.zeros(1, 3, 4, 4)
+    coverage[:, 1, 1:3, 1:3] = 1.0  # object 1 present, object 2 absent
+    coverage[:, 0] = 1 - coverage[:, 1]
+    gate = module.gate(coverage)
+    assert gate[0, 0] == 1 and gate[0, 1] > 0.8 and gate[0, 2] == 0
+    log_prior = module.log_prior(coverage, gate, 1)
+    assert (log_prior[:, 2] == 0).all()
+    assert log_prior[0, 1, 0, 0] < -3  # the present object keeps its veto far from where it was

@@ -15,9 +15,10 @@ from stma_cli.errors import StmaError
 from stma_cli.hub import load_weights_folder
 from stma_cli.model import STMA, STMAConfig
 from stma_cli.train.loop import (NEW_MODULES, StepSampler, TrainConfig, build_model, collate, hard_pixel_fraction,
-                                 learning_rate_factor, train)
+                                 learning_rate_factor, parse_skip_schedule, train)
 from stma_cli.train.distributed import DistributedContext
 from stma_cli.train.losses import vos_loss
+from stma_cli.train.seeded import ClipKey
 
 
 class MovingSquares(torch.utils.data.Dataset):
@@ -26,7 +27,8 @@ class MovingSquares(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return 10_000
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, key: ClipKey) -> dict:
+        index = key.index
         g = torch.Generator().manual_seed(index)
         frames = torch.rand(3, 3, 48, 48, generator=g) * 0.3
         masks = torch.zeros(3, 48, 48, dtype=torch.long)
@@ -47,10 +49,10 @@ def _config(out: Path, steps: int) -> TrainConfig:
 class Interrupted(MovingSquares):
     """Dies when step 3's data is fetched, as a killed run would."""
 
-    def __getitem__(self, index: int) -> dict:
-        if index >= 4:
+    def __getitem__(self, key: ClipKey) -> dict:
+        if key.index >= 4:
             raise KeyboardInterrupt
-        return super().__getitem__(index)
+        return super().__getitem__(key)
 
 
 def test_resume_is_exact(tmp_path):
@@ -119,12 +121,29 @@ def test_init_from_weights_that_predate_new_modules(tmp_path):
 
 
 def test_sampler_splits_steps_between_ranks():
-    ranks = [list(StepSampler(1000, 2, 3, 5, DistributedContext(r, 2, r))) for r in range(2)]
-    assert ranks[0] == [[12, 13], [16, 17]] and ranks[1] == [[14, 15], [18, 19]]
+    config = TrainConfig(out=Path("x"), steps=5, skip_schedule=((0.0, 2), (0.8, 7)))
+    ranks = [list(StepSampler(1000, 2, 3, config, DistributedContext(r, 2, r))) for r in range(2)]
+    assert [[k.index for k in batch] for batch in ranks[0]] == [[12, 13], [16, 17]]
+    assert [[k.index for k in batch] for batch in ranks[1]] == [[14, 15], [18, 19]]
+    assert [batch[0].max_skip for batch in ranks[0]] == [2, 7]  # steps 3 and 4 of 5: the curriculum moves at 80%
+
+
+def test_memory_settings_are_drawn_per_step_within_their_ranges():
+    config = TrainConfig(out=Path("x"), steps=100, mem_size=(2, 5), mem_every=(1, 3))
+    drawn = [config.memory(step) for step in range(100)]
+    assert drawn == [config.memory(step) for step in range(100)]
+    assert {size for size, _ in drawn} == {2, 3, 4, 5} and {every for _, every in drawn} == {1, 2, 3}
+
+
+def test_skip_schedule_parsing():
+    assert parse_skip_schedule("0:3,0.1:6,0.8:4") == ((0.0, 3), (0.1, 6), (0.8, 4))
+    for bad in ("0.1:3", "0:3,0.5", "0:0", "0:3,0.9:2,0.5:1", "x"):
+        with pytest.raises(StmaError):
+            parse_skip_schedule(bad)
 
 
 def test_collate_pads_objects():
-    batch = collate([MovingSquares()[0], MovingSquares()[1]], max_objects=3)
+    batch = collate([MovingSquares()[ClipKey(0, 1)], MovingSquares()[ClipKey(1, 1)]], max_objects=3)
     assert batch["valid"].tolist() == [[True, False, False], [True, True, False]]
 
 
