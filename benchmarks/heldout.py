@@ -82,13 +82,14 @@ def _methods(text: str) -> tuple[str, ...]:
     return methods
 
 
-def heldout_set(root: Path, sequences: int, frames: int, size: tuple[int, int], seed: int) -> DavisDataset:
-    """The set of `seed` in `root`, rendered first if `root` does not hold one."""
+def heldout_set(root: Path, sequences: int, frames: int, size: tuple[int, int], seed: int,
+                kind: str = "synthetic") -> DavisDataset:
+    """The set of `kind` and `seed` in `root`, rendered first if `root` does not hold one."""
     if not (root / "ImageSets" / "2017" / "val.txt").is_file():
-        print(f"rendering {sequences} sequences of {frames} frames (seed {seed}) into {root}", file=sys.stderr)
-        write_davis_layout(root, "synthetic", sequences, seed, frames, size)
+        print(f"rendering {sequences} {kind} sequences of {frames} frames (seed {seed}) into {root}", file=sys.stderr)
+        write_davis_layout(root, kind, sequences, seed, frames, size)
     dataset = DavisDataset(root)
-    expected = [f"synthetic-{seed}-{index:04d}" for index in range(sequences)]
+    expected = [f"{kind}-{seed}-{index:04d}" for index in range(sequences)]
     first = dataset.frame_paths(dataset.sequence_names[0]) if dataset.sequence_names else []
     if dataset.sequence_names != expected or len(first) != frames or image_size(first[0]) != size:
         raise StmaError(f"{root}: holds another set than {sequences} sequences (seed {seed}) of {frames} frames at "

@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     model, weights = load_model(args.weights, device=resolve_device("auto"))
-    segmenter = Segmenter(model, SegmenterConfig(mem_size=5, mem_every=5))
+    segmenter = Segmenter(model, SegmenterConfig())  # the defaults of `stma segment`
     args.out_dir.mkdir(parents=True, exist_ok=True)
     with open_video(args.video) as video:
         first = read_mask(args.mask, size=(video.width, video.height))

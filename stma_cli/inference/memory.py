@@ -14,15 +14,14 @@ class MemoryBank:
     - anchors: frames whose masks were given (the first annotated frame and any frame where a new
       object was introduced); they never leave;
     - working memory: one frame every `mem_every` frames, the oldest leaving first when full;
-    - short-term memory: the previous frame.
+    - short-term memory: the previous frame (`latest`), whether or not it is also kept as one of the above.
     """
 
     mem_size: int = 5
     mem_every: int = 5
     anchors: list[MemoryEntry] = field(default_factory=list)
     working: deque[MemoryEntry] = field(default_factory=deque)
-    short_term: MemoryEntry | None = None
-    latest: MemoryEntry | None = None  # the frame added last, wherever it is kept
+    latest: MemoryEntry | None = None  # the frame added last
     frames_since_working: int = 0
 
     def __post_init__(self) -> None:
@@ -40,24 +39,20 @@ class MemoryBank:
 
     def entries(self) -> list[MemoryEntry]:
         """The memory frames the next frame is read against; the previous frame comes last."""
-        short = [] if self.short_term is None else [self.short_term]
-        older = [entry for entry in self.anchors + list(self.working) + short if entry is not self.latest]
+        older = [entry for entry in self.anchors + list(self.working) if entry is not self.latest]
         return older + ([] if self.latest is None else [self.latest])
 
     def add(self, entry: MemoryEntry, annotated: bool) -> None:
-        """Record the frame just processed: as an anchor if annotated, else as working or short-term."""
+        """Record the frame just processed: it becomes the previous frame, and is kept longer as an anchor
+        if annotated, or as working memory every `mem_every` frames."""
         self.frames_since_working += 1
         self.latest = entry
         if annotated:
             self.anchors.append(entry)
-            self.short_term = None
             self.frames_since_working = 0
         elif self.frames_since_working >= self.mem_every:
             self.working.append(entry)
-            self.short_term = None
             self.frames_since_working = 0
-        else:
-            self.short_term = entry
         self._enforce_bound()
 
     def _enforce_bound(self) -> None:

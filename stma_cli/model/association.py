@@ -82,7 +82,8 @@ class ReferenceObjectEnhancement(Attention):
 class TestReferenceCorrelation(Attention):
     """Test tokens (B, N, C) attend to memory tokens: reference tokens and object tokens.
 
-    `memory` is (B, M, C) with `memory_pos` (B, M, C) zero on object tokens; `memory_mask` (B, M)
+    `memory` is (B, m*N + m*n*k, C) (every memory frame's reference tokens, then their object tokens) with
+    `memory_pos` of the same shape, zero on object tokens; `memory_mask` (B, m*N + m*n*k)
     is False for padded objects.
     """
 

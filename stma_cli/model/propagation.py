@@ -47,7 +47,7 @@ class LocalPropagation(nn.Module):
         return keys.transpose(1, 2).reshape(keys.shape[0], -1, *grid)
 
     def forward(self, keys: torch.Tensor, previous_keys: torch.Tensor, previous_coverage: torch.Tensor) -> torch.Tensor:
-        """Prior (B, m, h, w) from keys (B, d, h, w) and the previous frame's keys and coverage (B, m, h, w)."""
+        """Prior (B, c, h, w) from keys (B, d, h, w) and the previous frame's keys and coverage (B, c, h, w)."""
         b, d, h, w = keys.shape
         size = 2 * self.radius + 1
         windows = F.unfold(previous_keys, size, padding=self.radius).view(b, d, size * size, h * w)
@@ -55,9 +55,9 @@ class LocalPropagation(nn.Module):
         similarity = (keys.flatten(2)[:, :, None] * windows).sum(1) * self.log_temperature.exp()
         inside = F.unfold(keys.new_ones(1, 1, h, w), size, padding=self.radius) > 0  # (1, k, h*w)
         weights = similarity.masked_fill(~inside, float("-inf")).softmax(dim=1)
-        m = previous_coverage.shape[1]
-        coverage = F.unfold(previous_coverage, size, padding=self.radius).view(b, m, size * size, h * w)
-        return (coverage * weights[:, None]).sum(2).view(b, m, h, w)
+        c = previous_coverage.shape[1]
+        coverage = F.unfold(previous_coverage, size, padding=self.radius).view(b, c, size * size, h * w)
+        return (coverage * weights[:, None]).sum(2).view(b, c, h, w)
 
     def gate(self, previous_coverage: torch.Tensor) -> torch.Tensor:
         """Per-channel gate (B, 1+n) in [0, 1]: 1 for the background, mass / (mass + tau) for objects."""

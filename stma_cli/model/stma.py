@@ -7,6 +7,13 @@ The network is used in three steps, which the inference engine and the training 
     logits = model.segment(features, [entry, ...], ids)   # background + n objects, stride 4
 
 `forward` chains them for a single query frame against a few reference frames.
+
+Shapes, in every module of the model:
+
+    B  batch (clips, or one video at inference)     H, W  frame size, padded to a multiple of 16
+    n  objects                                       h, w  the stride-16 grid: h = H / 16, w = W / 16
+    k  tokens per object (config.tokens_per_object)  N     patches of one frame: h * w
+    C  token width (config.dim)                      m     memory frames read by a frame
 """
 from __future__ import annotations
 
@@ -118,8 +125,8 @@ class STMAConfig:
 class FrameFeatures:
     """Encoder output for one batch of frames, padded to a multiple of the stride."""
 
-    f4: torch.Tensor
-    f8: torch.Tensor
+    f4: torch.Tensor  # (B, c4, H/4, W/4) encoder features at stride 4
+    f8: torch.Tensor  # (B, c8, H/8, W/8) encoder features at stride 8
     tokens: torch.Tensor  # (B, N, C) stride-16 tokens
     keys: torch.Tensor  # (B, propagation_dim, h, w) local-propagation keys, used when segmenting and memorizing
     grid: tuple[int, int]  # (h, w) of the token grid
@@ -140,9 +147,9 @@ class MemoryEntry:
     previous frame).
     """
 
-    levels: list[tuple[torch.Tensor, torch.Tensor]]
+    levels: list[tuple[torch.Tensor, torch.Tensor]]  # per block: reference tokens (B, N, C), object tokens (B, n*k, C)
     keys: torch.Tensor  # (B, propagation_dim, h, w)
-    coverage: torch.Tensor  # (B, 1+n, h, w)
+    coverage: torch.Tensor  # (B, 1+n, h, w) background + object share of each patch
     object_valid: torch.Tensor | None = None  # (B, n*k) bool, for padded training batches
 
 

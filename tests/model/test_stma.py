@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from stma_cli.model import STMA, STMAConfig, soft_aggregate
+from stma_cli.model.tokens import ObjectTokenizer, visibility
 
 
 @pytest.fixture(scope="module")
@@ -119,3 +120,60 @@ def test_segment_follows_the_previous_frame(model):
                    for masks in (left, right)]
     assert outputs[0][0, 16, :8].eq(1).all() and outputs[0][0, 16, -8:].eq(0).all()
     assert outputs[1][0, 16, -8:].eq(1).all() and outputs[1][0, 16, :8].eq(0).all()
+
+
+def test_prior_does_not_veto_an_object_absent_from_the_previous_frame(model):
+    """An object held by an older memory frame but absent from the previous one gets no prior at all:
+    its logits are those of the network alone, however strongly the prior counts for the others."""
+    image, ref_images, ref_masks, ids = _inputs(2, size=(96, 128), refs=1)
+    anchor_masks = torch.zeros(1, 2, 96, 128)
+    anchor_masks[:, 0, 16:48, 16:48] = 1
+    anchor_masks[:, 1, 48:80, 64:112] = 1
+    previous_masks = anchor_masks.clone()
+    previous_masks[:, 1] = 0  # object 2 hidden in the previous frame
+    with torch.no_grad():
+        anchor = model.memorize(model.encode(ref_images[:, 0]), anchor_masks, ids)
+        previous = model.memorize(model.encode(image), previous_masks, ids)
+        features = model.encode(image)
+        strong, none = STMA(model.config).eval(), STMA(model.config).eval()
+        for copy, weight in ((strong, 20.0), (none, 0.0)):
+            copy.load_state_dict(model.state_dict())
+            copy.propagation.weight.fill_(weight)
+        with_prior = strong.segment(features, [anchor, previous], ids)
+        without_prior = none.segment(features, [anchor, previous], ids)
+    torch.testing.assert_close(with_prior[:, 2], without_prior[:, 2])  # absent object: untouched
+    assert (with_prior[:, 1] - without_prior[:, 1]).abs().max() > 1  # present object: the prior counts
+
+
+def test_presence_gates_the_logits_of_an_object_the_head_finds_absent(model):
+    image, ref_images, ref_masks, ids = _inputs(2, size=(64, 64), refs=1)
+    gated = STMA(model.config).eval()
+    gated.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        features = gated.encode(image)
+        memory = [gated.memorize(gated.encode(ref_images[:, 0]), ref_masks[:, 0], ids)]
+        logits, presence = gated.predict(features, memory, ids)
+        assert presence.shape == (1, 2) and (presence > 3).all()  # a fresh head says "present"
+        gated.presence.head[-1].bias.fill_(-30.0)  # now it says "absent" for every object
+        absent_logits, _ = gated.predict(features, memory, ids)
+    torch.testing.assert_close(absent_logits[:, 0], logits[:, 0])
+    assert (absent_logits[:, 1:] < logits[:, 1:] - 25).all()
+    assert absent_logits.argmax(1).eq(0).all()
+
+
+def test_object_tokens_mark_an_object_the_frame_does_not_show():
+    """Tokens pooled for an object a memory frame does not show carry the learned "absent" embedding,
+    in the measure that the object is missing."""
+    tokenizer = ObjectTokenizer(dim=16, tokens_per_object=2)
+    features = torch.randn(1, 12, 16)
+    masks = torch.zeros(1, 2, 12)
+    masks[:, 0, :6] = 1.0  # object 1 covers six patches; object 2 is absent
+    ids = torch.randn(1, 2, 16)
+    with torch.no_grad():
+        before = tokenizer(features, masks, ids)
+        tokenizer.absent.fill_(1.0)
+        after = tokenizer(features, masks, ids)
+    shift = (after - before).mean(-1)[0]
+    torch.testing.assert_close(shift[2:], torch.ones(2))  # absent: the whole embedding
+    assert (shift[:2] < 0.05).all()  # present: 1 - visibility = 0.25 / 6.25
+    torch.testing.assert_close(visibility(masks), torch.tensor([[6 / 6.25, 0.0]]))

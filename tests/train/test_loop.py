@@ -14,10 +14,10 @@ from safetensors.torch import save_file
 from stma_cli.errors import StmaError
 from stma_cli.hub import load_weights_folder
 from stma_cli.model import STMA, STMAConfig
-from stma_cli.train.loop import (NEW_MODULES, StepSampler, TrainConfig, build_model, collate, hard_pixel_fraction,
+from stma_cli.train.loop import (NEW_MODULES, ClipModel, StepSampler, TrainConfig, build_model, collate, hard_pixel_fraction,
                                  learning_rate_factor, parse_skip_schedule, train)
 from stma_cli.train.distributed import DistributedContext
-from stma_cli.train.losses import vos_loss
+from stma_cli.train.losses import presence_loss, vos_loss
 from stma_cli.train.seeded import ClipKey
 
 
@@ -302,3 +302,42 @@ def test_resuming_with_another_config_is_refused(tmp_path):
     with pytest.raises(StmaError, match=r"trained with another model config \(differs in depth\); resume it with "
                                         r"the same --config"):
         train(config, dataset=MovingSquares(), log=lambda _: None)
+
+
+def test_clip_model_reads_memory_as_inference_builds_it():
+    """The anchor, a working frame every mem_every frames, and the previous frame, at most mem_size frames."""
+    model = STMA(STMAConfig.preset("tiny"))
+    read: list[list[int]] = []
+    predict = model.predict
+
+    def recording(features, memory, ids, valid=None):
+        read.append([id(entry) for entry in memory])
+        return predict(features, memory, ids, valid)
+
+    model.predict = recording
+    written: list[int] = []
+    memorize = model.memorize
+
+    def remembering(*args, **kwargs):
+        entry = memorize(*args, **kwargs)
+        written.append(id(entry))
+        return entry
+
+    model.memorize = remembering
+    clip = MovingSquares()[ClipKey(1, 1)]
+    frames = torch.cat([clip["frames"]] * 2)[None]  # 6 frames
+    labels = torch.cat([clip["masks"]] * 2)[None]
+    with torch.no_grad():
+        outputs, presences = ClipModel(model)(frames, labels, torch.tensor([[4, 9]]), torch.tensor([[True, True]]), 3, 2)
+    assert len(outputs) == len(presences) == 5 and presences[0].shape == (1, 2)
+    frame = {entry: index for index, entry in enumerate(written)}  # memory entry -> clip frame
+    assert [[frame[e] for e in memory] for memory in read] == [[0], [0, 1], [0, 2], [0, 2, 3], [0, 2, 4]]
+
+
+def test_presence_loss_targets_visibility():
+    labels = torch.zeros(1, 4, 4, dtype=torch.long)
+    labels[0, 0, 0] = 2  # object 2 shows, object 1 does not
+    valid = torch.tensor([[True, True, False]])
+    confident = torch.tensor([[-20.0, 20.0, 20.0]])
+    assert presence_loss(confident, labels, valid) < 1e-6  # the padded third object does not count
+    assert presence_loss(-confident, labels, valid) > 10

