@@ -189,12 +189,13 @@ def report(args: argparse.Namespace, argv: list[str], dataset: DavisDataset, res
     ]
     for r in results:
         e = r["events"]["all"]
-        lines.append(f"| {r['name']} | {r['J&F-Mean']:.3f} | {r['J-Mean']:.3f} | {r['F-Mean']:.3f} | "
-                     f"{e['IoU before']:.2f} | {e['absent FP']:.2f} | {e['IoU after']:.2f} | {r['fps']:.1f} |")
+        cells = [_cell(r[key], 3) for key in ("J&F-Mean", "J-Mean", "F-Mean")]
+        cells += [_cell(e[key]) for key in ("IoU before", "absent FP", "IoU after")] + [_cell(r["fps"], 1)]
+        lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
     lines += ["", "By kind of absence (runs; IoU before / absent FP / IoU after):", "",
               "| method | " + " | ".join(KINDS) + " |", "|---|" + "---:|" * len(KINDS)]
     for r in results:
-        cells = [f"{e['runs']}: {e['IoU before']:.2f} / {e['absent FP']:.2f} / {e['IoU after']:.2f}"
+        cells = [f"{e['runs']}: " + " / ".join(_cell(e[key]) for key in ("IoU before", "absent FP", "IoU after"))
                  for e in (r["events"][kind] for kind in KINDS)]
         lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
     lines += ["", f"fps: predicting the set at --max-side {args.max_side}, reading JPEGs and writing PNGs "
@@ -213,7 +214,7 @@ def main(argv: list[str] | None = None) -> str:
     frames = args.sequences * args.frames
     results = []
     for name, folder, predict in rows:
-        fps = float("nan")
+        fps = None  # not known for predictions made elsewhere
         if predict is None:
             out = Path(folder)
         else:
@@ -227,8 +228,8 @@ def main(argv: list[str] | None = None) -> str:
         scores = evaluate_folder(dataset, out, args.workers).global_scores()
         figures = {kind: f.summary() for kind, f in set_figures(dataset, out, events).items()}
         results.append({"name": name, **scores, "events": figures, "fps": fps})
-        print(f"{name}: J&F-Mean {scores['J&F-Mean']:.3f}, IoU after {figures['all']['IoU after']:.2f}, "
-              f"absent FP {figures['all']['absent FP']:.2f}", file=sys.stderr)
+        print(f"{name}: J&F-Mean {scores['J&F-Mean']:.3f}, IoU after {_cell(figures['all']['IoU after'])}, "
+              f"absent FP {_cell(figures['all']['absent FP'])}", file=sys.stderr)
     text = report(args, argv, dataset, results)
     atomic_write_text(predictions / "results.md", text)
     atomic_write_text(predictions / "results.json", json.dumps(results, indent=1))
@@ -236,8 +237,12 @@ def main(argv: list[str] | None = None) -> str:
     return text
 
 
-def _mean(values: list) -> float:
-    return float(np.mean(values)) if values else float("nan")
+def _mean(values: list) -> float | None:
+    return float(np.mean(values)) if values else None
+
+
+def _cell(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
 
 
 if __name__ == "__main__":
