@@ -231,6 +231,7 @@ def main(argv: list[str] | None = None) -> str:
         print(f"{name}: J&F-Mean {scores['J&F-Mean']:.3f}, IoU after {_cell(figures['all']['IoU after'])}, "
               f"absent FP {_cell(figures['all']['absent FP'])}", file=sys.stderr)
     text = report(args, argv, dataset, results)
+    predictions.mkdir(parents=True, exist_ok=True)
     atomic_write_text(predictions / "results.md", text)
     atomic_write_text(predictions / "results.json", json.dumps(results, indent=1))
     print(text, end="")

@@ -60,7 +60,8 @@ def test_tiny_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert results[-1]["events"]["all"]["absent FP"] == 1.0  # copying the first mask never lets go
     events = json.loads((root / "events.json").read_text())
     assert sorted(events) == [f"long-10000103-{i:04d}" for i in range(2)]
-    # Scoring existing predictions under a name gives the same figures.
+    # Scoring existing predictions under a name gives the same figures, and needs no predictions folder.
+    (tmp_path / "long-predictions").rename(tmp_path / "elsewhere")
     again = benchmark.main(["--root", str(root), "--sequences", "2", "--frames", "20", "--size", "96x160", "--no-copy",
-                            "--results", f"earlier={tmp_path / 'long-predictions' / 'model-mem2'}", "--workers", "1"])
+                            "--results", f"earlier={tmp_path / 'elsewhere' / 'model-mem2'}", "--workers", "1"])
     assert "| earlier | " + f"{results[0]['J&F-Mean']:.3f}" in again
