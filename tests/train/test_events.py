@@ -20,14 +20,6 @@ pytestmark = pytest.mark.skipif(
 SIZE = (120, 192)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _areas(item: dict) -> torch.Tensor:
     """(objects, frames) pixel counts."""
     masks = item["masks"]
