@@ -72,3 +72,38 @@ class LocalPropagation(nn.Module):
         """
         prior = F.interpolate(prior, scale_factor=scale, mode="bilinear", align_corners=False)
         return self.weight * gate[:, :, None, None] * torch.log(prior + self.log_floor.exp())
+
+
+class MemoryMatching(nn.Module):
+    """Per-object map (B, c, h, w) read from every memory frame by global matching.
+
+    The local prior cannot find an object that the previous frame does not hold (hidden, or out of
+    view). Here each stride-16 patch of the current frame compares its key with the keys of every
+    patch of every memory frame (the annotated frame, the working frames, the previous frame); the
+    softmax of those similarities weights the memory patches' object coverage, as the mask readout of
+    STM/XMem does. The map tells where each object may be anywhere in the frame. It is used for the
+    objects the previous frame does not hold (`STMA.predict`): as a second ID map into the decoder,
+    and as a log-prior on their logits whose `weight` starts at 0 (no effect) and is learned.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log_temperature = nn.Parameter(torch.tensor(math.log(10.0)))
+        self.weight = nn.Parameter(torch.zeros(()))
+        self.log_floor = nn.Parameter(torch.tensor(math.log(1e-2)))
+
+    def forward(self, keys: torch.Tensor, memory_keys: list[torch.Tensor], coverages: list[torch.Tensor]) -> torch.Tensor:
+        """keys (B, d, h, w); per memory frame its keys (B, d, h, w) and coverage (B, c, h, w)."""
+        b, d, h, w = keys.shape
+        query = keys.flatten(2).transpose(1, 2)[:, None] * self.log_temperature.exp()  # (B, 1, N, d)
+        key = torch.cat([k.flatten(2) for k in memory_keys], dim=2).transpose(1, 2)[:, None]  # (B, 1, mN, d)
+        value = torch.cat([c.flatten(2) for c in coverages], dim=2).transpose(1, 2)[:, None]  # (B, 1, mN, c)
+        read = F.scaled_dot_product_attention(query, key, value.to(query.dtype), scale=1.0)
+        return read[:, 0].transpose(1, 2).reshape(b, -1, h, w)
+
+    def log_prior(self, readout: torch.Tensor, gate: torch.Tensor, scale: int) -> torch.Tensor:
+        """The weighted log of the readout (B, 1+n, h, w) at `scale` times its resolution, on the objects
+        only, each scaled by its gate (B, n); the background gets 0."""
+        readout = F.interpolate(readout[:, 1:], scale_factor=scale, mode="bilinear", align_corners=False)
+        objects = self.weight * gate[:, :, None, None] * torch.log(readout + self.log_floor.exp())
+        return F.pad(objects, (0, 0, 0, 0, 1, 0))

@@ -33,7 +33,7 @@ from stma_cli.model.association import STMLBlock, sine_position_embedding
 from stma_cli.model.decoder import Decoder, IDAssociation
 from stma_cli.model.encoder import MobileNetEncoder, PatchEncoder
 from stma_cli.model.presence import ObjectPresence, object_queries
-from stma_cli.model.propagation import LocalPropagation
+from stma_cli.model.propagation import LocalPropagation, MemoryMatching
 from stma_cli.model.tokens import BACKGROUND_ID, IDEmbedding, ObjectTokenizer, visibility
 
 ARCHITECTURE = "stma"
@@ -180,6 +180,7 @@ class STMA(
             for _ in range(config.depth)
         )
         self.propagation = LocalPropagation(config.dim, config.propagation_dim, config.propagation_radius)
+        self.matching = MemoryMatching()
         self.decoder = Decoder(config.dim * config.depth, (c4, c8), config.decoder_widths, config.embed_dim,
                                prior_channels=config.dim)
         self.association = IDAssociation(config.dim, config.embed_dim)
@@ -260,14 +261,19 @@ class STMA(
                 outputs.append(test)
         x16 = torch.cat(outputs, dim=2).transpose(1, 2).reshape(batch, -1, *features.grid)
         with record_function("stma.propagation"):
-            coverage = self._coverage(memory[-1], n, features.tokens.dtype)
-            prior = self.propagation(features.keys, memory[-1].keys, coverage)
-        prior_ids = self.ids.id_map(prior[:, 1:].flatten(2), ids).transpose(1, 2).reshape(batch, -1, *features.grid)
+            coverages = [self._coverage(entry, n, features.tokens.dtype) for entry in memory]
+            prior = self.propagation(features.keys, memory[-1].keys, coverages[-1])
+            gate = self.propagation.gate(coverages[-1])  # (B, 1+n): how much of each the previous frame holds
+            readout = self.matching(features.keys, [entry.keys for entry in memory], coverages)
+        absent = 1 - gate[:, 1:]
+        prior_ids = self._id_map(prior[:, 1:], ids)
+        readout_ids = self._id_map(readout[:, 1:] * absent[:, :, None, None], ids)
         with record_function("stma.decoder"):
-            embedding = self.decoder(x16, features.f8, features.f4, prior_ids)
+            embedding = self.decoder(x16, features.f8, features.f4, prior_ids, readout_ids)
             background = torch.full_like(ids[:, :1], BACKGROUND_ID)
             logits = self.association(embedding, self.ids(torch.cat([background, ids], dim=1)))
-            logits = logits + self.propagation.log_prior(prior, self.propagation.gate(coverage), STRIDE // LOGIT_STRIDE)
+            scale = STRIDE // LOGIT_STRIDE
+            logits = logits + self.propagation.log_prior(prior, gate, scale) + self.matching.log_prior(readout, absent, scale)
         with record_function("stma.presence"):
             presence = self._presence(test, pos, memory, n)
         logits = torch.cat([logits[:, :1], logits[:, 1:] + F.logsigmoid(presence)[:, :, None, None]], dim=1)
@@ -302,6 +308,11 @@ class STMA(
         return model
 
     # -- helpers ---------------------------------------------------------------------------------
+
+    def _id_map(self, maps: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """ID map (B, C, h, w) of per-object maps (B, n, h, w)."""
+        b, _, h, w = maps.shape
+        return self.ids.id_map(maps.flatten(2), ids).transpose(1, 2).reshape(b, -1, h, w)
 
     @staticmethod
     def _coverage(entry: MemoryEntry, num_objects: int, dtype: torch.dtype) -> torch.Tensor:

@@ -43,7 +43,7 @@ CHECKPOINT = "checkpoint"
 BEST = "best"
 LOG = "log.jsonl"
 # Modules that weights from before their introduction lack; `--init` from such weights starts them fresh.
-NEW_MODULES = ("propagation.", "decoder.prior.", "presence.", "tokenizer.absent")
+NEW_MODULES = ("propagation.", "decoder.prior.", "presence.", "tokenizer.absent", "matching.", "decoder.readout.")
 
 
 @dataclass

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from stma_cli.model.propagation import LocalPropagation
+from stma_cli.model.propagation import LocalPropagation, MemoryMatching
 
 
 @pytest.fixture(autouse=True)
@@ -76,3 +76,37 @@ def test_an_object_absent_from_the_previous_frame_gets_no_prior():
     log_prior = module.log_prior(coverage, gate, 1)
     assert (log_prior[:, 2] == 0).all()
     assert log_prior[0, 1, 0, 0] < -3  # the present object keeps its veto far from where it was
+
+
+def test_memory_matching_finds_an_object_anywhere_in_the_frame():
+    """The readout of a patch is the coverage of the memory patch it matches, however far it moved."""
+    matching = MemoryMatching()
+    with torch.no_grad():
+        matching.log_temperature.fill_(6.0)  # nearly a hard match
+    propagation = LocalPropagation(dim=16, key_dim=16, radius=1)
+    tokens = torch.randn(1, 6, 8, 16)
+    moved = torch.roll(tokens, shifts=(3, 5), dims=(1, 2))  # far beyond any local window
+    coverage = torch.zeros(1, 2, 6, 8)
+    coverage[:, 1, 1, 1] = 1
+    coverage[:, 0] = 1 - coverage[:, 1]
+    keys = propagation.keys(moved.flatten(1, 2), (6, 8))
+    memory_keys = propagation.keys(tokens.flatten(1, 2), (6, 8))
+    other_keys = propagation.keys(torch.randn(1, 6 * 8, 16), (6, 8))  # a second memory frame, unlike this one
+    other_coverage = torch.zeros_like(coverage)
+    other_coverage[:, 0] = 1
+    readout = matching(keys, [memory_keys, other_keys], [coverage, other_coverage])
+    assert readout[0, 1, 4, 6] > 0.9  # (1, 1) moved by (3, 5)
+    assert readout[0, 1].sum() < 1.2
+    torch.testing.assert_close(readout.sum(1), torch.ones(1, 6, 8))
+
+
+def test_memory_matching_log_prior_starts_without_effect_and_spares_the_background():
+    matching = MemoryMatching()
+    readout = torch.rand(1, 3, 4, 4).softmax(1)
+    assert (matching.log_prior(readout, torch.ones(1, 2), 2) == 0).all()  # weight 0 at first
+    with torch.no_grad():
+        matching.weight.fill_(1.0)
+    log_prior = matching.log_prior(readout, torch.tensor([[1.0, 0.0]]), 1)
+    assert log_prior.shape == (1, 3, 4, 4)
+    assert (log_prior[:, 0] == 0).all() and (log_prior[:, 2] == 0).all()  # background; object with gate 0
+    torch.testing.assert_close(log_prior[:, 1], torch.log(readout[:, 1] + 1e-2))
