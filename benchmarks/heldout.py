@@ -1,7 +1,8 @@
 """J&F of a model and two baselines on the held-out synthetic set, as a Markdown table.
 
 Run: python benchmarks/heldout.py [--root runs/heldout] [--sequences 12] [--frames 40] [--size 480x854]
-     [--weights stma-tiny] [--max-side 640] [--methods model,copy,motion] [--device auto] [--workers N]
+     [--weights stma-tiny] [--max-side 640] [--mem-size 2] [--mem-every 5] [--methods model,copy,motion]
+     [--device auto] [--workers N]
      [--seed 10000019]
 
 The held-out set (synthetic sequences with 2-3 objects, held-out assets and seed, see
@@ -58,6 +59,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                              "chooses checkpoints and settings")
     parser.add_argument("--weights", default=DEFAULT_WEIGHTS)
     parser.add_argument("--max-side", type=int, default=640, help="longest side the model sees")
+    parser.add_argument("--mem-size", type=int, default=SegmenterConfig.mem_size, help="memory frames of the model")
+    parser.add_argument("--mem-every", type=int, default=SegmenterConfig.mem_every, help="working-memory interval")
     parser.add_argument("--methods", type=_methods, default=METHODS, help="comma-separated: model,copy,motion")
     parser.add_argument("--device", default="auto", help="device of the model: auto, cpu, cuda or cuda:N")
     parser.add_argument("--workers", type=int, default=None, help="scoring processes (default: one per CPU)")
@@ -115,9 +118,9 @@ def predictor(method: str, args: argparse.Namespace) -> tuple[str, Callable[[Dav
         return "motion-propagation", motion_propagation, "numpy, one process"
     device = resolve_device(args.device)
     model, _ = load_model(args.weights, device=device)
-    config = SegmenterConfig(max_side=args.max_side)
+    config = SegmenterConfig(mem_size=args.mem_size, mem_every=args.mem_every, max_side=args.max_side)
     threads = f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""
-    note = f"{device}{threads}, --max-side {args.max_side}"
+    note = f"{device}{threads}, --max-side {args.max_side}, --mem-size {args.mem_size}, --mem-every {args.mem_every}"
     return f"model ({args.weights})", lambda dataset, out: predict_dataset(dataset, out, model, config), note
 
 
