@@ -274,9 +274,8 @@ class STMA(
             logits = self.association(embedding, self.ids(torch.cat([background, ids], dim=1)))
             scale = STRIDE // LOGIT_STRIDE
             logits = logits + self.propagation.log_prior(prior, gate, scale) + self.matching.log_prior(readout, absent, scale)
-        with record_function("stma.presence"):
             presence = self._presence(test, pos, memory, n)
-        logits = torch.cat([logits[:, :1], logits[:, 1:] + F.logsigmoid(presence)[:, :, None, None]], dim=1)
+            logits = torch.cat([logits[:, :1], logits[:, 1:] + F.logsigmoid(presence)[:, :, None, None]], dim=1)
         if valid is not None:
             keep = torch.cat([torch.ones_like(valid[:, :1]), valid], dim=1)[:, :, None, None]
             logits = logits.masked_fill(~keep, -1e4)
