@@ -17,9 +17,8 @@ library labels with `torch.profiler.record_function` (all threads): resize = "st
 the model's size); encoder = "stma.encoder"; association = "stma.memorize" + "stma.association" (the
 memory side and the reading of the memory); propagation = "stma.propagation" (the local prior from the
 previous frame and the matching against every memory frame); decoder = "stma.decoder" (decoder, ID
-association and object presence); labels = "stma.labels" (logits
-to the frame's size and label map); writing = "stma.writing" (mask PNG, overlay frame and logits, in the
-writer thread); other = the rest of the profiled run's wall-clock time outside the main thread's stages
+association and object presence); labels = "stma.labels" (logits to the frame's size and label map);
+writing = "stma.writing" (mask PNG, overlay frame and logits, in the writer thread); other = the rest of the profiled run's wall-clock time outside the main thread's stages
 (waiting for frames or for the writer, opening and finishing the output). decode = one pass over the
 video with the reader alone (it runs in the decoding thread during segmentation). Shares are of the
 profiled run's wall-clock time; the two background stages overlap the others, so all shares may add up
