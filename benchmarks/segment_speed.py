@@ -18,12 +18,13 @@ the model's size); encoder = "stma.encoder"; association = "stma.memorize" + "st
 memory side and the reading of the memory); propagation = "stma.propagation" (the local prior from the
 previous frame and the matching against every memory frame); decoder = "stma.decoder" (decoder, ID
 association and object presence); labels = "stma.labels" (logits to the frame's size and label map);
-writing = "stma.writing" (mask PNG, overlay frame and logits, in the writer thread); other = the rest of the profiled run's wall-clock time outside the main thread's stages
-(waiting for frames or for the writer, opening and finishing the output). decode = one pass over the
-video with the reader alone (it runs in the decoding thread during segmentation). Shares are of the
-profiled run's wall-clock time; the two background stages overlap the others, so all shares may add up
-to more than 100%. On CUDA the ranges are CPU time: kernels run asynchronously and are waited for where
-the labels are copied to the CPU, so GPU time shows under "labels".
+writing = "stma.writing" (mask PNG, overlay frame and logits, in the writer thread); other = the rest of
+the profiled run's wall-clock time outside the main thread's stages (waiting for frames or for the
+writer, opening and finishing the output). decode = one pass over the video with the reader alone (it
+runs in the decoding thread during segmentation). Shares are of the profiled run's wall-clock time; the
+two background stages overlap the others, so all shares may add up to more than 100%. On CUDA the ranges
+are CPU time: kernels run asynchronously and are waited for where the labels are copied to the CPU, so
+GPU time shows under "labels".
 
 Default: the resolutions at 2 objects, the object counts and --mem-size at 480p (9 configurations).
 --full: the object counts and --mem-size at every resolution (21). The --mem-size rows use --mem-every 1,
