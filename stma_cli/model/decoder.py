@@ -42,8 +42,10 @@ class UpBlock(nn.Module):
 class Decoder(nn.Module):
     """Multi-level stride-16 tokens + stride-16 priors + stride-8/4 skips -> per-pixel embedding at stride 4.
 
-    Two priors, ID maps at stride 16, enter through zero-initialised projections: the masks propagated
-    from the previous frame, and the memory readout of the objects the previous frame does not hold.
+    Two priors, ID maps at stride 16, enter through a zero-initialised projection: the masks propagated
+    from the previous frame, and the memory readout of the objects the previous frame does not hold. The
+    readout shares the prior's projection (it is evidence of the same kind: which object is where) and
+    adds a zero-initialised one of its own, which learns how it differs.
     """
 
     def __init__(self, in_channels: int, skip_channels: tuple[int, int], widths: tuple[int, int, int], embed_dim: int,
@@ -53,17 +55,16 @@ class Decoder(nn.Module):
         w16, w8, w4 = widths
         self.fuse = nn.Sequential(nn.Conv2d(in_channels, w16, 1), ResBlock(w16))  # [0] projects, [1] refines
         self.prior = nn.Conv2d(prior_channels, w16, 1)
-        self.readout = nn.Conv2d(prior_channels, w16, 1)
-        for conv in (self.prior, self.readout):
-            nn.init.zeros_(conv.weight)
-            nn.init.zeros_(conv.bias)
+        self.readout = nn.Conv2d(prior_channels, w16, 1, bias=False)
+        for weight in (self.prior.weight, self.prior.bias, self.readout.weight):
+            nn.init.zeros_(weight)
         self.up8 = UpBlock(w16, c8, w8)
         self.up4 = UpBlock(w8, c4, w4)
         self.embed = nn.Conv2d(w4, embed_dim, 1)
 
     def forward(self, x16: torch.Tensor, f8: torch.Tensor, f4: torch.Tensor, prior: torch.Tensor,
                 readout: torch.Tensor) -> torch.Tensor:
-        x = self.fuse[1](self.fuse[0](x16) + self.prior(prior) + self.readout(readout))
+        x = self.fuse[1](self.fuse[0](x16) + self.prior(prior + readout) + self.readout(readout))
         x = self.up4(self.up8(x, f8), f4)
         return self.embed(F.relu(x))
 

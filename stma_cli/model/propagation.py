@@ -83,13 +83,14 @@ class MemoryMatching(nn.Module):
     softmax of those similarities weights the memory patches' object coverage, as the mask readout of
     STM/XMem does. The map tells where each object may be anywhere in the frame. It is used for the
     objects the previous frame does not hold (`STMA.predict`): as a second ID map into the decoder,
-    and as a log-prior on their logits whose `weight` starts at 0 (no effect) and is learned.
+    and as a log-prior on their logits with a learned `weight` (from 1) and floor: an object absent
+    from the previous frame is unlikely where nothing in memory looks like it.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.log_temperature = nn.Parameter(torch.tensor(math.log(10.0)))
-        self.weight = nn.Parameter(torch.zeros(()))
+        self.weight = nn.Parameter(torch.ones(()))
         self.log_floor = nn.Parameter(torch.tensor(math.log(1e-2)))
 
     def forward(self, keys: torch.Tensor, memory_keys: list[torch.Tensor], coverages: list[torch.Tensor]) -> torch.Tensor:

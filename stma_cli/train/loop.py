@@ -44,6 +44,10 @@ BEST = "best"
 LOG = "log.jsonl"
 # Modules that weights from before their introduction lack; `--init` from such weights starts them fresh.
 NEW_MODULES = ("propagation.", "decoder.prior.", "presence.", "tokenizer.absent", "matching.", "decoder.readout.")
+# The parts that let the memory find objects again start from neutral values (zero weights, gates, scalar
+# temperatures and floors), from which Adam moves about one learning rate per step: they learn faster.
+FAST_MODULES = ("presence.", "matching.", "decoder.readout.", "tokenizer.absent", "propagation.weight",
+                "propagation.log_")
 
 
 @dataclass
@@ -67,6 +71,7 @@ class TrainConfig:
     presence_weight: float = 0.5
     lr: float = 4e-4
     encoder_lr_scale: float = 0.25
+    fast_lr_scale: float = 10.0  # for FAST_MODULES
     frozen_encoder_blocks: int = 7  # MobileNetV2 blocks up to stride 8 keep their ImageNet weights
     weight_decay: float = 0.05
     warmup: int = 300
@@ -208,12 +213,14 @@ def build_model(config: TrainConfig) -> STMA:
 
 
 def make_optimizer(model: STMA, config: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW; the pretrained encoder learns more slowly; no decay on norms, biases and embeddings."""
+    """AdamW; the pretrained encoder learns more slowly, FAST_MODULES faster; no decay on norms, biases and
+    embeddings."""
     groups: dict[tuple[float, float], list[nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        lr = config.lr * (config.encoder_lr_scale if name.startswith("encoder.") else 1.0)
+        scale = config.encoder_lr_scale if name.startswith("encoder.") else 1.0
+        lr = config.lr * (config.fast_lr_scale if name.startswith(FAST_MODULES) else scale)
         decay = 0.0 if param.ndim < 2 or name.startswith("ids.") else config.weight_decay
         groups.setdefault((lr, decay), []).append(param)
     return torch.optim.AdamW(

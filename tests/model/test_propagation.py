@@ -100,12 +100,10 @@ def test_memory_matching_finds_an_object_anywhere_in_the_frame():
     torch.testing.assert_close(readout.sum(1), torch.ones(1, 6, 8))
 
 
-def test_memory_matching_log_prior_starts_without_effect_and_spares_the_background():
+def test_memory_matching_log_prior_is_gated_and_spares_the_background():
     matching = MemoryMatching()
     readout = torch.rand(1, 3, 4, 4).softmax(1)
-    assert (matching.log_prior(readout, torch.ones(1, 2), 2) == 0).all()  # weight 0 at first
-    with torch.no_grad():
-        matching.weight.fill_(1.0)
+    assert (matching.log_prior(readout, torch.zeros(1, 2), 2) == 0).all()
     log_prior = matching.log_prior(readout, torch.tensor([[1.0, 0.0]]), 1)
     assert log_prior.shape == (1, 3, 4, 4)
     assert (log_prior[:, 0] == 0).all() and (log_prior[:, 2] == 0).all()  # background; object with gate 0

@@ -341,3 +341,20 @@ def test_presence_loss_targets_visibility():
     confident = torch.tensor([[-20.0, 20.0, 20.0]])
     assert presence_loss(confident, labels, valid) < 1e-6  # the padded third object does not count
     assert presence_loss(-confident, labels, valid) > 10
+
+
+def test_learning_rates_by_part():
+    """The pretrained encoder learns slower, the parts that start from neutral values faster."""
+    from stma_cli.train.loop import make_optimizer
+
+    model = STMA(STMAConfig.preset("tiny"))
+    config = TrainConfig(out=Path("x"), lr=1e-4, encoder_lr_scale=0.25, fast_lr_scale=10.0)
+    optimizer = make_optimizer(model, config)
+    lr_of = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+    named = dict(model.named_parameters())
+    assert lr_of[id(named["encoder.features.10.conv.0.0.weight"])] == pytest.approx(2.5e-5)
+    assert lr_of[id(named["blocks.0.correlation.q.weight"])] == pytest.approx(1e-4)
+    for fast in ("presence.head.3.bias", "matching.weight", "decoder.readout.weight", "tokenizer.absent",
+                 "propagation.log_tau", "propagation.weight"):
+        assert lr_of[id(named[fast])] == pytest.approx(1e-3), fast
+    assert lr_of[id(named["propagation.key.weight"])] == pytest.approx(1e-4)
