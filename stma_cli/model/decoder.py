@@ -42,10 +42,9 @@ class UpBlock(nn.Module):
 class Decoder(nn.Module):
     """Multi-level stride-16 tokens + stride-16 priors + stride-8/4 skips -> per-pixel embedding at stride 4.
 
-    Two priors, ID maps at stride 16, enter through a zero-initialised projection: the masks propagated
-    from the previous frame, and the memory readout of the objects the previous frame does not hold. The
-    readout shares the prior's projection (it is evidence of the same kind: which object is where) and
-    adds a zero-initialised one of its own, which learns how it differs.
+    Two ID maps at stride 16 enter through zero-initialised projections: the prior (where each object
+    is expected: propagated from the previous frame, or read from memory for the objects the previous
+    frame does not hold) and the memory readout alone, so that the decoder can learn how the two differ.
     """
 
     def __init__(self, in_channels: int, skip_channels: tuple[int, int], widths: tuple[int, int, int], embed_dim: int,
@@ -64,7 +63,7 @@ class Decoder(nn.Module):
 
     def forward(self, x16: torch.Tensor, f8: torch.Tensor, f4: torch.Tensor, prior: torch.Tensor,
                 readout: torch.Tensor) -> torch.Tensor:
-        x = self.fuse[1](self.fuse[0](x16) + self.prior(prior + readout) + self.readout(readout))
+        x = self.fuse[1](self.fuse[0](x16) + self.prior(prior) + self.readout(readout))
         x = self.up4(self.up8(x, f8), f4)
         return self.embed(F.relu(x))
 

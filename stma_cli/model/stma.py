@@ -265,15 +265,18 @@ class STMA(
             prior = self.propagation(features.keys, memory[-1].keys, coverages[-1])
             gate = self.propagation.gate(coverages[-1])  # (B, 1+n): how much of each the previous frame holds
             readout = self.matching(features.keys, [entry.keys for entry in memory], coverages)
-        absent = 1 - gate[:, 1:]
-        prior_ids = self._id_map(prior[:, 1:], ids)
-        readout_ids = self._id_map(readout[:, 1:] * absent[:, :, None, None], ids)
+        # What the decoder is told of each object's place: the local prior for the objects the previous
+        # frame holds, the memory readout for the others (blended by the gate), and the readout alone.
+        held, absent = gate[:, 1:, None, None], 1 - gate[:, 1:, None, None]
+        prior_ids = self._id_map(held * prior[:, 1:] + absent * readout[:, 1:], ids)
+        readout_ids = self._id_map(absent * readout[:, 1:], ids, background=False)
         with record_function("stma.decoder"):
             embedding = self.decoder(x16, features.f8, features.f4, prior_ids, readout_ids)
             background = torch.full_like(ids[:, :1], BACKGROUND_ID)
             logits = self.association(embedding, self.ids(torch.cat([background, ids], dim=1)))
             scale = STRIDE // LOGIT_STRIDE
-            logits = logits + self.propagation.log_prior(prior, gate, scale) + self.matching.log_prior(readout, absent, scale)
+            logits = (logits + self.propagation.log_prior(prior, gate, scale)
+                      + self.matching.log_prior(readout, 1 - gate[:, 1:], scale))
             presence = self._presence(test, pos, memory, n)
             logits = torch.cat([logits[:, :1], logits[:, 1:] + F.logsigmoid(presence)[:, :, None, None]], dim=1)
         if valid is not None:
@@ -308,10 +311,11 @@ class STMA(
 
     # -- helpers ---------------------------------------------------------------------------------
 
-    def _id_map(self, maps: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        """ID map (B, C, h, w) of per-object maps (B, n, h, w)."""
+    def _id_map(self, maps: torch.Tensor, ids: torch.Tensor, background: bool = True) -> torch.Tensor:
+        """ID map (B, C, h, w) of per-object maps (B, n, h, w), with the background's share or without it."""
         b, _, h, w = maps.shape
-        return self.ids.id_map(maps.flatten(2), ids).transpose(1, 2).reshape(b, -1, h, w)
+        id_map = self.ids.id_map if background else self.ids.object_map
+        return id_map(maps.flatten(2), ids).transpose(1, 2).reshape(b, -1, h, w)
 
     @staticmethod
     def _coverage(entry: MemoryEntry, num_objects: int, dtype: torch.dtype) -> torch.Tensor:

@@ -37,8 +37,11 @@ class IDEmbedding(nn.Module):
         background embedding weighted by what is left.
         """
         background = (1 - masks.sum(1)).clamp(min=0)
-        objects = torch.einsum("bnp,bnc->bpc", masks, self.table(ids))
-        return objects + background[..., None] * self.table.weight[BACKGROUND_ID]
+        return self.object_map(masks, ids) + background[..., None] * self.table.weight[BACKGROUND_ID]
+
+    def object_map(self, masks: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """`id_map` without the background: the objects' embeddings weighted by their coverage, (B, N, C)."""
+        return torch.einsum("bnp,bnc->bpc", masks, self.table(ids))
 
 
 class ObjectTokenizer(nn.Module):
