@@ -217,7 +217,7 @@ class StmaProcess:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "stma_cli", *args], cwd=cwd, env=environment, stdin=source,
                 stdout=self._stdout, stderr=self._stderr,
-                preexec_fn=None if file_size_limit is None else _file_size_limiter(file_size_limit),
+                preexec_fn=_child_setup(file_size_limit),
             )
 
     def wait(self, timeout: float = 240) -> Run:
@@ -238,10 +238,14 @@ class StmaProcess:
         return text
 
 
-def _file_size_limiter(limit: int) -> Callable[[], None]:
+def _child_setup(file_size_limit: int | None) -> Callable[[], None]:
+    """Ctrl-C reaches the child as in a terminal, even when the tests run in a background job of a shell
+    (which starts with SIGINT ignored, and Python keeps an ignored SIGINT ignored); with a limit, RLIMIT_FSIZE."""
     def apply() -> None:
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead of killing the process
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        if file_size_limit is not None:
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead of killing the process
+            resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
 
     return apply
 
