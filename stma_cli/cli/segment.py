@@ -120,8 +120,8 @@ def segment(
         autocast_dtype(torch_device, precision)  # fp16 without CUDA fails here, before any video
         model, resolved = load_model(weights, revision, device=torch_device)
         config = SegmenterConfig(mem_size=mem_size, mem_every=mem_every, max_side=max_side, precision=precision)
-        segmenter = Segmenter(model, config)  # the one inference copy of the model, reset for each video
-        del model  # the loaded copy is not needed any more
+        segmenter = Segmenter(model, config, copy_model=False)  # the one model in memory, reset for each video
+        del model
         options = RunOptions(direction=direction, overlay=overlay, logits=logits, overwrite=overwrite,
                              model_id=resolved.model_id, model_revision=resolved.revision,
                              weights_sha256=file_sha256(resolved.path / WEIGHTS_FILE))

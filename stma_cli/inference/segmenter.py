@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 
 import numpy as np
 import torch
@@ -47,7 +47,8 @@ class Segmenter:
 
     It runs `model.for_inference()`, a copy of the model tuned for inference made once, here, so the
     model passed in is left as it is (it may still be training). Make one Segmenter per process and
-    `reset()` it between videos: every new Segmenter is a new copy of the model.
+    `reset()` it between videos: every new Segmenter is a new copy of the model. With
+    `copy_model=False` the model passed in is tuned in place instead, for a caller that hands it over.
 
     Each object holds an entry of the model's ID table while it is tracked; the table bounds how
     many objects are tracked at once (`model.config.num_ids`), not how many a video holds over time.
@@ -55,15 +56,16 @@ class Segmenter:
 
     model: STMA
     config: SegmenterConfig = field(default_factory=SegmenterConfig)
+    copy_model: InitVar[bool] = True
     object_ids: list[int] = field(default_factory=list)
     memory: MemoryBank = field(init=False)
     table: dict[int, int] = field(init=False)  # object id -> its ID-table entry (1..num_ids)
     released: list[int] = field(init=False)  # ID-table entries of removed objects, oldest first
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, copy_model: bool) -> None:
         self.device = next(self.model.parameters()).device
         self.dtype = autocast_dtype(self.device, self.config.precision)
-        self.model = self.model.for_inference()
+        self.model = self.model.for_inference(in_place=not copy_model)
         self.reset()
 
     def reset(self) -> None:

@@ -297,13 +297,14 @@ class STMA(
         features = self.encode(image)
         return upsample_logits(self.segment(features, memory, ids), features.size)
 
-    def for_inference(self) -> "STMA":
-        """A copy for fast inference (same outputs up to rounding; not for training or saving).
+    def for_inference(self, in_place: bool = False) -> "STMA":
+        """A model for fast inference (same outputs up to rounding; not for training or saving).
 
         The MobileNetV2 encoder gets its BatchNorm folded into the convolutions and a channels-last
-        memory layout, which oneDNN runs much faster on CPU.
+        memory layout, which oneDNN runs much faster on CPU. By default this is done on a copy; with
+        `in_place`, on this model, which then holds only one copy of the weights in memory.
         """
-        model = copy.deepcopy(self).eval()
+        model = (self if in_place else copy.deepcopy(self)).eval()
         if isinstance(model.encoder, MobileNetEncoder):
             model.encoder.fold_batchnorm()
             model.encoder.to(memory_format=torch.channels_last)

@@ -173,3 +173,10 @@ def test_removing_every_object_starts_afresh(model):
     assert segmenter.object_ids == [] and segmenter.memory.empty and segmenter.table == {}
     result = segmenter.step(noise(96, 96, seed=1))
     assert result.object_ids == [] and not result.labels.any()
+
+
+def test_a_handed_over_model_is_not_copied(model):
+    own = type(model)(model.config).eval()
+    own.load_state_dict(model.state_dict())
+    assert Segmenter(own, copy_model=False).model is own
+    assert Segmenter(model).model is not model

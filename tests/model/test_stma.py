@@ -101,6 +101,17 @@ def test_inference_copy_matches_and_leaves_the_model_alone(model):
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
 
 
+def test_inference_in_place_tunes_the_model_itself(model):
+    image, ref_images, ref_masks, ids = _inputs(2)
+    own = STMA(model.config).eval()
+    own.load_state_dict(model.state_dict())
+    assert own.for_inference(in_place=True) is own
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in own.encoder.modules())
+    with torch.inference_mode():
+        torch.testing.assert_close(own(image, ref_images, ref_masks, ids), model(image, ref_images, ref_masks, ids),
+                                   rtol=1e-4, atol=1e-4)
+
+
 def test_segment_follows_the_previous_frame(model):
     """Once the prior counts, moving the previous frame's masks moves the prediction with them."""
     image, ref_images, ref_masks, ids = _inputs(1, size=(128, 128), refs=1)
