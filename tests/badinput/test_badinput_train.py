@@ -19,7 +19,7 @@ from stma_cli.model import STMAConfig
 
 FAILED = 1
 TINY = ["--batch", "1", "--crop", "64", "--frames", "2", "--data", "synthetic", "--workers", "0",
-        "--eval-sequences", "0", "--max-objects", "1"]
+        "--eval-sequences", "0", "--eval-long-sequences", "0", "--max-objects", "1"]
 
 
 def _step(folder: Path) -> int:
