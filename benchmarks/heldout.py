@@ -1,7 +1,7 @@
 """J&F of a model and two baselines on the held-out synthetic set, as a Markdown table.
 
 Run: python benchmarks/heldout.py [--root runs/heldout] [--sequences 12] [--frames 40] [--size 480x854]
-     [--weights stma-tiny] [--max-side 640] [--mem-size 2] [--mem-every 5] [--methods model,copy,motion]
+     [--weights stma-tiny] [--max-side 640] [--mem-size 5] [--mem-every 5] [--methods model,copy,motion]
      [--device auto] [--workers N]
      [--seed 10000019]
 

@@ -1,7 +1,7 @@
 """J&F and per-event figures on the long set: full occlusions, exits and re-entries, look-alikes.
 
 Run: python benchmarks/long.py [--root runs/long-test] [--seed 10000103] [--sequences 8] [--frames 90]
-     [--size 480x854] [--weights stma-tiny] [--weights OTHER ...] [--mem-sizes 2,5,10] [--mem-every 5]
+     [--size 480x854] [--weights stma-tiny] [--weights OTHER ...] [--mem-sizes 5] [--mem-every 5]
      [--max-side 640] [--no-copy] [--results NAME=DIR ...] [--device auto] [--workers N]
 
 The long set (`write_davis_layout(root, "long", ...)`) is made of event clips rendered from held-out
@@ -132,7 +132,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--frames", type=int, default=90)
     parser.add_argument("--size", type=_size, default=(480, 854), help="HEIGHTxWIDTH (default 480x854)")
     parser.add_argument("--weights", action="append", help=f"weights to score (repeatable; default {DEFAULT_WEIGHTS}, or none with --results)")
-    parser.add_argument("--mem-sizes", default="2", help="comma-separated --mem-size values to score each model with")
+    parser.add_argument("--mem-sizes", default=str(SegmenterConfig.mem_size),
+                        help="comma-separated --mem-size values to score each model with")
     parser.add_argument("--mem-every", type=int, default=SegmenterConfig.mem_every)
     parser.add_argument("--max-side", type=int, default=640, help="longest side the model sees")
     parser.add_argument("--no-copy", action="store_true", help="leave out the copy-first-mask baseline")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 class SegmenterConfig:
     """Inference settings (same names as the CLI flags)."""
 
-    mem_size: int = 2  # the annotated frame and the previous frame: best on the validation sequences
+    mem_size: int = 5  # the annotated frame, up to 3 working frames and the previous frame: best on validation
     mem_every: int = 5
     max_side: int = 640  # longest side the model sees; 0 keeps the input size
     precision: str = "auto"
