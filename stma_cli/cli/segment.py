@@ -121,7 +121,6 @@ def segment(
         model, resolved = load_model(weights, revision, device=torch_device)
         config = SegmenterConfig(mem_size=mem_size, mem_every=mem_every, max_side=max_side, precision=precision)
         segmenter = Segmenter(model, config, copy_model=False)  # the one model in memory, reset for each video
-        del model
         options = RunOptions(direction=direction, overlay=overlay, logits=logits, overwrite=overwrite,
                              model_id=resolved.model_id, model_revision=resolved.revision,
                              weights_sha256=file_sha256(resolved.path / WEIGHTS_FILE))

@@ -70,8 +70,7 @@ class LocalPropagation(nn.Module):
 
         prior (B, 1+n, h, w), gate (B, 1+n) from `gate`.
         """
-        prior = F.interpolate(prior, scale_factor=scale, mode="bilinear", align_corners=False)
-        return self.weight * gate[:, :, None, None] * torch.log(prior + self.log_floor.exp())
+        return gated_log_prior(prior, gate, self.weight, self.log_floor, scale)
 
 
 class MemoryMatching(nn.Module):
@@ -105,6 +104,11 @@ class MemoryMatching(nn.Module):
     def log_prior(self, readout: torch.Tensor, gate: torch.Tensor, scale: int) -> torch.Tensor:
         """The weighted log of the readout (B, 1+n, h, w) at `scale` times its resolution, on the objects
         only, each scaled by its gate (B, n); the background gets 0."""
-        readout = F.interpolate(readout[:, 1:], scale_factor=scale, mode="bilinear", align_corners=False)
-        objects = self.weight * gate[:, :, None, None] * torch.log(readout + self.log_floor.exp())
-        return F.pad(objects, (0, 0, 0, 0, 1, 0))
+        return gated_log_prior(readout, F.pad(gate, (1, 0)), self.weight, self.log_floor, scale)
+
+
+def gated_log_prior(maps: torch.Tensor, gate: torch.Tensor, weight: torch.Tensor, log_floor: torch.Tensor,
+                    scale: int) -> torch.Tensor:
+    """weight * gate * log(maps + floor), at `scale` times the resolution of maps (B, c, h, w); gate (B, c)."""
+    maps = F.interpolate(maps, scale_factor=scale, mode="bilinear", align_corners=False)
+    return weight * gate[:, :, None, None] * torch.log(maps + log_floor.exp())

@@ -267,16 +267,16 @@ class STMA(
             readout = self.matching(features.keys, [entry.keys for entry in memory], coverages)
         # What the decoder is told of each object's place: the local prior for the objects the previous
         # frame holds, the memory readout for the others (blended by the gate), and the readout alone.
-        held, absent = gate[:, 1:, None, None], 1 - gate[:, 1:, None, None]
-        prior_ids = self._id_map(held * prior[:, 1:] + absent * readout[:, 1:], ids)
-        readout_ids = self._id_map(absent * readout[:, 1:], ids, background=False)
+        held, absent = gate[:, 1:], 1 - gate[:, 1:]
+        prior_ids = self._id_map(held[..., None, None] * prior[:, 1:] + absent[..., None, None] * readout[:, 1:], ids)
+        readout_ids = self._id_map(absent[..., None, None] * readout[:, 1:], ids, background=False)
         with record_function("stma.decoder"):
             embedding = self.decoder(x16, features.f8, features.f4, prior_ids, readout_ids)
             background = torch.full_like(ids[:, :1], BACKGROUND_ID)
             logits = self.association(embedding, self.ids(torch.cat([background, ids], dim=1)))
             scale = STRIDE // LOGIT_STRIDE
             logits = (logits + self.propagation.log_prior(prior, gate, scale)
-                      + self.matching.log_prior(readout, 1 - gate[:, 1:], scale))
+                      + self.matching.log_prior(readout, absent, scale))
             presence = self._presence(test, pos, memory, n)
             logits = torch.cat([logits[:, :1], logits[:, 1:] + F.logsigmoid(presence)[:, :, None, None]], dim=1)
         if valid is not None:
