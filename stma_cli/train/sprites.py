@@ -200,7 +200,7 @@ def random_look(rng: np.random.Generator, bank: AssetBank, background: tuple[str
         index = int(rng.integers(len(bank.textures)))
         tint = random_tint(rng, bank.textures[index].gray)
         return Look("photo", index, 0, centre, zoom, angle, tint, shade=shade)
-    if draw < 0.8:
+    if draw < 0.8 and bank.videos:
         index = int(rng.integers(len(bank.videos)))
         frame = int(rng.integers(len(bank.videos[index].frames)))
         return Look("video", index, frame, centre, zoom, angle, random_tint(rng, False), shade=shade)

@@ -65,6 +65,9 @@ class SyntheticConfig:
     p_procedural_background: float = 0.1
     p_scene_cut: float = 0.05
     """Chance that the background switches abruptly to another source mid-clip (objects stay)."""
+    p_shot_change: float = 0.0
+    """Chance of a cut to another shot (another background, none of the clip's objects) for a while,
+    usually followed by a cut back to the first shot, where the objects are found again."""
     p_blur: float = 0.15
     """Chance of a soft clip: photo backgrounds from a coarser pyramid level, sprites at half resolution."""
     p_motion_blur: float = 0.1
@@ -84,7 +87,8 @@ class SyntheticConfig:
             raise StmaError(f"SyntheticConfig.min_objects={self.min_objects}: need at least 1")
 
 
-TRAIN_CONFIG = SyntheticConfig()
+TRAIN_CONFIG = SyntheticConfig(object_area=(0.012, 0.5), p_shot_change=0.3)
+"""Training scenes: objects up to half the frame (large objects must stay whole), and shot changes."""
 HELDOUT_CONFIG = SyntheticConfig(
     min_objects=2, object_area=(0.01, 0.12), max_speed=0.012, max_rotation=1.5, max_zoom=0.008,
     deformation=0.03, camera_motion=0.4, p_occluder=0.4, p_leave=0.2, p_video_background=0.3,
@@ -164,7 +168,7 @@ def plan_background(rng: np.random.Generator, bank: AssetBank, cfg: SyntheticCon
     draw = rng.random()
     frame_index = None
     tint: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    if draw < cfg.p_video_background:
+    if draw < cfg.p_video_background and bank.videos:
         index = int(rng.integers(len(bank.videos)))
         video = bank.videos[index].frames
         count, h, w = video.shape[:3]
@@ -467,6 +471,8 @@ class Scene:
     """Back to front."""
     front: int = 0
     """How many of the last objects are occluders that stay in front of every other object."""
+    away: tuple[int, int] | None = None
+    """Frames [start, end) of another shot: none of the objects is drawn there."""
 
 
 def _plan_scene(rng: np.random.Generator, bank: AssetBank, cfg: SyntheticConfig, steps: int,
@@ -500,10 +506,28 @@ def _plan_scene(rng: np.random.Generator, bank: AssetBank, cfg: SyntheticConfig,
     if steps >= 2 and rng.random() < cfg.p_occluder:
         target = annotated[int(rng.integers(len(annotated)))]
         objects.append(_plan_occluder(rng, bank, cfg, steps, size, target, background.identity, soft))
-    return Scene(backgrounds, cameras, objects)
+    away = None
+    if cfg.p_shot_change and steps >= 4 and rng.random() < cfg.p_shot_change:
+        start = int(rng.integers(1, steps - 1))
+        end = int(rng.integers(start + 1, steps + 1)) if rng.random() < 0.8 else steps  # mostly a cut back
+        other = plan_background(rng, bank, cfg, steps, size, soft)
+        backgrounds = _cut_in(backgrounds, other, start, end)
+        away = (start, end)
+    return Scene(backgrounds, cameras, objects, away=away)
+
+
+def _cut_in(backgrounds: list[tuple[_Background, int, int]], other: _Background, start: int,
+            end: int) -> list[tuple[_Background, int, int]]:
+    """The background ranges with `other` shown on frames [start, end) instead."""
+    ranges = [(b, first, min(last, start)) for b, first, last in backgrounds if first < start]
+    ranges.append((other, start, end))
+    ranges += [(b, max(first, end), last) for b, first, last in backgrounds if last > end]
+    return ranges
 
 
 def _draw_frame(scene: Scene, t: int, frame: torch.Tensor, labels: torch.Tensor) -> None:
+    if scene.away is not None and scene.away[0] <= t < scene.away[1]:
+        return
     for obj in scene.objects:
         _draw_object(obj, scene.cameras, t, frame, labels)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import av
@@ -17,7 +18,7 @@ from stma_cli.train import assets
 from stma_cli.train.data import MixtureDataset, make_dataset, write_davis_layout, write_video_example
 from stma_cli.train.datasets import DavisTrainSet, YouTubeVOSTrainSet, sample_frame_indices
 from stma_cli.train.pseudo import PseudoVideos
-from stma_cli.train.synthetic import SyntheticConfig, SyntheticVideos
+from stma_cli.train.synthetic import TRAIN_CONFIG, SyntheticConfig, SyntheticVideos
 
 SIZE = (96, 128)
 
@@ -101,6 +102,23 @@ def test_synthetic_objects_move_and_backgrounds_vary() -> None:
 
 
 @needs_assets
+def test_shot_changes_take_every_object_away_and_mostly_bring_them_back() -> None:
+    """With a cut in every clip: a run of frames shows another shot and no object; a cut back shows
+    the objects again."""
+    config = replace(TRAIN_CONFIG, p_shot_change=1.0, p_occluder=0.0, p_leave=0.0)
+    dataset = SyntheticVideos(seed=3, length=8, num_frames=12, size=SIZE, config=config)
+    returns = 0
+    for index in range(len(dataset)):
+        item = dataset[index]
+        shown = [bool((item["masks"][t] > 0).any()) for t in range(12)]
+        assert shown[0]
+        away = [t for t in range(12) if not shown[t]]
+        assert away and away == list(range(away[0], away[-1] + 1))  # one run of another shot
+        returns += int(shown[-1])
+    assert returns >= 4  # most clips cut back to the first shot
+
+
+@needs_assets
 def test_heldout_rendering_uses_heldout_config_and_long_clips() -> None:
     dataset = SyntheticVideos(seed=5, length=1, num_frames=30, size=(64, 96), assets="heldout")
     item = dataset[0]
@@ -117,9 +135,9 @@ def test_held_out_assets_are_disjoint_from_training_assets() -> None:
     assert heldout == assets.HELD_OUT_ASSETS
     assert not train & heldout
     assert train | heldout == {asset.name for asset in assets.ASSETS}
-    for split in ("train", "heldout"):
-        kinds = {asset.kind for asset in assets.split_assets(split)}
-        assert {"photo", "video"} <= kinds
+    assert {"photo", "video"} <= {asset.kind for asset in assets.split_assets("heldout")}
+    # Real footage is for validation only (benchmarks/real.py): no clip trains the model.
+    assert "video" not in {asset.kind for asset in assets.split_assets("train")}
     with pytest.raises(StmaError, match="assets="):
         assets.split_assets("test")
 
