@@ -31,11 +31,12 @@ class LocalPropagation(nn.Module):
     in patches (tau learned too).
     """
 
-    def __init__(self, dim: int, key_dim: int, radius: int) -> None:
+    def __init__(self, dim: int, key_dim: int | None, radius: int) -> None:
         super().__init__()
         self.radius = radius
-        self.norm = nn.LayerNorm(dim)
-        self.key = nn.Linear(dim, key_dim)
+        if key_dim is not None:  # learned keys; without them, the model gives `encoder_keys`
+            self.norm = nn.LayerNorm(dim)
+            self.key = nn.Linear(dim, key_dim)
         self.log_temperature = nn.Parameter(torch.tensor(math.log(10.0)))  # scale of the cosine similarity
         self.weight = nn.Parameter(torch.ones(()))
         self.log_floor = nn.Parameter(torch.tensor(math.log(1e-2)))
@@ -86,25 +87,60 @@ class MemoryMatching(nn.Module):
     from the previous frame is unlikely where nothing in memory looks like it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, top_k: int = 0) -> None:
         super().__init__()
+        self.top_k = top_k
         self.log_temperature = nn.Parameter(torch.tensor(math.log(10.0)))
         self.weight = nn.Parameter(torch.ones(()))
         self.log_floor = nn.Parameter(torch.tensor(math.log(1e-2)))
 
     def forward(self, keys: torch.Tensor, memory_keys: list[torch.Tensor], coverages: list[torch.Tensor]) -> torch.Tensor:
-        """keys (B, d, h, w); per memory frame its keys (B, d, h, w) and coverage (B, c, h, w)."""
+        """keys (B, d, h, w); per memory frame its keys (B, d, h, w) and coverage (B, c, h, w).
+
+        With `top_k`, each patch reads only its k most similar memory patches (softmax over those), as
+        label propagation on pretrained features does: a few sure matches, not a blur of many weak ones.
+        """
         b, d, h, w = keys.shape
-        query = keys.flatten(2).transpose(1, 2)[:, None] * self.log_temperature.exp()  # (B, 1, N, d)
-        key = torch.cat([k.flatten(2) for k in memory_keys], dim=2).transpose(1, 2)[:, None]  # (B, 1, mN, d)
-        value = torch.cat([c.flatten(2) for c in coverages], dim=2).transpose(1, 2)[:, None]  # (B, 1, mN, c)
-        read = F.scaled_dot_product_attention(query, key, value.to(query.dtype), scale=1.0)
-        return read[:, 0].transpose(1, 2).reshape(b, -1, h, w)
+        query = keys.flatten(2).transpose(1, 2) * self.log_temperature.exp()  # (B, N, d)
+        key = torch.cat([k.flatten(2) for k in memory_keys], dim=2).transpose(1, 2)  # (B, mN, d)
+        value = torch.cat([c.flatten(2) for c in coverages], dim=2).transpose(1, 2).to(query.dtype)  # (B, mN, c)
+        if self.top_k and key.shape[1] > self.top_k:
+            best, index = (query @ key.transpose(1, 2)).topk(self.top_k, dim=-1)  # (B, N, k)
+            picked = value.gather(1, index.flatten(1)[..., None].expand(-1, -1, value.shape[-1]))
+            read = (best.softmax(-1)[..., None] * picked.view(b, -1, self.top_k, value.shape[-1])).sum(2)
+        else:
+            read = F.scaled_dot_product_attention(query[:, None], key[:, None], value[:, None], scale=1.0)[:, 0]
+        return read.transpose(1, 2).reshape(b, -1, h, w)
 
     def log_prior(self, readout: torch.Tensor, gate: torch.Tensor, scale: int) -> torch.Tensor:
         """The weighted log of the readout (B, 1+n, h, w) at `scale` times its resolution, on the objects
         only, each scaled by its gate (B, n); the background gets 0."""
         return gated_log_prior(readout, F.pad(gate, (1, 0)), self.weight, self.log_floor, scale)
+
+
+def encoder_keys(f8: torch.Tensor, f16: torch.Tensor) -> torch.Tensor:
+    """Unit-length matching keys (B, c8 + c16, h, w) from the encoder's own features.
+
+    The stride-8 features (averaged to stride 16) and the stride-16 features are each L2-normalised and
+    concatenated, as label propagation on pretrained features does: fine detail and object-level meaning.
+    """
+    k8 = F.normalize(F.avg_pool2d(f8.float(), 2), dim=1)
+    k16 = F.normalize(f16.float(), dim=1)
+    return (torch.cat([k8, k16], dim=1) * math.sqrt(0.5)).to(f16.dtype)
+
+
+def shot_continuity(keys: torch.Tensor, previous_keys: torch.Tensor, radius: int) -> torch.Tensor:
+    """How well a frame continues the previous one, (B,): each patch's best cosine similarity to the
+    previous frame's patches within `radius`, averaged over the frame.
+
+    On ImageNet keys it is about 0.95 between frames of one shot (0.77 with a car sweeping past close to
+    the camera) and at most 0.6 across a hard cut, on the real clips of benchmarks/real.py.
+    """
+    b, d, h, w = keys.shape
+    size = 2 * radius + 1
+    windows = F.unfold(previous_keys.float(), size, padding=radius).view(b, d, size * size, h * w)
+    similarity = (keys.float().flatten(2)[:, :, None] * windows).sum(1)  # zero outside the frame
+    return similarity.max(1).values.mean(1)
 
 
 def gated_log_prior(maps: torch.Tensor, gate: torch.Tensor, weight: torch.Tensor, log_floor: torch.Tensor,

@@ -33,12 +33,16 @@ from stma_cli.model.association import STMLBlock, sine_position_embedding
 from stma_cli.model.decoder import Decoder, IDAssociation
 from stma_cli.model.encoder import MobileNetEncoder, PatchEncoder
 from stma_cli.model.presence import ObjectPresence, object_queries
-from stma_cli.model.propagation import LocalPropagation, MemoryMatching
+from stma_cli.model.propagation import LocalPropagation, MemoryMatching, encoder_keys, shot_continuity
 from stma_cli.model.tokens import BACKGROUND_ID, IDEmbedding, ObjectTokenizer, visibility
 
 ARCHITECTURE = "stma"
 STRIDE = 16
 LOGIT_STRIDE = 4
+MATCHING_KEYS = ("learned", "encoder")
+"""Where matching keys come from: a learned projection of the stride-16 tokens, or the encoder's own
+stride-8 and stride-16 features (ImageNet features when the encoder is kept frozen, as `stma train`
+does for such models: what ImageNet knows about correspondence is kept, not unlearned)."""
 
 
 @dataclass
@@ -57,8 +61,11 @@ class STMAConfig:
     vit_dim: int = 768  # patch-embedding width ("vit" encoder only)
     decoder_widths: tuple[int, int, int] = (64, 48, 32)  # decoder channels at strides 16, 8, 4
     embed_dim: int = 32  # per-pixel embedding matched against ID embeddings
-    propagation_dim: int = 64  # key width of the local propagation from the previous frame
-    propagation_radius: int = 4  # its search window: (2r+1)^2 stride-16 patches
+    propagation_dim: int = 64  # width of the learned matching keys (matching_keys "learned")
+    propagation_radius: int = 4  # the local prior's search window: (2r+1)^2 stride-16 patches
+    matching_keys: str = "learned"  # keys of the local prior and memory matching: "learned" or "encoder"
+    matching_top_k: int = 0  # memory matching reads each patch's k best matches (0: all, softmax over every patch)
+    cut_threshold: float = 0.0  # below this match with the previous frame, a frame starts a new shot (0: never)
 
     PRESETS = ("tiny", "base")
 
@@ -68,6 +75,8 @@ class STMAConfig:
             raise ValueError(f"config is for architecture {self.architecture!r}, not {ARCHITECTURE!r}")
         if self.encoder not in ("mobilenetv2", "vit"):
             raise ValueError(f"unknown encoder {self.encoder!r} (mobilenetv2 or vit)")
+        if self.matching_keys not in MATCHING_KEYS:
+            raise ValueError(f"unknown matching_keys {self.matching_keys!r} ({' or '.join(MATCHING_KEYS)})")
         self._check_values()
 
     def _check_values(self) -> None:
@@ -77,9 +86,12 @@ class STMAConfig:
             if isinstance(default, bool):
                 ok, expected = isinstance(value, bool), "true or false"
             elif isinstance(default, int):
-                least = 0 if item.name == "propagation_radius" else 1
+                least = 0 if item.name in ("propagation_radius", "matching_top_k") else 1
                 ok, expected = isinstance(value, int) and not isinstance(value, bool) and value >= least, \
                     f"an integer >= {least}"
+            elif item.name == "cut_threshold":
+                ok, expected = isinstance(value, (int, float)) and not isinstance(value, bool) and \
+                    0 <= value < 1, "a number from 0 to below 1"
             elif isinstance(default, float):
                 ok, expected = isinstance(value, (int, float)) and not isinstance(value, bool) and \
                     math.isfinite(value) and value > 0, "a number > 0"
@@ -98,7 +110,7 @@ class STMAConfig:
     def preset(cls, name: str) -> "STMAConfig":
         """A named configuration: `tiny` or `base`."""
         if name == "tiny":
-            return cls()
+            return cls(matching_keys="encoder", matching_top_k=10, cut_threshold=0.7)
         if name == "base":
             return cls(encoder="vit", dim=768, depth=12, heads=12, mlp_ratio=4.0, tokens_per_object=8,
                        num_ids=64, frame_self_attention=True, vit_dim=768,
@@ -128,7 +140,7 @@ class FrameFeatures:
     f4: torch.Tensor  # (B, c4, H/4, W/4) encoder features at stride 4
     f8: torch.Tensor  # (B, c8, H/8, W/8) encoder features at stride 8
     tokens: torch.Tensor  # (B, N, C) stride-16 tokens
-    keys: torch.Tensor  # (B, propagation_dim, h, w) local-propagation keys, used when segmenting and memorizing
+    keys: torch.Tensor  # (B, d, h, w) unit-length matching keys, used when segmenting and memorizing
     grid: tuple[int, int]  # (h, w) of the token grid
     size: tuple[int, int]  # (H, W) of the input before padding
 
@@ -148,7 +160,7 @@ class MemoryEntry:
     """
 
     levels: list[tuple[torch.Tensor, torch.Tensor]]  # per block: reference tokens (B, N, C), object tokens (B, n*k, C)
-    keys: torch.Tensor  # (B, propagation_dim, h, w)
+    keys: torch.Tensor  # (B, d, h, w) matching keys
     coverage: torch.Tensor  # (B, 1+n, h, w) background + object share of each patch
     object_valid: torch.Tensor | None = None  # (B, n*k) bool, for padded training batches
 
@@ -179,8 +191,10 @@ class STMA(
             STMLBlock(config.dim, config.heads, config.mlp_ratio, config.frame_self_attention)
             for _ in range(config.depth)
         )
-        self.propagation = LocalPropagation(config.dim, config.propagation_dim, config.propagation_radius)
-        self.matching = MemoryMatching()
+        learned_keys = config.matching_keys == "learned"
+        self.propagation = LocalPropagation(config.dim, config.propagation_dim if learned_keys else None,
+                                            config.propagation_radius)
+        self.matching = MemoryMatching(config.matching_top_k)
         self.decoder = Decoder(config.dim * config.depth, (c4, c8), config.decoder_widths, config.embed_dim,
                                prior_channels=config.dim)
         self.association = IDAssociation(config.dim, config.embed_dim)
@@ -198,7 +212,11 @@ class STMA(
         tokens = self.project(f16)
         grid = (tokens.shape[-2], tokens.shape[-1])
         tokens = tokens.flatten(2).transpose(1, 2)
-        return FrameFeatures(f4, f8, tokens, self.propagation.keys(tokens, grid), grid, size)
+        if self.config.matching_keys == "encoder":
+            keys = encoder_keys(f8, f16)
+        else:
+            keys = self.propagation.keys(tokens, grid)
+        return FrameFeatures(f4, f8, tokens, keys, grid, size)
 
     def memorize(
         self, features: FrameFeatures, masks: torch.Tensor, ids: torch.Tensor, valid: torch.Tensor | None = None
@@ -264,6 +282,9 @@ class STMA(
             coverages = [self._coverage(entry, n, features.tokens.dtype) for entry in memory]
             prior = self.propagation(features.keys, memory[-1].keys, coverages[-1])
             gate = self.propagation.gate(coverages[-1])  # (B, 1+n): how much of each the previous frame holds
+            if self.config.cut_threshold:  # across a cut, the previous frame says nothing of where objects are
+                same_shot = shot_continuity(features.keys, memory[-1].keys, self.config.propagation_radius)
+                gate = torch.cat([gate[:, :1], gate[:, 1:] * (same_shot >= self.config.cut_threshold)[:, None]], 1)
             readout = self.matching(features.keys, [entry.keys for entry in memory], coverages)
         # What the decoder is told of each object's place: the local prior for the objects the previous
         # frame holds, the memory readout for the others (blended by the gate), and the readout alone.

@@ -357,7 +357,9 @@ def train(config: TrainConfig, dataset: Dataset | None = None,
     out.mkdir(parents=True, exist_ok=True)
 
     model = build_model(config).to(device)
-    if model.config.encoder == "mobilenetv2":
+    if model.config.matching_keys == "encoder":
+        model.encoder.requires_grad_(False)  # its features are the matching keys: they keep their ImageNet meaning
+    elif model.config.encoder == "mobilenetv2":
         model.encoder.features[: config.frozen_encoder_blocks].requires_grad_(False)
     optimizer = make_optimizer(model, config)
     amp_dtype = None

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from stma_cli.model.propagation import LocalPropagation, MemoryMatching
+from stma_cli.model.propagation import LocalPropagation, MemoryMatching, encoder_keys, shot_continuity
 
 
 @pytest.fixture(autouse=True)
@@ -108,3 +108,34 @@ def test_memory_matching_log_prior_is_gated_and_spares_the_background():
     assert log_prior.shape == (1, 3, 4, 4)
     assert (log_prior[:, 0] == 0).all() and (log_prior[:, 2] == 0).all()  # background; object with gate 0
     torch.testing.assert_close(log_prior[:, 1], torch.log(readout[:, 1] + 1e-2))
+
+
+def test_memory_matching_top_k_reads_only_the_best_matches():
+    """With k at least the memory's size it is the full softmax; with k = 1, each patch copies the
+    coverage of its single best match."""
+    keys = torch.nn.functional.normalize(torch.randn(1, 8, 3, 4), dim=1)
+    memory_keys = [torch.nn.functional.normalize(torch.randn(1, 8, 3, 4), dim=1) for _ in range(2)]
+    coverages = [torch.rand(1, 3, 3, 4).softmax(1) for _ in range(2)]
+    full = MemoryMatching()(keys, memory_keys, coverages)
+    torch.testing.assert_close(MemoryMatching(top_k=24)(keys, memory_keys, coverages), full)
+    one = MemoryMatching(top_k=1)(keys, memory_keys, coverages)
+    similarity = keys.flatten(2)[0].T @ torch.cat([k.flatten(2)[0] for k in memory_keys], 1)  # (12, 24)
+    values = torch.cat([c.flatten(2)[0] for c in coverages], 1)  # (3, 24)
+    torch.testing.assert_close(one[0].flatten(1), values[:, similarity.argmax(1)])
+
+
+def test_encoder_keys_are_unit_length_and_keep_both_strides():
+    f8, f16 = torch.randn(2, 32, 8, 10), torch.randn(2, 96, 4, 5)
+    keys = encoder_keys(f8, f16)
+    assert keys.shape == (2, 128, 4, 5)
+    torch.testing.assert_close(keys.norm(dim=1), torch.ones(2, 4, 5))
+    torch.testing.assert_close(keys[:, 32:] * 2**0.5, torch.nn.functional.normalize(f16, dim=1))
+
+
+def test_shot_continuity_is_high_within_a_shot_and_low_across_a_cut():
+    frame = torch.nn.functional.normalize(torch.randn(1, 16, 6, 8), dim=1)
+    moved = torch.roll(frame, shifts=(1, 2), dims=(2, 3))  # within the search radius
+    other = torch.nn.functional.normalize(torch.randn(1, 16, 6, 8), dim=1)
+    assert shot_continuity(moved, frame, radius=2) > 0.7  # the rolled-in border matches less well
+    assert shot_continuity(frame, frame, radius=2) == pytest.approx(1.0)
+    assert shot_continuity(other, frame, radius=2) < 0.7

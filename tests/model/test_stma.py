@@ -122,7 +122,7 @@ def test_segment_follows_the_previous_frame(model):
         weighted.propagation.log_temperature.fill_(8.0)  # each patch matches itself
     features = weighted.encode(image)
     features.tokens = torch.randn_like(features.tokens)  # distinct patches (an untrained encoder gives near-equal ones)
-    features.keys = weighted.propagation.keys(features.tokens, features.grid)
+    features.keys = torch.nn.functional.normalize(torch.randn_like(features.keys), dim=1)
     left = torch.zeros(1, 1, 128, 128)
     left[..., 32:96, :48] = 1
     right = torch.flip(left, dims=[-1])
@@ -154,6 +154,27 @@ def test_prior_does_not_veto_an_object_absent_from_the_previous_frame(model):
         without_prior = none.segment(features, [anchor, previous], ids)
     torch.testing.assert_close(with_prior[:, 2], without_prior[:, 2])  # absent object: untouched
     assert (with_prior[:, 1] - without_prior[:, 1]).abs().max() > 1  # present object: the prior counts
+
+
+def test_across_a_cut_the_previous_frame_gives_no_prior(model):
+    """A frame whose patches do not match the previous frame's (a hard cut) gets no local prior for any
+    object; within a shot the prior counts."""
+    image, ref_images, ref_masks, ids = _inputs(2, size=(96, 128), refs=1)
+    masks = torch.zeros(1, 2, 96, 128)
+    masks[:, 0, 16:48, 16:48] = 1
+    masks[:, 1, 48:80, 64:112] = 1
+    strong, none = STMA(model.config).eval(), STMA(model.config).eval()
+    with torch.no_grad():
+        for copy, weight in ((strong, 20.0), (none, 0.0)):
+            copy.load_state_dict(model.state_dict())
+            copy.propagation.weight.fill_(weight)
+        features = strong.encode(image)
+        previous = strong.memorize(strong.encode(image), masks, ids)
+        continued = [m.segment(features, [previous], ids) for m in (strong, none)]
+        features.keys = torch.nn.functional.normalize(torch.randn_like(features.keys), dim=1)  # another shot
+        cut = [m.segment(features, [previous], ids) for m in (strong, none)]
+    assert (continued[0] - continued[1]).abs().max() > 1
+    torch.testing.assert_close(cut[0][:, 1:], cut[1][:, 1:])
 
 
 def test_presence_gates_the_logits_of_an_object_the_head_finds_absent(model):

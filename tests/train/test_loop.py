@@ -94,6 +94,20 @@ def test_loss_falls_on_an_easy_task(tmp_path):
     assert last < 0.8 * first
 
 
+def test_an_encoder_that_gives_the_matching_keys_stays_frozen(tmp_path):
+    """The tiny preset matches on its encoder's ImageNet features: training leaves them as they are."""
+    config = _config(tmp_path, 2)
+    config.lr = 1e-3
+    train(config, dataset=MovingSquares(), log=lambda _: None)
+    trained = load_file(tmp_path / "checkpoint" / "model.safetensors")
+    torch.manual_seed(config.seed)  # as train() does before it builds the model
+    fresh = build_model(config).state_dict()
+    assert STMAConfig.preset(config.model).matching_keys == "encoder"
+    encoder = [k for k in trained if k.startswith("encoder.")]
+    assert encoder and all(torch.equal(trained[k], fresh[k]) for k in encoder)
+    assert not all(torch.equal(trained[k], fresh[k]) for k in trained if k.startswith("decoder."))
+
+
 def test_max_minutes_stops_with_a_checkpoint(tmp_path):
     config = _config(tmp_path, 10)
     config.max_minutes = 0
@@ -344,10 +358,11 @@ def test_presence_loss_targets_visibility():
 
 
 def test_learning_rates_by_part():
-    """The pretrained encoder learns slower, the parts that start from neutral values faster."""
+    """The pretrained encoder learns slower, the parts that start from neutral values faster (a model
+    with learned matching keys; one that matches on its encoder's features keeps the encoder frozen)."""
     from stma_cli.train.loop import make_optimizer
 
-    model = STMA(STMAConfig.preset("tiny"))
+    model = STMA(STMAConfig(matching_keys="learned"))
     config = TrainConfig(out=Path("x"), lr=1e-4, encoder_lr_scale=0.25, fast_lr_scale=10.0)
     optimizer = make_optimizer(model, config)
     lr_of = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
