@@ -94,3 +94,13 @@ def _cpu_name() -> str:
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
+
+
+def mean_of(values: list) -> float | None:
+    """The mean of `values`, None if there are none."""
+    return float(np.mean(values)) if values else None
+
+
+def cell(value: float | None, digits: int = 2) -> str:
+    """A table cell: the value rounded, or a dash for an unknown value."""
+    return "–" if value is None else f"{value:.{digits}f}"

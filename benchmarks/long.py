@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common import cell, mean_of
 from heldout import _size, fingerprint, heldout_set, timed_prediction
 from stma_cli.device import resolve_device
 from stma_cli.errors import StmaError
@@ -72,8 +73,8 @@ class EventFigures:
         self.after += other.after
 
     def summary(self) -> dict[str, float | int]:
-        return {"runs": self.runs, "IoU before": _mean(self.before), "absent FP": _mean(self.absent_fp),
-                "IoU after": _mean(self.after)}
+        return {"runs": self.runs, "IoU before": mean_of(self.before), "absent FP": mean_of(self.absent_fp),
+                "IoU after": mean_of(self.after)}
 
 
 def absence_runs(present: np.ndarray) -> list[tuple[int, int]]:
@@ -188,13 +189,13 @@ def report(args: argparse.Namespace, argv: list[str], dataset: DavisDataset, res
     ]
     for r in results:
         e = r["events"]["all"]
-        cells = [_cell(r[key], 3) for key in ("J&F-Mean", "J-Mean", "F-Mean")]
-        cells += [_cell(e[key]) for key in ("IoU before", "absent FP", "IoU after")] + [_cell(r["fps"], 1)]
+        cells = [cell(r[key], 3) for key in ("J&F-Mean", "J-Mean", "F-Mean")]
+        cells += [cell(e[key]) for key in ("IoU before", "absent FP", "IoU after")] + [cell(r["fps"], 1)]
         lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
     lines += ["", "By kind of absence (runs; IoU before / absent FP / IoU after):", "",
               "| method | " + " | ".join(KINDS) + " |", "|---|" + "---:|" * len(KINDS)]
     for r in results:
-        cells = [f"{e['runs']}: " + " / ".join(_cell(e[key]) for key in ("IoU before", "absent FP", "IoU after"))
+        cells = [f"{e['runs']}: " + " / ".join(cell(e[key]) for key in ("IoU before", "absent FP", "IoU after"))
                  for e in (r["events"][kind] for kind in KINDS)]
         lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
     lines += ["", f"fps: predicting the set at --max-side {args.max_side}, reading JPEGs and writing PNGs "
@@ -222,22 +223,14 @@ def main(argv: list[str] | None = None) -> str:
         scores = evaluate_folder(dataset, out, args.workers).global_scores()
         figures = {kind: f.summary() for kind, f in set_figures(dataset, out, events).items()}
         results.append({"name": name, **scores, "events": figures, "fps": fps})
-        print(f"{name}: J&F-Mean {scores['J&F-Mean']:.3f}, IoU after {_cell(figures['all']['IoU after'])}, "
-              f"absent FP {_cell(figures['all']['absent FP'])}", file=sys.stderr)
+        print(f"{name}: J&F-Mean {scores['J&F-Mean']:.3f}, IoU after {cell(figures['all']['IoU after'])}, "
+              f"absent FP {cell(figures['all']['absent FP'])}", file=sys.stderr)
     text = report(args, argv, dataset, results)
     predictions.mkdir(parents=True, exist_ok=True)
     atomic_write_text(predictions / "results.md", text)
     atomic_write_text(predictions / "results.json", json.dumps(results, indent=1))
     print(text, end="")
     return text
-
-
-def _mean(values: list) -> float | None:
-    return float(np.mean(values)) if values else None
-
-
-def _cell(value: float | None, digits: int = 2) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
 
 
 if __name__ == "__main__":
