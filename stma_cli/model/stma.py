@@ -61,13 +61,15 @@ class STMAConfig:
     vit_dim: int = 768  # patch-embedding width ("vit" encoder only)
     decoder_widths: tuple[int, int, int] = (64, 48, 32)  # decoder channels at strides 16, 8, 4
     embed_dim: int = 32  # per-pixel embedding matched against ID embeddings
-    propagation_dim: int = 64  # width of the learned matching keys (matching_keys "learned")
+    learned_key_dim: int = 64  # width of the learned matching keys (matching_keys "learned"); was propagation_dim
     propagation_radius: int = 4  # the local prior's search window: (2r+1)^2 stride-16 patches
     matching_keys: str = "learned"  # keys of the local prior and memory matching: "learned" or "encoder"
     matching_top_k: int = 0  # memory matching reads each patch's k best matches (0: all, softmax over every patch)
     cut_threshold: float = 0.0  # below this match with the previous frame, a frame starts a new shot (0: never)
 
     PRESETS = ("tiny", "base")
+    RENAMED = {"propagation_dim": "learned_key_dim"}
+    """Keys of older config.json files and their names now; `from_dict` reads both."""
 
     def __post_init__(self) -> None:
         self.decoder_widths = tuple(self.decoder_widths)  # JSON gives lists
@@ -125,7 +127,9 @@ class STMAConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "STMAConfig":
-        """Build from a dict; unknown keys are an error rather than silently dropped."""
+        """Build from a dict; unknown keys are an error rather than silently dropped. Keys of older
+        versions (`RENAMED`) are taken under their new names."""
+        data = {cls.RENAMED.get(key, key): value for key, value in data.items()}
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
@@ -192,7 +196,7 @@ class STMA(
             for _ in range(config.depth)
         )
         learned_keys = config.matching_keys == "learned"
-        self.propagation = LocalPropagation(config.dim, config.propagation_dim if learned_keys else None,
+        self.propagation = LocalPropagation(config.dim, config.learned_key_dim if learned_keys else None,
                                             config.propagation_radius)
         self.matching = MemoryMatching(config.matching_top_k)
         self.decoder = Decoder(config.dim * config.depth, (c4, c8), config.decoder_widths, config.embed_dim,

@@ -314,8 +314,8 @@ def load_checkpoint(folder: Path, model: STMA, optimizer: torch.optim.Optimizer,
         raise StmaError(f"{state_path}: not a train state (expected an object with a 'step' of 0 or more)")
     config_path = folder / "config.json"
     try:
-        saved = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
+        saved = STMAConfig.from_dict(json.loads(config_path.read_text(encoding="utf-8"))).to_dict()
+    except (OSError, ValueError, TypeError, AttributeError) as error:
         raise StmaError(f"{config_path}: unreadable model config ({error})") from None
     if saved != model.config.to_dict():
         different = sorted(k for k in {*saved, *model.config.to_dict()} if saved.get(k) != model.config.to_dict().get(k))

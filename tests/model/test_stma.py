@@ -80,6 +80,19 @@ def test_config_presets_and_round_trip():
         STMAConfig.preset("huge")
 
 
+def test_older_config_keys_are_read_under_their_new_names():
+    """The shipped weights' config.json predates matching_keys and says propagation_dim: it still loads,
+    as a model with learned keys of that width."""
+    data = STMAConfig().to_dict()
+    data["propagation_dim"] = data.pop("learned_key_dim")
+    for key in ("matching_keys", "matching_top_k", "cut_threshold"):
+        del data[key]
+    data["propagation_dim"] = 48
+    config = STMAConfig.from_dict(data)
+    assert config.learned_key_dim == 48 and config.matching_keys == "learned" and config.cut_threshold == 0
+    assert STMA(config).propagation.key.out_features == 48
+
+
 def test_base_preset_uses_patch_encoder():
     config = STMAConfig.preset("base")
     small = STMAConfig(**{**config.to_dict(), "dim": 48, "heads": 4, "depth": 2, "vit_dim": 48,

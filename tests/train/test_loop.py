@@ -123,7 +123,7 @@ def test_init_from_weights_that_predate_new_modules(tmp_path):
     state = {k: v for k, v in model.state_dict().items() if not k.startswith(NEW_MODULES)}
     save_file(state, tmp_path / "old" / "model.safetensors")
     config = json.loads((tmp_path / "old" / "config.json").read_text())
-    for key in ("propagation_dim", "propagation_radius"):
+    for key in ("learned_key_dim", "propagation_radius"):
         del config[key]
     (tmp_path / "old" / "config.json").write_text(json.dumps(config))
 
