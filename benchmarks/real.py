@@ -99,6 +99,7 @@ class Clip:
     objects: dict[int, str]
     look_alikes: bool = False  # identity checks among its objects
     away: tuple[tuple[int, int], ...] = ()  # ranges of another shot, where none of its objects is
+    unannotated: tuple[tuple[int, int], ...] = ()  # (object, source frame): in view there, but not drawn
     what: str = ""
 
 
@@ -112,6 +113,7 @@ CLIPS = (
     Clip("megamind", "megamind", ((2, 270),), {1: "woman", 2: "man"},
          what="animated dialogue with three hard cuts: A, B, A, B (close-up)"),
     Clip("bigbuckbunny", "bigbuckbunny", ((0, 132),), {1: "rabbit (grows 3x)", 2: "rock"},
+         unannotated=((2, 30), (2, 95)),
          what="a large character climbs out of a dark burrow and stands up"),
     Clip("vtest", "vtest", ((0, 121),), {1: "person 1", 2: "person 2", 3: "person 3", 4: "person 4"},
          look_alikes=True, what="small pedestrians among look-alikes"),
@@ -123,7 +125,8 @@ CLIPS = (
 class Truth:
     """A clip's ground truth: per clip frame index, the annotation (object ids) and the objects it shows."""
 
-    annotated: dict[int, np.ndarray]  # clip frame -> label map
+    annotated: dict[int, np.ndarray]  # clip frame -> label map; an object without pixels there is absent
+    unannotated: set[tuple[int, int]]  # (object, clip frame): not drawn there, so not scored
     absent: dict[int, list[int]]  # clip frame -> objects known absent there (frames of another shot)
     given: dict[int, int]  # object -> clip frame of its given mask
 
@@ -151,7 +154,8 @@ def clip_truth(clip: Clip, frames: list[int]) -> Truth:
                 given[obj] = index
     absent = {index: list(clip.objects) for index, frame in enumerate(frames)
               if any(start <= frame < end for start, end in clip.away)}
-    return Truth(annotated, absent, given)
+    unannotated = {(obj, index) for obj, frame in clip.unannotated for index, f in enumerate(frames) if f == frame}
+    return Truth(annotated, unannotated, absent, given)
 
 
 def render_clip(clip: Clip, footage: Path, root: Path, max_frames: int | None) -> Truth | None:
@@ -200,7 +204,7 @@ def score_clip(clip: Clip, truth: Truth, dataset: YouTubeVOSDataset, predictions
             continue
         ious, absent_fp, identity = [], [], []
         for index, labels in sorted(truth.annotated.items()):
-            if index <= truth.given[obj]:
+            if index <= truth.given[obj] or (obj, index) in truth.unannotated:
                 continue
             predicted = _prediction(dataset, predictions, clip, index) == obj
             target = labels == obj

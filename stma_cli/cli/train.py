@@ -26,6 +26,7 @@ def train(
         help="Curriculum of the largest gap between a clip's frames: from each fraction F of the steps on, at most GAP."),
     max_objects: int = typer.Option(3, min=1, metavar="N", help="Most objects per clip."),
     lr: float = typer.Option(4e-4, metavar="LR", help="Peak learning rate (warm-up, then cosine decay)."),
+    warmup: int = typer.Option(300, min=0, metavar="N", help="Steps of linear warm-up to the peak learning rate."),
     init: Optional[str] = typer.Option(None, metavar="ID|PATH", help="Start from these weights. " + WEIGHTS_HELP),
     workers: int = typer.Option(1, min=0, metavar="N", help="Data-loading processes per training process."),
     device: str = typer.Option("auto", metavar="DEVICE", help="auto, cpu, cuda or cuda:N (under torchrun: LOCAL_RANK's GPU)."),
@@ -56,7 +57,7 @@ def train(
             raise StmaError(f"--config {config!r}: expected one of {', '.join(STMAConfig.PRESETS)}")
         settings = TrainConfig(out=out, model=config, data=data, steps=steps, batch=batch, crop=crop, frames=frames,
                                skip_schedule=parse_skip_schedule(skip_schedule), max_objects=max_objects, lr=lr,
-                               init=init, workers=workers, device=device, amp=amp, eval_every=eval_every,
+                               warmup=warmup, init=init, workers=workers, device=device, amp=amp, eval_every=eval_every,
                                checkpoint_minutes=checkpoint_minutes, max_minutes=max_minutes, seed=seed)
         evaluator = None
         if eval_sequences or eval_long_sequences:

@@ -66,6 +66,7 @@ class STMAConfig:
     matching_keys: str = "learned"  # keys of the local prior and memory matching: "learned" or "encoder"
     matching_top_k: int = 0  # memory matching reads each patch's k best matches (0: all, softmax over every patch)
     cut_threshold: float = 0.0  # below this match with the previous frame, a frame starts a new shot (0: never)
+    readout_all: bool = False  # the memory readout informs every object, not only those the previous frame lacks
 
     PRESETS = ("tiny", "base")
     RENAMED = {"propagation_dim": "learned_key_dim"}
@@ -112,7 +113,7 @@ class STMAConfig:
     def preset(cls, name: str) -> "STMAConfig":
         """A named configuration: `tiny` or `base`."""
         if name == "tiny":
-            return cls(matching_keys="encoder", matching_top_k=10, cut_threshold=0.7)
+            return cls(matching_keys="encoder", matching_top_k=10, cut_threshold=0.7, readout_all=True)
         if name == "base":
             return cls(encoder="vit", dim=768, depth=12, heads=12, mlp_ratio=4.0, tokens_per_object=8,
                        num_ids=64, frame_self_attention=True, vit_dim=768,
@@ -291,17 +292,19 @@ class STMA(
                 gate = torch.cat([gate[:, :1], gate[:, 1:] * (same_shot >= self.config.cut_threshold)[:, None]], 1)
             readout = self.matching(features.keys, [entry.keys for entry in memory], coverages)
         # What the decoder is told of each object's place: the local prior for the objects the previous
-        # frame holds, the memory readout for the others (blended by the gate), and the readout alone.
+        # frame holds, the memory readout for the others (blended by the gate), and the readout alone, for
+        # those others or (readout_all) for every object, so that the memory can restore what one frame lost.
         held, absent = gate[:, 1:], 1 - gate[:, 1:]
         prior_ids = self._id_map(held[..., None, None] * prior[:, 1:] + absent[..., None, None] * readout[:, 1:], ids)
-        readout_ids = self._id_map(absent[..., None, None] * readout[:, 1:], ids, background=False)
+        reading = torch.ones_like(absent) if self.config.readout_all else absent
+        readout_ids = self._id_map(reading[..., None, None] * readout[:, 1:], ids, background=False)
         with record_function("stma.decoder"):
             embedding = self.decoder(x16, features.f8, features.f4, prior_ids, readout_ids)
             background = torch.full_like(ids[:, :1], BACKGROUND_ID)
             logits = self.association(embedding, self.ids(torch.cat([background, ids], dim=1)))
             scale = STRIDE // LOGIT_STRIDE
             logits = (logits + self.propagation.log_prior(prior, gate, scale)
-                      + self.matching.log_prior(readout, absent, scale))
+                      + self.matching.log_prior(readout, reading, scale))
             presence = self._presence(test, pos, memory, n)
             logits = torch.cat([logits[:, :1], logits[:, 1:] + F.logsigmoid(presence)[:, :, None, None]], dim=1)
         if valid is not None:

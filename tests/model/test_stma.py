@@ -190,6 +190,22 @@ def test_across_a_cut_the_previous_frame_gives_no_prior(model):
     torch.testing.assert_close(cut[0][:, 1:], cut[1][:, 1:])
 
 
+@pytest.mark.parametrize("readout_all", [False, True])
+def test_memory_readout_reaches_held_objects_only_with_readout_all(readout_all):
+    """An object the previous frame holds gets the memory readout's log-prior only with readout_all."""
+    config = STMAConfig.from_dict({**STMAConfig.preset("tiny").to_dict(), "readout_all": readout_all})
+    image, ref_images, ref_masks, ids = _inputs(1, size=(64, 96), refs=1)
+    strong, none = STMA(config).eval(), STMA(config).eval()
+    with torch.no_grad():
+        none.load_state_dict(strong.state_dict())
+        strong.matching.weight.fill_(20.0)
+        none.matching.weight.fill_(0.0)
+        features = strong.encode(image)
+        memory = [strong.memorize(features, ref_masks[:, 0], ids)]  # the previous frame holds the object
+        changed = (strong.segment(features, memory, ids) - none.segment(features, memory, ids))[:, 1].abs().max()
+    assert (changed > 1) == readout_all
+
+
 def test_presence_gates_the_logits_of_an_object_the_head_finds_absent(model):
     image, ref_images, ref_masks, ids = _inputs(2, size=(64, 64), refs=1)
     gated = STMA(model.config).eval()
