@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from stma_cli.hub import DEFAULT_WEIGHTS, shipped_dir
+from stma_cli.io.atomic import atomic_write_text
 from stma_cli.io.masks import write_mask
 from stma_cli.model import STMA, STMAConfig
 
@@ -104,3 +105,12 @@ def mean_of(values: list) -> float | None:
 def cell(value: float | None, digits: int = 2) -> str:
     """A table cell: the value rounded, or a dash for an unknown value."""
     return "–" if value is None else f"{value:.{digits}f}"
+
+
+def publish(folder: Path, text: str, results: list) -> str:
+    """Write the report (results.md) and the raw results (results.json) into `folder`; print the report."""
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(folder / "results.md", text)
+    atomic_write_text(folder / "results.json", json.dumps(results, indent=1))
+    print(text, end="")
+    return text

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common import cell, mean_of
+from common import cell, mean_of, publish
 from heldout import _size, fingerprint, heldout_set, timed_prediction
 from stma_cli.device import resolve_device
 from stma_cli.errors import StmaError
@@ -49,7 +49,6 @@ from stma_cli.evaluation.davis import evaluate_folder
 from stma_cli.hub import DEFAULT_WEIGHTS, load_model
 from stma_cli.inference.dataset import predict_dataset
 from stma_cli.inference.segmenter import SegmenterConfig
-from stma_cli.io.atomic import atomic_write_text
 from stma_cli.train.data import LONG_TEST_SEED, LONG_VALIDATION_SEED
 
 WINDOW = 10
@@ -225,12 +224,7 @@ def main(argv: list[str] | None = None) -> str:
         results.append({"name": name, **scores, "events": figures, "fps": fps})
         print(f"{name}: J&F-Mean {scores['J&F-Mean']:.3f}, IoU after {cell(figures['all']['IoU after'])}, "
               f"absent FP {cell(figures['all']['absent FP'])}", file=sys.stderr)
-    text = report(args, argv, dataset, results)
-    predictions.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(predictions / "results.md", text)
-    atomic_write_text(predictions / "results.json", json.dumps(results, indent=1))
-    print(text, end="")
-    return text
+    return publish(predictions, report(args, argv, dataset, results), results)
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ import av
 import numpy as np
 from PIL import Image
 
-from common import cell, mean_of
+from common import cell, mean_of, publish
 from heldout import timed_prediction
 from stma_cli.device import resolve_device
 from stma_cli.errors import StmaError
@@ -322,13 +322,7 @@ def main(argv: list[str] | None = None) -> str:
             "identity": f"{sum(checks)}/{len(checks)}" if checks else "–",
         })
         print(f"{name}: mean IoU {cell(results[-1]['mean_iou'])}", file=sys.stderr)
-    text = report(argv, clips, skipped, results)
-    predictions = Path(f"{args.root}-predictions")
-    predictions.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(predictions / "results.md", text)
-    atomic_write_text(predictions / "results.json", json.dumps(results, indent=1))
-    print(text, end="")
-    return text
+    return publish(Path(f"{args.root}-predictions"), report(argv, clips, skipped, results), results)
 
 
 if __name__ == "__main__":
