@@ -17,17 +17,19 @@ find "$videos" -name '*.mp4' | sort \
 # Which videos failed, and why:
 #   grep '"status": "error"' results.jsonl
 #
-# Four processes on one machine, each with its own share of the list (--shard K/N):
+# Four processes on one machine, each with its own share of the list (--shard K/N) and of the CPUs
+# (--threads: four processes with all the cores each would wait on each other):
 #   for k in 0 1 2 3; do
 #       find "$videos" -name '*.mp4' | sort \
-#           | stma segment --mask-template '{stem}.png' --output "$out" --json --shard "$k/4" > "results-$k.jsonl" &
+#           | stma segment --mask-template '{stem}.png' --output "$out" --json --shard "$k/4" \
+#               --threads $(( $(nproc) / 4 )) > "results-$k.jsonl" &
 #   done; wait
 #
-# The same with xargs, one video per call (each call loads the model again; with one video,
-# --output is that video's own folder):
-#   export out
-#   find "$videos" -name '*.mp4' -print0 | xargs -0 -n 1 -P 4 sh -c \
-#       'stma segment "$1" --mask-template "{stem}.png" --output "$out/$(basename "$1" .mp4)" --json' sh > results.jsonl
+# The same with xargs, eight videos per call (each call loads the model again; --name-template keeps
+# one folder per video even when a call gets a single video):
+#   find "$videos" -name '*.mp4' -print0 | xargs -0 -n 8 -P 4 \
+#       stma segment --mask-template '{stem}.png' --output "$out" --name-template '{stem}' --json \
+#           --threads $(( $(nproc) / 4 )) > results.jsonl
 #
 # A SLURM job array: task i takes shard i of the array's tasks (SLURM_ARRAY_TASK_ID/COUNT).
 #   sbatch --array=0-7 --gres=gpu:1 --wrap \

@@ -19,19 +19,22 @@ downloading and listing weights do not pay for them.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
-import json
+import hashlib
 import os
 import re
 import socket
 import threading
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from huggingface_hub import constants, hf_hub_download, is_offline_mode, scan_cache_dir
+from huggingface_hub.file_download import repo_folder_name
 from huggingface_hub.errors import (
     CacheNotFound,
     EntryNotFoundError,
@@ -46,6 +49,7 @@ from huggingface_hub.errors import (
 
 import stma_cli
 from stma_cli.errors import StmaError
+from stma_cli.io import safe_fs
 
 if TYPE_CHECKING:
     import torch
@@ -56,9 +60,11 @@ DEFAULT_WEIGHTS = "stma-tiny"
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "README.md"
+MAX_CONFIG_BYTES = 1 << 20  # an STMA config.json is about 1 kB
 REACH_TIMEOUT_S = 3.0  # the one connection attempt that decides whether the Hub is reachable
 
 _REPO_ID = re.compile(r"[\w.-]+/[\w.-]+")
+_COMMIT = re.compile(r"[0-9a-f]{40}")
 
 # What a Hub client exception means, most specific first (a GatedRepoError is a RepositoryNotFoundError,
 # and all of them are HfHubHTTPErrors). Fields: where (repo[@revision]), repo, revision, endpoint, file,
@@ -192,7 +198,7 @@ def download(repo_id: str, revision: str | None = None) -> ResolvedWeights:
     """
     if revision is not None:
         check_revision(revision)
-    where = f"{repo_id}@{revision}" if revision else repo_id
+    _check_cached_ref(repo_id, revision or "main")
     endpoint = _endpoint()
     unreachable = None if is_offline_mode() else unreachable_reason(endpoint)
     fetching = CONFIG_FILE
@@ -211,6 +217,18 @@ def download(repo_id: str, revision: str | None = None) -> ResolvedWeights:
     except tuple(kind for kind, _ in _HUB_ERRORS) as error:
         raise StmaError(_hub_error_message(error, repo_id, revision, fetching, endpoint)) from None
     return ResolvedWeights(config.parent, repo_id, commit, "hub")
+
+
+def _check_cached_ref(repo_id: str, revision: str) -> None:
+    """StmaError if the Hub cache's `refs/<revision>` file holds anything but a commit hash: the Hub client
+    would join what it holds (e.g. `../..`) to the cache's path."""
+    ref = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo_id, repo_type="model") / "refs" / revision
+    if _COMMIT.fullmatch(revision) or not ref.is_file():
+        return
+    held = safe_fs.read_regular(ref, 1024, "Hub cache ref").decode("utf-8", "replace").strip()
+    if not _COMMIT.fullmatch(held):
+        raise StmaError(f"{ref}: the Hub cache's ref {revision!r} holds {held[:60]!r}, not a commit hash; delete the "
+                        f"file (or the folder {ref.parent.parent}) and download the weights again")
 
 
 @functools.cache
@@ -301,7 +319,7 @@ def read_config(folder: str | Path) -> STMAConfig:
     from stma_cli.model.stma import ARCHITECTURE
 
     path = Path(folder) / CONFIG_FILE
-    data = read_json(path)
+    data = read_json(path, "weights config")
     if "architecture" not in data:
         raise StmaError(f"{path}: not an STMA config (no \"architecture\": \"{ARCHITECTURE}\" entry)")
     if data["architecture"] != ARCHITECTURE:
@@ -318,9 +336,12 @@ def load_weights_folder(
     """Build the model of `folder/config.json` and load `folder/model.safetensors` into it, strictly.
 
     This is the one loader: `load_model`, `STMA.from_pretrained` and training's `--init` use it.
-    Tensors are read one at a time into the model, so loading holds one copy of the weights.
-    `new_modules` (name prefixes, for starting training from older weights) may be absent from the
-    file; they keep their fresh initialisation.
+    config.json is not trusted to size the model: its sizes are bounded (`STMAConfig`), and the shapes
+    it implies (`STMA.tensor_shapes`, which takes no memory) are compared with the safetensors header
+    before the model is built, so that it takes no more memory than the file's own tensors. Tensors are
+    then read one at a time into the model, so loading holds one copy of the weights. `new_modules` (name
+    prefixes, for starting training from older weights) may be absent from the file; they keep their fresh
+    initialisation.
     """
     import torch
     from safetensors import SafetensorError, safe_open
@@ -329,26 +350,35 @@ def load_weights_folder(
 
     folder = _checked_folder(Path(folder))
     config = read_config(folder)
-    try:
-        model = STMA(config)
-    except (ValueError, RuntimeError) as error:
-        raise StmaError(f"{folder / CONFIG_FILE}: invalid STMA config: {_first_line(str(error))}") from None
     path = folder / WEIGHTS_FILE
-    expected = model.state_dict()
     try:
         with safe_open(str(path), framework="pt") as weights, torch.no_grad():
             shapes = {key: tuple(weights.get_slice(key).get_shape()) for key in weights.keys()}
-            _check_tensors(path, {k: tuple(v.shape) for k, v in expected.items()}, shapes, new_modules)
+            with _config_errors(folder):
+                expected = STMA.tensor_shapes(config)
+            _check_tensors(path, expected, shapes, new_modules)
+            with _config_errors(folder):
+                model = STMA(config)
+            state = model.state_dict()
             for key in shapes:
                 tensor = weights.get_tensor(key)
                 if tensor.is_floating_point() and not torch.isfinite(tensor).all():
                     raise StmaError(f"{path}: tensor {key} holds NaN or infinite values (did the training diverge?)")
-                expected[key].copy_(tensor)
+                state[key].copy_(tensor)
     except SafetensorError as error:
         raise StmaError(f"{path}: corrupted or truncated safetensors file ({_first_line(str(error))})") from None
     except OSError as error:
         raise StmaError(f"{path}: cannot read the weights ({error.strerror or error})") from None
     return model.to(device).eval()
+
+
+@contextlib.contextmanager
+def _config_errors(folder: Path) -> Iterator[None]:
+    """A model that config.json cannot make (ValueError, RuntimeError) as a StmaError naming config.json."""
+    try:
+        yield
+    except (ValueError, RuntimeError) as error:  # RuntimeError: also address space that a limit refuses
+        raise StmaError(f"{folder / CONFIG_FILE}: invalid STMA config: {_first_line(str(error))}") from None
 
 
 def load_model(
@@ -357,6 +387,15 @@ def load_model(
     """Resolve `spec` (see `resolve_weights`) and load the model, in eval mode, on `device`."""
     weights = resolve_weights(spec, revision)
     return load_weights_folder(weights.path, device), weights
+
+
+def weights_sha256(folder: str | Path) -> str:
+    """What a run's provenance records of its weights: the SHA-256 of the `sha256sum` listing of the folder's
+    config.json and model.safetensors, so that a change to either one is a different model."""
+    from stma_cli.io.provenance import file_sha256
+
+    listing = "".join(f"{file_sha256(Path(folder) / name)}  {name}\n" for name in (CONFIG_FILE, WEIGHTS_FILE))
+    return hashlib.sha256(listing.encode()).hexdigest()
 
 
 def _check_tensors(path: Path, expected: dict[str, tuple[int, ...]], found: dict[str, tuple[int, ...]],
@@ -413,8 +452,8 @@ def list_models() -> list[ModelEntry]:
 def _is_stma_config(path: Path) -> bool:
     """Whether a cached config.json is an STMA one (the model's ARCHITECTURE; torch is not loaded to list)."""
     try:
-        return json.loads(path.read_text(encoding="utf-8")).get("architecture") == "stma"
-    except (OSError, ValueError, AttributeError):
+        return read_json(path, "weights config").get("architecture") == "stma"
+    except StmaError:
         return False
 
 
@@ -422,16 +461,12 @@ def _folder_size(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
-def read_json(path: Path) -> dict[str, Any]:
-    """A JSON object from `path`; StmaError (naming the file) if it is missing, unreadable or not an object."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise StmaError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise StmaError(f"{path}: not valid JSON ({_first_line(str(error))})") from None
+def read_json(path: Path, what: str = "file") -> dict[str, Any]:
+    """A JSON object from `path`, a regular file of at most 1 MiB; StmaError naming the file if it is missing,
+    unreadable, malformed, nested too deeply or not an object."""
+    data = safe_fs.read_json(path, what, MAX_CONFIG_BYTES)
     if not isinstance(data, dict):
-        raise StmaError(f"{path}: expected a JSON object")
+        raise StmaError(f"{path}: the {what} is not a JSON object")
     return data
 
 

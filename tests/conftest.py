@@ -5,6 +5,7 @@ the user's cache or token, and nothing waits on retries. `hub` starts a local Hu
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -68,8 +69,14 @@ def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Callable[[int], Pa
 
 @pytest.fixture(scope="session", autouse=True)
 def one_torch_thread() -> Iterator[None]:
-    """One intra-op thread: small tensors gain nothing from more, and a busy machine loses a lot."""
-    threads = torch.get_num_threads()
+    """One intra-op thread, here and in the commands the tests run (which follow OMP_NUM_THREADS): small
+    tensors gain nothing from more, and a busy machine loses a lot."""
+    threads, environment = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
     torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
     yield
     torch.set_num_threads(threads)
+    if environment is None:
+        os.environ.pop("OMP_NUM_THREADS", None)
+    else:
+        os.environ["OMP_NUM_THREADS"] = environment

@@ -6,6 +6,8 @@ import json
 import re
 import shutil
 import socket
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from stma_cli.hub import (
     model_info,
     resolve_weights,
     shipped_names,
+    weights_sha256,
 )
 from stma_cli.model import STMA, STMAConfig
 
@@ -257,7 +260,7 @@ def test_corrupted_safetensors(tiny_weights: WeightsFactory, tmp_path: Path) -> 
         ({"model_type": "bert", "hidden_size": 768}, r"config\.json: not an STMA config \(no \"architecture\": \"stma\" entry\)$"),
         ({"architecture": "stma", "layers": 3}, r"config\.json: invalid STMA config: unknown config keys: layers$"),
         ({"architecture": "stma", "heads": 3}, r"config\.json: invalid STMA config: dim 128 is not divisible by heads 3$"),
-        ([1, 2], r"config\.json: expected a JSON object$"),
+        ([1, 2], r"config\.json: the weights config is not a JSON object$"),
     ],
 )
 def test_config_errors(tiny_weights: WeightsFactory, tmp_path: Path, config: object, message: str) -> None:
@@ -270,7 +273,8 @@ def test_config_errors(tiny_weights: WeightsFactory, tmp_path: Path, config: obj
 def test_config_that_is_not_json(tiny_weights: WeightsFactory, tmp_path: Path) -> None:
     folder = _copy(tiny_weights(0), tmp_path / "other")
     (folder / "config.json").write_text("{architecture: stma")
-    with pytest.raises(StmaError, match=r"other/config\.json: not valid JSON \(Expecting property name"):
+    with pytest.raises(StmaError, match=r"other/config\.json: the weights config is not valid JSON \(Expecting "
+                                        r"property name"):
         load_model(str(folder))
 
 
@@ -359,11 +363,15 @@ def test_weights_with_non_finite_values_are_refused(tiny_weights: WeightsFactory
 
 
 @pytest.mark.parametrize(("change", "message"), [
-    ({"dim": "128"}, "dim is '128', expected an integer >= 1"),
-    ({"heads": 0}, "heads is 0, expected an integer >= 1"),
-    ({"propagation_radius": -1}, "propagation_radius is -1, expected an integer >= 0"),
-    ({"mlp_ratio": None}, "mlp_ratio is None, expected a number > 0"),
-    ({"decoder_widths": [64, 48]}, r"decoder_widths is \(64, 48\), expected 3 integers >= 1"),
+    ({"dim": "128"}, "dim is '128', expected an integer from 1 to 4096"),
+    ({"heads": 0}, "heads is 0, expected an integer from 1 to 64"),
+    ({"propagation_radius": -1}, "propagation_radius is -1, expected an integer from 0 to 32"),
+    ({"mlp_ratio": None}, "mlp_ratio is None, expected a number > 0 and at most 16"),
+    ({"decoder_widths": [64, 48]}, r"decoder_widths is \(64, 48\), expected 3 integers from 1 to 4096"),
+    ({"num_ids": 4_000_000}, "num_ids is 4000000, expected an integer from 1 to 1024"),
+    ({"depth": 10**9}, "depth is 1000000000, expected an integer from 1 to 64"),
+    ({"mlp_ratio": 1e9}, "mlp_ratio is 1000000000.0, expected a number > 0 and at most 16"),
+    ({"decoder_widths": [64, 48, 10**6]}, r"decoder_widths is \(64, 48, 1000000\), expected 3 integers from 1 to 4096"),
 ])
 def test_config_values_of_the_wrong_type_or_range(tiny_weights: WeightsFactory, tmp_path: Path, change: dict,
                                                   message: str) -> None:
@@ -373,3 +381,69 @@ def test_config_values_of_the_wrong_type_or_range(tiny_weights: WeightsFactory, 
     (folder / "config.json").write_text(json.dumps({**config, **change}))
     with pytest.raises(StmaError, match=rf"config\.json: invalid STMA config: {message}$"):
         load_weights_folder(folder)
+
+
+# -- untrusted config.json ---------------------------------------------------------------------------
+
+NESTED = '{"architecture": ' + "[" * 100_000 + "]" * 100_000 + "}"
+
+
+def test_config_sizes_are_checked_against_the_weights_before_any_allocation(tiny_weights: WeightsFactory,
+                                                                            tmp_path: Path) -> None:
+    """A config.json that asks for a far larger network than its safetensors holds fails at the header check:
+    the process grows by much less than the 375 MB that building that network would take."""
+    folder = _copy(tiny_weights(0), tmp_path / "inflated")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "dim": 1024, "depth": 4, "heads": 8}))
+    peak = "int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1])"  # kB, this process
+    code = ("import sys\n"
+            "import safetensors, torch\n"
+            "from stma_cli.errors import StmaError\n"
+            "from stma_cli.hub import load_weights_folder\n"
+            "from stma_cli.model import STMA\n"
+            f"before = {peak}\n"
+            "try:\n    load_weights_folder(sys.argv[1])\nexcept StmaError as error:\n    print(error)\n"
+            f"print(({peak} - before) // 1024)\n")
+    run = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True, timeout=300)
+    message, grown_mb = run.stdout.splitlines()
+    assert re.search(r"model\.safetensors: tensors do not match config\.json: .*with another shape", message), \
+        run.stderr
+    assert int(grown_mb) < 100, run.stdout
+
+
+def test_a_deeply_nested_config_is_one_error(tiny_weights: WeightsFactory, tmp_path: Path) -> None:
+    folder = _copy(tiny_weights(0), tmp_path / "nested")
+    (folder / "config.json").write_text(NESTED)
+    message = rf"^{re.escape(str(folder / 'config.json'))}: the weights config is nested too deeply to be read$"
+    with pytest.raises(StmaError, match=message):
+        load_model(str(folder))
+    with pytest.raises(StmaError, match=message):
+        STMA.from_pretrained(folder)
+
+
+def test_listing_skips_a_cached_config_nested_too_deeply(hub, tiny_weights: WeightsFactory) -> None:
+    hub.commit("acme/nested", {"config.json": NESTED.encode(),
+                               "model.safetensors": (tiny_weights(0) / "model.safetensors").read_bytes()})
+    resolve_weights("acme/nested")
+    assert [entry.source for entry in list_models()] == ["shipped"]
+
+
+def test_a_cache_ref_that_leads_outside_the_cache(hf_home: Path) -> None:
+    ref = hf_home / "hub" / "models--acme--stma" / "refs" / "main"
+    ref.parent.mkdir(parents=True)
+    ref.write_text("../..")
+    with pytest.raises(StmaError, match=rf"^{re.escape(str(ref))}: the Hub cache's ref 'main' holds '\.\./\.\.', not a "
+                                        r"commit hash; delete the file"):
+        resolve_weights("acme/stma")
+
+
+def test_the_weights_fingerprint_covers_the_config(tiny_weights: WeightsFactory, tmp_path: Path) -> None:
+    """What a run's manifest records of its model: editing config.json alone makes it another model."""
+    folder = _copy(tiny_weights(0), tmp_path / "w")
+    listing = "".join(f"{hashlib.sha256((folder / name).read_bytes()).hexdigest()}  {name}\n"
+                      for name in ("config.json", "model.safetensors"))
+    assert weights_sha256(folder) == hashlib.sha256(listing.encode()).hexdigest()
+    before = weights_sha256(folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "cut_threshold": 0.5}))
+    assert weights_sha256(folder) != before

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import signal
 import warnings
+from typing import NoReturn
 
 import typer
 
 from stma_cli import __version__
-from stma_cli.cli import evaluate, segment, train, weights
-from stma_cli.cli.common import EXIT_CODES_HELP
+from stma_cli.cli import evaluate, render, review, segment, train, weights
+from stma_cli.cli.common import EXIT_CODES_HELP, EXIT_INTERRUPTED, EXIT_TERMINATED
 from stma_cli.errors import Terminated
 
 app = typer.Typer(
@@ -43,6 +44,8 @@ weights.register(app)
 segment.register(app)
 train.register(app)
 evaluate.register(app)
+render.register(app)
+review.register(app)
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001
@@ -59,4 +62,19 @@ def main() -> None:
     SIGTERM handled as Ctrl-C is (temporary files removed, finished work kept), exiting 143."""
     warnings.formatwarning = _one_line_warning
     signal.signal(signal.SIGTERM, _terminate)
-    app()
+    try:
+        app()
+    except KeyboardInterrupt as interrupt:  # at start-up, before Typer's own handling (it builds the commands first)
+        _exit_interrupted(isinstance(interrupt, Terminated))
+    except SystemExit as end:
+        # Typer exits 130, silently, for an interrupt that no command caught (one during a command's imports);
+        # after a SIGTERM (`_terminate` has run: SIGTERM is now ignored) the exit is 143.
+        if end.code == EXIT_INTERRUPTED and signal.getsignal(signal.SIGTERM) is signal.SIG_IGN:
+            _exit_interrupted(terminated=True)
+        raise
+
+
+def _exit_interrupted(terminated: bool) -> NoReturn:
+    """Exit as `common.stop` does, outside Typer: one line, then 143 after SIGTERM, 130 after Ctrl-C."""
+    typer.echo(f"stma: {'terminated (SIGTERM)' if terminated else 'interrupted'}", err=True)
+    raise SystemExit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import enum
 import json
 import math
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,9 +13,10 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from stma_cli.cli.common import EXIT_USAGE, REVISION_HELP, WEIGHTS_HELP, reporting_errors
+from stma_cli.cli.common import EXIT_USAGE, REVISION_HELP, WEIGHTS_HELP, PlainUsage, reporting_errors
 from stma_cli.errors import StmaError
 from stma_cli.inference.config import SegmenterConfig
+from stma_cli.io.safe_fs import is_within, overlaps
 
 if TYPE_CHECKING:
     from stma_cli.evaluation.datasets import DavisDataset, YouTubeVOSDataset
@@ -36,7 +38,7 @@ _DEFAULT_SPLIT = {DatasetFormat.davis: "val", DatasetFormat.youtube: "valid"}
 
 def register(app: typer.Typer) -> None:
     """Add `stma eval` to the application."""
-    app.command("eval")(evaluate)
+    app.command("eval", cls=PlainUsage)(evaluate)
 
 
 @reporting_errors()
@@ -48,7 +50,8 @@ def evaluate(
     split: str | None = typer.Option(None, "--split", metavar="SPLIT", help="Split to evaluate (default: val for DAVIS, valid for YouTube-VOS)."),
     resolution: str = typer.Option("480p", "--resolution", metavar="RES", help="DAVIS resolution folder."),
     sequences: str | None = typer.Option(None, "--sequences", metavar="A,B,...", help="Comma-separated sequences to evaluate (default: the whole split)."),
-    workers: int | None = typer.Option(None, "--workers", min=1, metavar="N", help="Processes scoring sequences in parallel (default: one per CPU)."),
+    workers: int | None = typer.Option(None, "--workers", min=1, metavar="N", help="Processes scoring sequences in parallel (default: --threads, else one per CPU this process may use)."),
+    threads: int | None = typer.Option(None, "--threads", min=1, metavar="N", help="CPU threads of the model with --output (default: OMP_NUM_THREADS, else the CPUs this process may use)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout instead of tables."),
     weights: str | None = typer.Option(None, "--weights", metavar="ID|PATH", help=f"{WEIGHTS_HELP} With --output."),
     revision: str | None = typer.Option(None, "--revision", metavar="REV", help=f"{REVISION_HELP} With --output."),
@@ -69,6 +72,7 @@ def evaluate(
     With --output DIR instead of --results, the model first segments the split into DIR from each sequence's given masks, with the settings of `stma segment`.
     """
     from stma_cli.evaluation.datasets import DavisDataset, YouTubeVOSDataset, plain_name
+    from stma_cli.threads import available_cpus, use_threads
 
     if (results is None) == (output is None):
         typer.echo("stma: error: give either --results DIR (existing predictions) or --output DIR (predict, then score)", err=True)
@@ -81,12 +85,13 @@ def evaluate(
         dataset = DavisDataset(root, split, resolution, names)
     if output is not None:
         config = SegmenterConfig(mem_size=mem_size, mem_every=mem_every, max_side=max_side, precision=precision)
+        use_threads(threads)
         _predict(dataset, output, weights, revision, device, config)
         results = output
     if isinstance(dataset, YouTubeVOSDataset):
         _pack(dataset, results, as_json)
     else:
-        _score(dataset, results, workers, as_json)
+        _score(dataset, results, workers or threads or available_cpus(), as_json)
 
 
 def _predict(dataset: DavisDataset | YouTubeVOSDataset, output: Path, weights: str | None, revision: str | None,
@@ -95,14 +100,35 @@ def _predict(dataset: DavisDataset | YouTubeVOSDataset, output: Path, weights: s
     from stma_cli.hub import load_model
     from stma_cli.inference.dataset import predict_dataset
 
-    for given in (dataset.annotation_dir, dataset.image_dir):
-        if output.resolve().is_relative_to(given.resolve()):
-            raise StmaError(f"--output {output}: inside the dataset's {given}; predictions would overwrite its files")
+    _check_output(dataset, output)
     torch_device = resolve_device(device)
     autocast_dtype(torch_device, config.precision)  # a bad precision fails before the model loads
     model, _ = load_model(weights, revision, device=torch_device)
     with _progress("Predicting", len(dataset.sequence_names)) as advance:
         predict_dataset(dataset, output, model, config, progress=advance)
+
+
+def _check_output(dataset: DavisDataset | YouTubeVOSDataset, output: Path) -> None:
+    """StmaError unless the predictions of `dataset` can be written under `output` without touching the dataset.
+
+    Real paths are compared: neither `output` nor the folder of a sequence in it may overlap the dataset (its
+    annotation, image and root folders, each sequence's folders), even through a link, and no sequence's folder
+    may lead out of `output`.
+    """
+    dataset_folders = [dataset.annotation_dir, dataset.image_dir, dataset.root]
+    for folder in dataset_folders:
+        if overlaps(output, folder):
+            raise StmaError(f"--output {output}: overlaps the dataset's {folder}; the predictions would overwrite "
+                            "its files")
+    for name in dataset.sequence_names:
+        target = dataset.prediction_path(output, name, "frame").parent
+        for folder in (dataset.annotation_dir / name, dataset.image_dir / name, *dataset_folders):
+            if overlaps(target, folder):
+                raise StmaError(f"{target}: leads to {os.path.realpath(target)}, which overlaps the dataset's "
+                                f"{folder}; the predictions would overwrite its files")
+        if not is_within(target, output):
+            raise StmaError(f"{target}: leads to {os.path.realpath(target)}, outside --output {output}; "
+                            "stma does not write through links")
 
 
 def _score(dataset: DavisDataset, results: Path, workers: int | None, as_json: bool) -> None:

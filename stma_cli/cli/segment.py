@@ -12,7 +12,8 @@ from typing import Optional
 
 import typer
 
-from stma_cli.cli.common import EXIT_CODES_HELP, EXIT_SOME_FAILED, EXIT_USAGE, WEIGHTS_HELP, reporting_errors, stop
+from stma_cli.cli.common import (EXIT_CODES_HELP, EXIT_SOME_FAILED, EXIT_USAGE, WEIGHTS_HELP, reporting_errors,
+                               sigterm_held, stop)
 from stma_cli.errors import StmaError
 from stma_cli.inference.config import SegmenterConfig
 
@@ -26,8 +27,13 @@ def segment(
              "grayscale or colour image, or a LabelMe or COCO JSON file."),
     mask_template: Optional[str] = typer.Option(
         None, metavar="TEMPLATE",
-        help="Each video's mask from its name, e.g. '{stem}.png' or 'masks/{stem}.png' "
-             "(relative to the video's folder; fields {stem}, {name}, {parent})."),
+        help="Each video's masks from its name (relative to the video's folder; fields {stem}, {name}, "
+             "{parent}, {frame}): a file for the first frame, e.g. '{stem}.png'; a folder of masks named by "
+             "frame, e.g. '../Annotations/{stem}' (DAVIS, YouTube-VOS: objects start where they first "
+             "appear); '{stem}_{frame}.png'; or a COCO file with one image per frame."),
+    recursive: bool = typer.Option(False, "--recursive", "-r",
+                                   help="Find videos and frame folders in folders at any depth, not only one "
+                                        "level down."),
     output: Optional[Path] = typer.Option(
         None, "--output", "-o", metavar="DIR",
         help="Output folder: for one video named on the command line, its own folder; otherwise (a folder of "
@@ -63,6 +69,10 @@ def segment(
                                   help="forward: from the first mask to the end; backward: from the last mask "
                                        "back to frame 0; both: the two."),
     device: str = typer.Option("auto", metavar="DEVICE", help="auto, cpu, cuda or cuda:N."),
+    threads: Optional[int] = typer.Option(
+        None, min=1, metavar="N",
+        help="CPU threads (default: OMP_NUM_THREADS, else the CPUs this process may use: its affinity and "
+             "CPU quota). Under xargs -P K, give each process its share."),
     precision: str = typer.Option(SegmenterConfig.precision, metavar="P",
                                   help="auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 or bf16."),
     overlay: bool = typer.Option(True, "--overlay/--no-overlay", help="Write overlay.mp4."),
@@ -87,12 +97,13 @@ def segment(
     """
     from rich.console import Console
 
-    from stma_cli.device import PRECISIONS, autocast_dtype, resolve_device
-    from stma_cli.hub import WEIGHTS_FILE, load_model
-    from stma_cli.inference.jobs import Shard, build_jobs, expand_inputs, local_device, parse_ends, parse_frames
-    from stma_cli.inference.pipeline import DIRECTIONS, RunOptions
-    from stma_cli.inference.segmenter import Segmenter
-    from stma_cli.io.provenance import file_sha256
+    with sigterm_held():
+        from stma_cli.device import PRECISIONS, autocast_dtype, resolve_device
+        from stma_cli.hub import load_model, weights_sha256
+        from stma_cli.inference.jobs import Shard, build_jobs, expand_inputs, local_device, parse_ends, parse_frames
+        from stma_cli.inference.pipeline import DIRECTIONS, RunOptions
+        from stma_cli.inference.segmenter import Segmenter
+        from stma_cli.threads import use_threads
 
     err = Console(stderr=True, soft_wrap=True)  # one message, one line, whatever the terminal width
     try:
@@ -100,7 +111,7 @@ def segment(
         listed = not inputs and not sys.stdin.isatty()
         if listed:
             inputs = _paths_on_stdin()
-        expanded = expand_inputs(inputs)
+        expanded = expand_inputs(inputs, recursive)
         jobs = build_jobs(expanded, list(mask or []), mask_template, output,
                           own_folder=not listed and expanded == inputs, name_template=name_template,
                           frames=parse_frames(frames), ends=parse_ends(end or []), coco_image_id=coco_image_id)
@@ -116,6 +127,7 @@ def segment(
         stop(interrupt)
 
     with reporting_errors():
+        use_threads(threads)
         torch_device = resolve_device(local_device(device))
         autocast_dtype(torch_device, precision)  # fp16 without CUDA fails here, before any video
         model, resolved = load_model(weights, revision, device=torch_device)
@@ -123,7 +135,7 @@ def segment(
         segmenter = Segmenter(model, config, copy_model=False)  # the one model in memory, reset for each video
         options = RunOptions(direction=direction, overlay=overlay, logits=logits, overwrite=overwrite,
                              model_id=resolved.model_id, model_revision=resolved.revision,
-                             weights_sha256=file_sha256(resolved.path / WEIGHTS_FILE))
+                             weights_sha256=weights_sha256(resolved.path))
         current: list[str] = []
         try:
             reports = _run(selected, segmenter, options, json_lines, err, current)

@@ -7,8 +7,10 @@ from typing import Optional
 
 import typer
 
-from stma_cli.cli.common import WEIGHTS_HELP, reporting_errors
-from stma_cli.errors import StmaError
+from stma_cli.cli.common import reporting_errors
+from stma_cli.errors import UsageError
+
+MAX_CROP = 2048  # pixels: a clip of 8 frames at this size is already 400 MB of float32 input
 
 
 def train(
@@ -19,15 +21,21 @@ def train(
         help="events, synthetic, pseudo, a DAVIS-2017 / YouTube-VOS folder, or a mixture: A:WEIGHT+B:WEIGHT."),
     steps: int = typer.Option(20000, min=1, metavar="N", help="Total optimiser steps (the schedule's length)."),
     batch: int = typer.Option(4, min=1, metavar="N", help="Clips per step and process."),
-    crop: int = typer.Option(384, min=64, metavar="PX", help="Square crop size of training clips."),
+    crop: int = typer.Option(384, min=64, max=MAX_CROP, metavar="PX", help="Square crop size of training clips."),
     frames: int = typer.Option(8, min=2, metavar="N", help="Frames per clip (the first one annotated)."),
     skip_schedule: str = typer.Option(
         "0:3,0.1:6,0.3:10,0.8:4", metavar="F:GAP,...",
         help="Curriculum of the largest gap between a clip's frames: from each fraction F of the steps on, at most GAP."),
-    max_objects: int = typer.Option(3, min=1, metavar="N", help="Most objects per clip."),
+    max_objects: int = typer.Option(
+        3, min=1, metavar="N", help="Most objects per clip (at most the model's ID table: 32 for tiny, 64 for base)."),
     lr: float = typer.Option(4e-4, metavar="LR", help="Peak learning rate (warm-up, then cosine decay)."),
-    warmup: int = typer.Option(300, min=0, metavar="N", help="Steps of linear warm-up to the peak learning rate."),
-    init: Optional[str] = typer.Option(None, metavar="ID|PATH", help="Start from these weights. " + WEIGHTS_HELP),
+    warmup: Optional[int] = typer.Option(
+        None, min=0, metavar="N",
+        help="Steps of linear warm-up to the peak learning rate (default: 1.5% of --steps, 300 of 20000)."),
+    init: Optional[str] = typer.Option(
+        None, metavar="ID|PATH",
+        help="Start from these weights: a local folder (config.json + model.safetensors), a model shipped in "
+             "weights/ (e.g. stma-tiny) or a Hub repo id. Default: the ImageNet encoder, the rest from scratch."),
     workers: int = typer.Option(1, min=0, metavar="N", help="Data-loading processes per training process."),
     device: str = typer.Option("auto", metavar="DEVICE", help="auto, cpu, cuda or cuda:N (under torchrun: LOCAL_RANK's GPU)."),
     amp: bool = typer.Option(True, "--amp/--no-amp", help="Mixed precision on CUDA (bf16, else fp16)."),
@@ -38,6 +46,11 @@ def train(
     checkpoint_minutes: float = typer.Option(5.0, metavar="MIN", help="Save a checkpoint at least this often."),
     max_minutes: Optional[float] = typer.Option(None, metavar="MIN", help="Stop (with a checkpoint) after this many minutes."),
     seed: int = typer.Option(0, metavar="N", help="Seed of the training data and the ID assignment."),
+    threads: Optional[int] = typer.Option(
+        None, min=1, metavar="N",
+        help="CPU threads per training process (default: OMP_NUM_THREADS, else the CPUs it may use)."),
+    force: bool = typer.Option(False, "--force",
+                               help="Resume a run with other --steps, --lr, --data, ... (from the current step on)."),
 ) -> None:
     """Train (or resume) an STMA model.
 
@@ -45,24 +58,31 @@ def train(
     """
     with reporting_errors():
         if not (math.isfinite(lr) and lr > 0):
-            raise StmaError(f"--lr {lr}: expected a finite number > 0")
+            raise UsageError(f"--lr {lr}: expected a finite number > 0")
         for name, value in (("--checkpoint-minutes", checkpoint_minutes), ("--max-minutes", max_minutes)):
             if value is not None and not (math.isfinite(value) and value >= 0):
-                raise StmaError(f"{name} {value}: expected a finite number >= 0")
+                raise UsageError(f"{name} {value}: expected a finite number >= 0")
+        from stma_cli.hub import read_config, resolve_weights
         from stma_cli.model import STMAConfig
-        from stma_cli.train.loop import TrainConfig, parse_skip_schedule, train as run_training
+        from stma_cli.threads import use_threads
+        from stma_cli.train.loop import TrainConfig, default_warmup, parse_skip_schedule, train as run_training
         from stma_cli.train.validation import ValidationEvaluator
 
         if config not in STMAConfig.PRESETS:
-            raise StmaError(f"--config {config!r}: expected one of {', '.join(STMAConfig.PRESETS)}")
+            raise UsageError(f"--config {config!r}: expected one of {', '.join(STMAConfig.PRESETS)}")
+        model_config = read_config(resolve_weights(init).path) if init else STMAConfig.preset(config)
+        if max_objects > model_config.num_ids:
+            raise UsageError(f"--max-objects {max_objects}: the model's ID table holds at most "
+                             f"{model_config.num_ids} objects ({init or '--config ' + config})")
         settings = TrainConfig(out=out, model=config, data=data, steps=steps, batch=batch, crop=crop, frames=frames,
                                skip_schedule=parse_skip_schedule(skip_schedule), max_objects=max_objects, lr=lr,
-                               warmup=warmup, init=init, workers=workers, device=device, amp=amp, eval_every=eval_every,
+                               warmup=default_warmup(steps) if warmup is None else warmup, init=init, workers=workers, device=device, amp=amp, eval_every=eval_every,
                                checkpoint_minutes=checkpoint_minutes, max_minutes=max_minutes, seed=seed)
         evaluator = None
         if eval_sequences or eval_long_sequences:
             evaluator = ValidationEvaluator(out / "validation", eval_sequences, eval_long_sequences)
-        state = run_training(settings, evaluate=evaluator, log=lambda line: typer.echo(line, err=True))
+        use_threads(threads)
+        state = run_training(settings, evaluate=evaluator, log=lambda line: typer.echo(line, err=True), force=force)
         typer.echo(f"step {state['step']}: checkpoint in {out / 'checkpoint'}", err=True)
 
 

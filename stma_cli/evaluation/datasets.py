@@ -21,7 +21,7 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
-from stma_cli.errors import StmaError
+from stma_cli.errors import StmaError, UsageError
 
 VOID_LABEL = 255
 _LABEL_MODES = ("P", "L", "1", "I", "I;16")
@@ -76,7 +76,7 @@ def read_label_map(path: Path) -> np.ndarray:
             return np.asarray(image)
     except FileNotFoundError:
         raise StmaError(f"{path}: file not found") from None
-    except OSError as error:
+    except (OSError, Image.DecompressionBombError) as error:
         raise StmaError(f"{path}: cannot read mask ({error})") from None
 
 
@@ -85,7 +85,7 @@ def image_size(path: Path) -> tuple[int, int]:
     try:
         with Image.open(path) as image:
             width, height = image.size
-    except OSError as error:
+    except (OSError, Image.DecompressionBombError) as error:
         raise StmaError(f"{path}: cannot read image ({error})") from None
     return height, width
 
@@ -114,7 +114,7 @@ def _select(available: list[str], requested: Sequence[str] | None, listing: Path
     known = set(available)
     for name in requested:
         if name not in known:
-            raise StmaError(f"{listing}: has no sequence '{name}'")
+            raise UsageError(f"{listing}: has no sequence '{name}'")
     return list(requested)
 
 
@@ -199,7 +199,7 @@ class YouTubeVOSDataset:
             meta = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise StmaError(f"{path}: file not found") from None
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, RecursionError) as error:  # RecursionError: nested too deeply
             raise StmaError(f"{path}: cannot read JSON ({error})") from None
         try:
             videos = {

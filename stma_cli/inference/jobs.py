@@ -2,18 +2,22 @@
 from __future__ import annotations
 
 import os
+import re
 import string
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 from stma_cli.errors import StmaError
 from stma_cli.inference.pipeline import VideoJob
-from stma_cli.io.masks import parse_mask_arg
+from stma_cli.io.masks import MAX_FRAME_DIGITS, MAX_ID, parse_mask_arg
+from stma_cli.io.safe_fs import read_json
+from stma_cli.io.video import frame_files
 
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv", ".gif"}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 DEFAULT_OUTPUT = Path("stma_output")
+_SHARD = re.compile(r"\s*(-?[0-9]{1,18})\s*/\s*(-?[0-9]{1,18})\s*")  # ASCII digits: int() also takes '٣'
 
 
 @dataclass(frozen=True)
@@ -26,12 +30,12 @@ class Shard:
     @classmethod
     def parse(cls, text: str) -> "Shard":
         """`K/N` with 0 <= K < N."""
-        try:
-            k, n = (int(part) for part in text.split("/"))
-        except ValueError:
-            raise StmaError(f"--shard {text!r}: expected K/N, e.g. 0/4") from None
+        match = _SHARD.fullmatch(text)
+        if match is None:
+            raise StmaError(f"--shard {text!r}: expected K/N, e.g. 0/4")
+        k, n = int(match[1]), int(match[2])
         if n < 1 or not 0 <= k < n:
-            raise StmaError(f"--shard {text}: K must be in 0..N-1 (got K={k}, N={n})")
+            raise StmaError(f"--shard {k}/{n}: K must be in 0..N-1 (got K={k}, N={n})")
         return cls(k, n)
 
     @classmethod
@@ -75,8 +79,9 @@ def local_device(spec: str, env: Mapping[str, str] = os.environ) -> str:
     return spec
 
 
-def expand_inputs(inputs: Iterable[str]) -> list[str]:
-    """Videos from paths: files, frame folders, and folders of videos or frame folders (one level)."""
+def expand_inputs(inputs: Iterable[str], recursive: bool = False) -> list[str]:
+    """Videos from paths: files, frame folders, and folders of videos or frame folders: one level down, or
+    (`recursive`) every level, a frame folder ending the descent."""
     videos: list[str] = []
     for item in inputs:
         if item == "-":
@@ -84,13 +89,30 @@ def expand_inputs(inputs: Iterable[str]) -> list[str]:
             continue
         path = Path(item)
         if _is_dir(path) and not _is_frame_folder(path):
-            children = sorted(p for p in path.iterdir() if _is_video_file(p) or (p.is_dir() and _is_frame_folder(p)))
-            if not children:
-                raise StmaError(f"{path}: folder holds no video files, frames or frame folders")
-            videos += [str(p) for p in children]
+            found = _videos_in(path, recursive)
+            if not found:
+                nested = [p for p in _subfolders(path) if _videos_in(p, True)]
+                hint = f"; videos are further down, e.g. in {nested[0]}: use --recursive" if nested else ""
+                raise StmaError(f"{path}: folder holds no video files, frames or frame folders{hint}")
+            videos += [str(p) for p in found]
         else:
             videos.append(item)
     return videos
+
+
+def _videos_in(folder: Path, recursive: bool) -> list[Path]:
+    """The video files and frame folders in `folder` (and, if `recursive`, in its folders), sorted."""
+    found = []
+    for child in sorted(folder.iterdir()):
+        if _is_video_file(child) or (child.is_dir() and _is_frame_folder(child)):
+            found.append(child)
+        elif recursive and child.is_dir() and not child.is_symlink():
+            found += _videos_in(child, True)
+    return found
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    return sorted(child for child in folder.iterdir() if child.is_dir() and not child.is_symlink())
 
 
 def video_stem(source: str) -> str:
@@ -112,33 +134,122 @@ def output_name_problem(stem: str) -> str | None:
     return None
 
 
-TEMPLATE_FIELDS = ("stem", "name", "parent")
+TEMPLATE_FIELDS = ("stem", "name", "parent", "frame")
+MASK_SUFFIXES = {".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".jpg", ".jpeg", ".json"}
+_FRAME = "\0frame\0"  # stands for {frame} while the other fields are filled
 
 
 def check_template(template: str) -> None:
-    """A --mask-template may use only the plain fields {stem}, {name} and {parent}."""
+    """A --mask-template may use only the plain fields {stem}, {name}, {parent} and {frame}."""
     try:
-        fields = [field for _, field, _, _ in string.Formatter().parse(template) if field is not None]
+        parsed = [(field, conversion, spec) for _, field, spec, conversion in string.Formatter().parse(template)
+                  if field is not None]
     except ValueError as exc:
-        raise StmaError(f"--mask-template {template!r}: {exc} (fields: {{stem}}, {{name}}, {{parent}})") from None
-    for field in fields:
+        raise StmaError(f"--mask-template {template!r}: {exc} (fields: {{stem}}, {{name}}, {{parent}}, "
+                        "{frame})") from None
+    fields = [field for field, _, _ in parsed]
+    for field, conversion, spec in parsed:
         if field not in TEMPLATE_FIELDS:
-            raise StmaError(f"--mask-template {template!r}: unknown field {{{field}}} "
-                            "(fields: {stem}, {name}, {parent}, without attributes or indices)")
+            raise StmaError(f"--mask-template {template!r}: unknown field {_braced(field)} "
+                            "(fields: {stem}, {name}, {parent}, {frame}, without attributes or indices)")
+        if conversion or spec:
+            raise StmaError(f"--mask-template {template!r}: field {{{field}}} with a conversion or format spec; "
+                            "fields are plain: {stem}, {name}, {parent}, {frame}")
+    if "frame" in fields and "/" in template[template.index("{frame}"):]:
+        raise StmaError(f"--mask-template {template!r}: {{frame}} may only appear in the file name")
+
+
+def _braced(field: str) -> str:
+    """A template field as typed, `{name}`, or as a quoted string if it holds a line break or other unprintables."""
+    return f"{{{field}}}" if field.isprintable() else repr(f"{{{field}}}")
 
 
 def mask_from_template(template: str, source: str) -> Path:
-    """Fill `{stem}`, `{name}`, `{parent}` from the video path; relative results are taken from its folder."""
+    """Fill `{stem}`, `{name}`, `{parent}` from the video path; relative results are taken from its folder.
+
+    A `{frame}` field is left as the text `{frame}`: `masks_from_template` matches it against files.
+    """
     check_template(template)
     path = Path(source)
     try:
-        filled = Path(template.format(stem=video_stem(source), name=path.name, parent=path.parent.name))
+        filled = template.format(stem=video_stem(source), name=path.name, parent=path.parent.name, frame=_FRAME)
     except (KeyError, IndexError, ValueError, AttributeError, TypeError) as exc:
-        raise StmaError(f"--mask-template {template!r}: {exc} (fields: {{stem}}, {{name}}, {{parent}})") from None
-    return filled if filled.is_absolute() or source == "-" else path.parent / filled
+        raise StmaError(f"--mask-template {template!r}: {exc} (fields: {{stem}}, {{name}}, {{parent}}, "
+                        "{frame})") from None
+    filled_path = Path(filled.replace(_FRAME, "{frame}"))
+    return filled_path if filled_path.is_absolute() or source == "-" else path.parent / filled_path
+
+
+def masks_from_template(template: str, source: str, frames: tuple[int, int | None] = (0, None)) -> list[tuple[int, Path]]:
+    """A video's masks, as (frame, path), from --mask-template. The template names:
+
+    - a mask file: the mask of the first frame of `frames`;
+    - a folder: each file in it named after a frame is that frame's mask (DAVIS, YouTube-VOS): a frame
+      number (00042.png is frame 42) or, for a frame folder, the stem of one of its frames;
+    - a file name with {frame}: each file that matches, with the frame in place of {frame};
+    - a COCO file with several images: each image named after a frame is that frame's mask.
+
+    Only masks within `frames` are kept; none there is an error naming the template's result.
+    """
+    path = mask_from_template(template, source)
+    first, stop = frames
+    if "{frame}" in path.name:
+        prefix, _, suffix = path.name.partition("{frame}")
+        pattern = re.compile(re.escape(prefix) + r"(.+)" + re.escape(suffix))
+        found = [(match[1], file) for file in _listing(path.parent, template)
+                 if (match := pattern.fullmatch(file.name))]
+    elif _is_dir(path):
+        found = [(file.stem, file) for file in _listing(path, template) if file.suffix.lower() in MASK_SUFFIXES]
+    elif path.suffix.lower() == ".json" and len(images := _coco_images(path)) > 1:
+        found = [(Path(str(image.get("file_name", ""))).stem, path) for image in images]
+    else:
+        return [(first, path)]
+    frame_of = _frame_numbering(source)
+    masks = sorted({(frame, file) for name, file in found if (frame := frame_of(name)) is not None
+                    and frame >= first and (stop is None or frame < stop)})
+    if not masks:
+        span = f" within --frames {first}:{'' if stop is None else stop}" if frames != (0, None) else ""
+        raise StmaError(f"{path}: no mask named after a frame of {source}{span} (--mask-template {template!r})")
+    return masks
+
+
+def _listing(folder: Path, template: str) -> list[Path]:
+    try:
+        return sorted(file for file in folder.iterdir() if file.is_file())
+    except OSError as exc:
+        raise StmaError(f"{folder}: cannot list the masks of --mask-template {template!r} "
+                        f"({exc.strerror or exc})") from None
+
+
+def _coco_images(path: Path) -> list:
+    """The images of a COCO file (empty for any other JSON, or one that cannot be read: reading it reports why)."""
+    try:
+        data = read_json(path, "mask")
+    except StmaError:
+        return []
+    images = data.get("images") if isinstance(data, dict) and "annotations" in data else None
+    return [image for image in images if isinstance(image, dict)] if isinstance(images, list) else []
+
+
+def _frame_numbering(source: str) -> Callable[[str], int | None]:
+    """From a mask's name to its frame: a frame folder's own stems, else (or failing that) a frame number."""
+    stems: dict[str, int] = {}
+    if source != "-" and _is_dir(Path(source)):
+        stems = {file.stem: index for index, file in enumerate(frame_files(Path(source)))}
+
+    def frame_of(name: str) -> int | None:
+        if name in stems:
+            return stems[name]
+        digits = re.search(r"(\d+)$", name)
+        if digits is None or not name.isascii() or len(digits[1]) > 9:
+            return None
+        return int(digits[1]) if not stems or name.isdecimal() else None
+
+    return frame_of
 
 
 NAME_FIELDS = ("stem", "name", "parent", "index")
+_NAME_SPEC = re.compile(r"0?[0-9]{0,3}d?")  # {index:04d}; no field inside a spec, no width that fills the memory
 DEFAULT_NAME_TEMPLATE = "{stem}"
 
 
@@ -149,10 +260,13 @@ def output_folder(template: str, source: str, index: int) -> Path:
     path = Path(source)
     fields = {"stem": video_stem(source), "name": path.name, "parent": path.parent.name, "index": index}
     try:
-        names = [field for _, field, _, _ in string.Formatter().parse(template) if field is not None]
-        unknown = [name for name in names if name not in NAME_FIELDS]
+        parsed = [(field, conversion, spec) for _, field, spec, conversion in string.Formatter().parse(template)
+                  if field is not None]
+        unknown = [name for name, _, _ in parsed if name not in NAME_FIELDS]
         if unknown:
             raise KeyError(unknown[0])
+        if any(conversion or not _NAME_SPEC.fullmatch(spec) for _, conversion, spec in parsed):
+            raise ValueError("fields are plain, with at most a number format such as {index:04d}")
         filled = template.format(**fields)
     except (KeyError, IndexError, ValueError, AttributeError, TypeError) as exc:
         raise StmaError(f"--name-template {template!r}: {exc} (fields: {{stem}}, {{name}}, {{parent}}, "
@@ -169,13 +283,13 @@ def parse_frames(text: str | None) -> tuple[int, int | None]:
     """`--frames START:END` (0-based, END exclusive, either may be empty) as (start, stop or None)."""
     if text is None:
         return 0, None
-    start, colon, stop = text.partition(":")
-    if not colon or not all(part.strip().isdigit() for part in (start, stop) if part.strip()):
+    start, colon, stop = (part.strip() for part in text.partition(":"))
+    if not colon or any(_number(part) is None for part in (start, stop) if part):
         raise StmaError(f"--frames {text!r}: expected START:END, e.g. 100:200, 100: or :200 (0-based, END excluded)")
-    first = int(start) if start.strip() else 0
-    last = int(stop) if stop.strip() else None
+    first = _number(start) if start else 0
+    last = _number(stop) if stop else None
     if last is not None and last <= first:
-        raise StmaError(f"--frames {text}: END must be after START")
+        raise StmaError(f"--frames {first}:{last}: END must be after START")
     return first, last
 
 
@@ -183,13 +297,21 @@ def parse_ends(values: Iterable[str]) -> dict[int, list[int]]:
     """`--end ID:FRAME` values as {frame: [ids]}: object ID is not followed across the cut before FRAME."""
     ends: dict[int, list[int]] = {}
     for value in values:
-        object_id, colon, frame = value.partition(":")
-        if not colon or not object_id.strip().isdigit() or not frame.strip().isdigit():
+        id_text, colon, frame_text = value.partition(":")
+        object_id, frame = _number(id_text), _number(frame_text)
+        if not colon or object_id is None or frame is None:
             raise StmaError(f"--end {value!r}: expected ID:FRAME, e.g. 2:140 (object 2 ends before frame 140)")
-        if not 1 <= int(object_id) <= 255:
-            raise StmaError(f"--end {value}: object ids are 1..255")
-        ends.setdefault(int(frame), []).append(int(object_id))
+        if not 1 <= object_id <= MAX_ID:
+            raise StmaError(f"--end {object_id}:{frame}: object ids are 1..{MAX_ID}")
+        ends.setdefault(frame, []).append(object_id)
     return ends
+
+
+def _number(text: str) -> int | None:
+    """A frame number or object id as typed: ASCII digits only (`str.isdigit` also takes '²', which `int`
+    refuses), at most MAX_FRAME_DIGITS of them, spaces around allowed; None otherwise."""
+    text = text.strip()
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= MAX_FRAME_DIGITS else None
 
 
 def build_jobs(videos: list[str], masks: list[str], mask_template: str | None, output: Path | None, *,
@@ -220,7 +342,7 @@ def build_jobs(videos: list[str], masks: list[str], mask_template: str | None, o
     plan = {"frames": frames, "ends": dict(ends or {}), "coco_image_id": coco_image_id}
 
     def masks_of(video: str) -> list[tuple[int, Path]]:
-        return mask_specs or [(first, mask_from_template(mask_template, video))]
+        return mask_specs or masks_from_template(mask_template, video, frames)
 
     if len(videos) == 1 and own_folder and output is not None and name_template is None:
         if "\0" in videos[0]:
@@ -243,7 +365,10 @@ def build_jobs(videos: list[str], masks: list[str], mask_template: str | None, o
             hint = "" if name_template else "; --name-template '{parent}/{stem}' keeps them apart"
             raise StmaError(f"{video} and {seen[folder]} would share the output folder {folder}{hint}")
         seen[folder] = video
-        jobs.append(VideoJob(video, masks_of(video), folder, **plan))
+        try:
+            jobs.append(VideoJob(video, masks_of(video), folder, **plan))
+        except StmaError as error:  # this video's masks are not there: the rest of the batch goes on
+            jobs.append(VideoJob(video, [], folder, error=str(error)))
     return jobs
 
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -21,12 +22,13 @@ from torch.profiler import record_function
 from stma_cli.device import PRECISION_NAMES
 from stma_cli.errors import StmaError
 from stma_cli.inference.segmenter import FrameResult, Segmenter, frame_result, processing_size
-from stma_cli.io.atomic import PendingFile
+from stma_cli.io.atomic import temporary_path
 from stma_cli.io.background import BackgroundWorker
 from stma_cli.io.masks import Numbering, read_mask
-from stma_cli.io.claim import claim_folder
+from stma_cli.io.claim import LOCK_FILE, claim_folder
 from stma_cli.io.output import (
     LOGITS,
+    MANIFEST,
     MASKS,
     NUMBERED,
     OVERLAY,
@@ -77,6 +79,7 @@ class VideoReport:
     seconds: float = 0.0
     fps: float = 0.0
     error: str | None = None
+    tracks: dict[str, dict] = field(default_factory=dict)  # per object, as in the manifest (ObjectTracks.summary)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -86,8 +89,9 @@ class VideoReport:
 class RunOptions:
     """Options of a run that are not the model's or the segmenter's.
 
-    `weights_sha256` (of model.safetensors) goes into the manifest's provenance with the model id and
-    revision, so that a folder made by other weights under the same name is not taken as finished.
+    `weights_sha256` (of config.json and model.safetensors, `stma_cli.hub.weights_sha256`) goes into the
+    manifest's provenance with the model id and revision, so that a folder made by other weights (or
+    another config) under the same name is not taken as finished.
     """
 
     direction: str = "forward"
@@ -113,7 +117,7 @@ def segment_video(job: VideoJob, segmenter: Segmenter, options: RunOptions,
     if options.direction not in DIRECTIONS:
         raise StmaError(f"--direction {options.direction!r}: expected one of {', '.join(DIRECTIONS)}")
     naming = _mask_naming(job.source)
-    _check_masks_are_not_outputs(job, naming)
+    _check_inputs_are_not_outputs(job, naming)
     provenance = _provenance(job, segmenter, options, input_identity(job.source))
     if provenance is not None:  # known without opening the video: a finished folder is skipped at once
         verdict = _verdict(job, options, provenance, naming)
@@ -123,6 +127,10 @@ def segment_video(job: VideoJob, segmenter: Segmenter, options: RunOptions,
     with open_video(job.source) as video:
         masks, palette, legends = _read_masks(job, video)
         object_ids = _objects_in_order(masks)
+        unknown = [(i, frame) for frame, ids in sorted(job.ends.items()) for i in ids if i not in object_ids]
+        if unknown:
+            raise StmaError(f"--end {unknown[0][0]}:{unknown[0][1]}: no mask has object {unknown[0][0]} (the masks' "
+                            f"objects: {', '.join(map(str, object_ids))})")
         num_ids = segmenter.model.config.num_ids
         if not job.ends and len(object_ids) > num_ids:  # without ends, every object is tracked to the end
             first = job.masks[0][1]
@@ -142,18 +150,18 @@ def segment_video(job: VideoJob, segmenter: Segmenter, options: RunOptions,
             claim.record({"provenance": provenance, "mask_names": naming})
             clear_for_run(job.output, [*earlier, naming])
             record = {"provenance": provenance, "mask_names": naming, **({"mask_ids": legends} if legends else {})}
-            frames = _write(job, video, masks, palette, object_ids, segmenter, options, progress, record, started)
+            written = _write(job, video, masks, palette, object_ids, segmenter, options, progress, record, started)
             claim.finished()
     seconds = time.perf_counter() - started
-    return VideoReport(job.source, str(job.output), "ok", frames, object_ids, round(seconds, 3),
-                       round(frames / seconds, 3) if seconds > 0 else 0.0)
+    return VideoReport(job.source, str(job.output), "ok", written["frames"], object_ids, round(seconds, 3),
+                       round(written["frames"] / seconds, 3) if seconds > 0 else 0.0, tracks=written["tracks"])
 
 
 def _write(job: VideoJob, video: VideoSource, masks: dict[int, np.ndarray], palette: list[int] | None,
            object_ids: list[int], segmenter: Segmenter, options: RunOptions,
-           progress: ProgressCallback | None, record: dict, started: float) -> int:
-    """Segment the video (or its range of frames) into the claimed folder and finish it; returns the number
-    of frames written."""
+           progress: ProgressCallback | None, record: dict, started: float) -> dict[str, Any]:
+    """Segment the video (or its range of frames) into the claimed folder and finish it; returns the
+    manifest written."""
     config = segmenter.config
     first, stop = job.frames
     logits_shape = _logits_shape(video.height, video.width, config.max_side)
@@ -168,7 +176,8 @@ def _write(job: VideoJob, video: VideoSource, masks: dict[int, np.ndarray], pale
             for index, frame, result in _propagate(video, job.frames, masks, job.ends, object_ids, segmenter,
                                                    options.direction, job.output):
                 labels = result.labels if result is not None else np.zeros(frame.shape[:2], np.uint8)
-                writer.put((index, frame, labels, _logits_for(result, object_ids, logits_shape)))
+                writer.put((index, frame, labels, _presence_for(result, object_ids),
+                            _logits_for(result, object_ids, logits_shape)))
                 end = index + 1
                 if progress is not None:
                     progress(end - first, None if video.num_frames is None else min(video.num_frames, stop or
@@ -182,11 +191,10 @@ def _write(job: VideoJob, video: VideoSource, masks: dict[int, np.ndarray], pale
                             f"{video.num_frames or end} frames")
         extra = {"frame_range": [first, end]} if job.frames != (0, None) else {}
         extra |= {"ends": {str(frame): ids for frame, ids in sorted(job.ends.items())}} if job.ends else {}
-        output.finish({"model": options.model_id, "revision": options.model_revision,
-                       "seconds": round(time.perf_counter() - started, 3),
-                       "direction": options.direction, "max_side": config.max_side,
-                       "mem_size": config.mem_size, "mem_every": config.mem_every, **extra, **record})
-    return end - first
+        return output.finish({"model": options.model_id, "revision": options.model_revision,
+                              "seconds": round(time.perf_counter() - started, 3),
+                              "direction": options.direction, "max_side": config.max_side,
+                              "mem_size": config.mem_size, "mem_every": config.mem_every, **extra, **record})
 
 
 def _mask_naming(source: str) -> MaskNames:
@@ -197,13 +205,23 @@ def _mask_naming(source: str) -> MaskNames:
         return NUMBERED
 
 
-def _check_masks_are_not_outputs(job: VideoJob, naming: MaskNames) -> None:
-    """A mask given as input must not be a file this run replaces (a rerun would write over it)."""
-    outputs = (job.output / MASKS).resolve()
-    for _, path in job.masks:
-        resolved = path.resolve()
-        if resolved.parent == outputs and is_output_mask(resolved.name, naming):
-            raise StmaError(f"{path}: this mask is where stma writes its output masks ({job.output / MASKS}); "
+def _check_inputs_are_not_outputs(job: VideoJob, naming: MaskNames) -> None:
+    """No input (the video or its frames, a mask) may be a file this run replaces: it would be written over,
+    or deleted by --overwrite before it is read. Real paths are compared, so a link to such a file counts too."""
+    folder, masks = (Path(os.path.realpath(path)) for path in (job.output, job.output / MASKS))
+    replaced = {folder / name for name in (MANIFEST, OVERLAY, LOGITS, LOCK_FILE)}
+    inputs = [("mask", path) for _, path in job.masks]
+    if job.source != "-":
+        source = Path(job.source)
+        frames = isinstance(naming, list)  # a frame folder: its frames are the input
+        inputs += [("frame", path) for path in frame_files(source)] if frames else [("input", source)]
+    for what, path in inputs:
+        real = Path(os.path.realpath(path))
+        if real.parent == masks and is_output_mask(real.name, naming):
+            raise StmaError(f"{path}: this {what} is where stma writes its output masks ({job.output / MASKS}); "
+                            "move it, or choose another --output")
+        if real in replaced:
+            raise StmaError(f"{path}: this {what} is where stma writes its output ({job.output / real.name}); "
                             "move it, or choose another --output")
 
 
@@ -239,7 +257,8 @@ def _verdict(job: VideoJob, options: RunOptions, provenance: dict, naming: MaskN
         if not different and not options.overwrite:
             manifest = state.manifest
             return VideoReport(job.source, str(job.output), "skipped", manifest.get("frames", 0),
-                               manifest.get("objects", []), manifest.get("seconds", 0.0))
+                               manifest.get("objects", []), manifest.get("seconds", 0.0),
+                               tracks=manifest.get("tracks", {}))
         if different and not options.overwrite:
             raise StmaError(f"{job.output}: holds the finished results of another run ({'; '.join(different)}); "
                             "--overwrite replaces them")
@@ -354,6 +373,15 @@ def _logits_for(result: FrameResult | None, object_ids: list[int], shape: tuple[
     return out
 
 
+def _presence_for(result: FrameResult | None, object_ids: list[int]) -> np.ndarray:
+    """Presence probabilities (K,) in the output's object order; objects not yet seen (or no result) get 0."""
+    out = np.zeros(len(object_ids), dtype=np.float32)
+    if result is not None:
+        for position, object_id in enumerate(result.object_ids):
+            out[object_ids.index(object_id)] = result.presence[position]
+    return out
+
+
 @dataclass(frozen=True)
 class Pass:
     """One run of a Segmenter through the video: from frame `start`, forward to the last frame or
@@ -404,37 +432,56 @@ def run_pass(plan: Pass, frames: Iterable[tuple[int, np.ndarray]], segmenter: Se
 
 
 class _DiskArray:
-    """Equal-sized arrays kept in a file (memory-mapped), so that a long stretch of frames does not fill
-    the RAM; appended one by one, or written at any index once `allocate`d."""
+    """Equal-sized arrays kept in a new scratch file, so that a long stretch of frames does not fill the RAM;
+    appended one by one, or written at any index once `allocate`d.
+
+    Plain reads and writes, no memory map: a full disk is a StmaError where it happens (a page of a map
+    that cannot be written kills the process with SIGBUS), and `allocate` reserves its space at once.
+    """
 
     def __init__(self, path: Path, shape: tuple[int, ...], dtype: type) -> None:
         self.path, self.shape, self.dtype = path, shape, np.dtype(dtype)
+        self.item_bytes = self.dtype.itemsize * math.prod(shape)
         self.count = 0
-        self._file = open(path, "wb")
-        self._map: np.memmap | None = None
+        with self._reporting("create"):
+            self._file = open(path, "x+b", buffering=0)  # "x": a new file, never a link stma did not make
 
     def append(self, item: np.ndarray) -> None:
-        self._file.write(np.ascontiguousarray(item, self.dtype).tobytes())
+        self[self.count] = item
         self.count += 1
 
     def allocate(self, count: int) -> None:
-        self._file.truncate(count * self.dtype.itemsize * math.prod(self.shape))
+        """Make room for `count` items, their space reserved on disk now: a full disk fails here, not midway."""
+        if hasattr(os, "posix_fallocate"):  # where there is none (macOS), a full disk fails the writes
+            with self._reporting("reserve space for"):
+                os.posix_fallocate(self._file.fileno(), 0, count * self.item_bytes)
         self.count = count
 
     def __getitem__(self, index: int) -> np.ndarray:
-        return self._mapped()[index]
+        item = np.empty(self.shape, self.dtype)
+        with self._reporting("read"):
+            self._file.seek(index * self.item_bytes)
+            if self._file.readinto(item) != self.item_bytes:
+                raise OSError(f"item {index} is cut short")
+        return item
 
     def __setitem__(self, index: int, item: np.ndarray) -> None:
-        self._mapped()[index] = item
+        data = memoryview(np.ascontiguousarray(item, self.dtype)).cast("B")
+        with self._reporting("write"):
+            self._file.seek(index * self.item_bytes)
+            while data:
+                data = data[self._file.write(data):]
 
-    def _mapped(self) -> np.memmap:
-        if self._map is None:
-            self._file.flush()
-            self._map = np.memmap(self.path, self.dtype, "r+", shape=(self.count, *self.shape))
-        return self._map
+    @contextlib.contextmanager
+    def _reporting(self, doing: str) -> Iterator[None]:
+        """OSError (a full disk: ENOSPC) as a StmaError naming the file."""
+        try:
+            yield
+        except OSError as exc:
+            raise StmaError(f"{self.path}: cannot {doing} the scratch file of the backward pass "
+                            f"({exc.strerror or exc})") from None
 
     def close(self) -> None:
-        self._map = None
         self._file.close()
         self.path.unlink(missing_ok=True)
 
@@ -475,24 +522,26 @@ def _propagate(video: VideoSource, frame_range: tuple[int, int | None], masks: d
         shape = _logits_shape(video.height, video.width, config.max_side)
         logits = _scratch_array(stack, scratch, "logits", (len(object_ids) + 1, *shape), np.float32)
         logits.allocate(buffer.count)
+        presence: dict[int, np.ndarray] = {}  # frames x objects: small enough to keep in memory
         for index, _, result in run_pass(backward, ((i, buffer[i - first]) for i in range(backward.start, first - 1, -1)),
                                          segmenter, video.name):
             labels[index - first] = result.labels
             logits[index - first] = _logits_for(result, object_ids, shape)
+            presence[index] = _presence_for(result, object_ids)
 
         def behind(index: int) -> FrameResult:
-            return FrameResult(np.array(labels[index - first]), torch.from_numpy(np.array(logits[index - first])),
-                               object_ids)
+            return FrameResult(labels[index - first], torch.from_numpy(logits[index - first]), object_ids,
+                               presence[index])
 
         buffered = range(first, first + buffer.count)
         if forward is None:
             for index in buffered:
-                yield index, np.array(buffer[index - first]), behind(index)
+                yield index, buffer[index - first], behind(index)
             yield from ((index, frame, None) for index, frame in frames)
             return
         for index in range(first, forward.start):
-            yield index, np.array(buffer[index - first]), behind(index)
-        ahead = itertools.chain(((i, np.array(buffer[i - first])) for i in range(forward.start, buffered.stop)), frames)
+            yield index, buffer[index - first], behind(index)
+        ahead = itertools.chain(((i, buffer[i - first]) for i in range(forward.start, buffered.stop)), frames)
         choose = _NearestMask(masks, ends, object_ids)
         for index, frame, result in run_pass(forward, ahead, segmenter, video.name):
             if index <= backward.start:
@@ -503,7 +552,7 @@ def _propagate(video: VideoSource, frame_range: tuple[int, int | None], masks: d
 
 def _scratch_array(stack: contextlib.ExitStack, folder: Path, name: str, shape: tuple[int, ...],
                    dtype: type) -> _DiskArray:
-    array = _DiskArray(PendingFile(folder / f"{name}.npy").tmp, shape, dtype)
+    array = _DiskArray(temporary_path(folder / f"{name}.npy"), shape, dtype)
     stack.callback(array.close)
     return array
 
@@ -551,8 +600,10 @@ def _merge(ahead: FrameResult, behind: FrameResult, from_behind: list[int], mask
     objects = probs[1:].sum(0, keepdim=True)
     probs[1:] /= objects.clamp(min=1)
     probs[0] = (1 - probs[1:].sum(0)).clamp(min=0)
+    own_presence = _presence_for(ahead, object_ids)
+    presence = np.where(take[1:, 0, 0].numpy(), behind.presence, own_presence)
     merged = frame_result(torch.log(probs.clamp(min=1e-4))[None], object_ids,
-                          processing_size(*size, max_side), size)
+                          processing_size(*size, max_side), size, torch.from_numpy(presence))
     if mask is not None:  # the user's mask, exactly, as on every frame that holds one
         given = [int(i) for i in np.unique(mask) if i != 0]
         merged.labels[np.isin(merged.labels, given)] = 0

@@ -39,6 +39,7 @@ class FrameResult:
     labels: np.ndarray  # (H, W) uint8 object ids at the input size
     logits: torch.Tensor  # (1+K, H', W') float32 at stride 4 of the processed size, on the CPU
     object_ids: list[int]  # the ids of logits channels 1..K
+    presence: np.ndarray  # (K,) float32: how sure the model is that each object is in the frame (1 where given)
 
 
 @dataclass
@@ -107,16 +108,19 @@ class Segmenter:
             ids = self._table_ids()
             if self.memory.empty or not self.object_ids:
                 logits = self._empty_logits(features.size)
+                presence = torch.zeros(1, len(self.object_ids), device=self.device)
             else:
-                logits = self.model.segment(features, self.memory.entries(), ids)
+                logits, presence = self.model.predict(features, self.memory.entries(), ids)
+                presence = F.pad(presence, (0, len(self.object_ids) - presence.shape[1])).sigmoid()
             if given:
                 logits = self._impose(logits, mask, given, features.size)
+                presence[:, [self.object_ids.index(i) for i in given]] = 1.0
             if self.object_ids:
                 with record_function("stma.memorize"):
                     probs = upsample_logits(logits, features.size).softmax(1)
                     self.memory.add(self.model.memorize(features, probs[:, 1:], ids), annotated=bool(given))
         with record_function("stma.labels"):
-            result = frame_result(logits.float(), self.object_ids, features.size, (height, width))
+            result = frame_result(logits.float(), self.object_ids, features.size, (height, width), presence[0])
         if not torch.isfinite(result.logits).all():
             raise StmaError("the model's output is not finite (NaN or inf): its weights are broken")
         if given:  # the user's mask is returned exactly, not as the model re-renders it
@@ -205,8 +209,9 @@ def _drop_objects(entry: MemoryEntry, positions: list[int], tokens_per_object: i
 
 
 def frame_result(logits: torch.Tensor, object_ids: list[int], size: tuple[int, int],
-                 input_size: tuple[int, int]) -> FrameResult:
-    """The labels at the input size and the logits on the CPU, from (1, 1+K, H', W') stride-4 logits.
+                 input_size: tuple[int, int], presence: torch.Tensor) -> FrameResult:
+    """The labels at the input size and the logits on the CPU, from (1, 1+K, H', W') stride-4 logits,
+    with each object's presence probability (K,).
 
     `size` is the (h, w) the model saw (see `processing_size`); rows and columns of the logits beyond
     it (padding) are dropped.
@@ -221,7 +226,7 @@ def frame_result(logits: torch.Tensor, object_ids: list[int], size: tuple[int, i
                          align_corners=False)
     lookup = torch.tensor([0] + list(object_ids), dtype=torch.uint8, device=full.device)
     labels = lookup[full[0, :, : input_size[0], : input_size[1]].argmax(0)].cpu().numpy()
-    return FrameResult(labels, logits[0].cpu(), list(object_ids))
+    return FrameResult(labels, logits[0].cpu(), list(object_ids), presence.float().cpu().numpy())
 
 
 def processing_size(height: int, width: int, max_side: int) -> tuple[int, int]:

@@ -3,8 +3,11 @@
 Every output is written to a hidden temporary file in the same folder (``.<stem>.tmp-<pid>-<rand><suffix>``,
 keeping the suffix so that libraries which pick a format from it still work) and renamed onto the final
 name with ``os.replace``. An interrupted write (exception, Ctrl-C) removes the temporary file; a killed
-process may leave one behind, but never a partial file under the final name. Atomicity is against
-interruption, not power loss: files are not fsynced.
+process may leave one behind, but never a partial file under the final name. A rename that fails removes
+the temporary file too. Atomicity is against interruption, not power loss: files are not fsynced.
+
+A symbolic link, a FIFO or a folder at the final name is refused before anything is written (see
+`stma_cli.io.safe_fs.check_output_path`): stma replaces only files.
 """
 from __future__ import annotations
 
@@ -12,9 +15,11 @@ import os
 import re
 import secrets
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
+from stma_cli.errors import StmaError
+from stma_cli.io.safe_fs import check_output_path
 
 _TEMPORARY = re.compile(r"\..*\.tmp-\d+-[0-9a-f]{8}(\.[^.]*)?")
 
@@ -24,17 +29,32 @@ def is_temporary(name: str) -> bool:
     return _TEMPORARY.fullmatch(name) is not None
 
 
+def temporary_path(final: str | Path) -> Path:
+    """A fresh hidden name beside `final`, one that `is_temporary` recognises."""
+    final = Path(final)
+    return final.with_name(f".{final.stem}.tmp-{os.getpid()}-{secrets.token_hex(4)}{final.suffix}")
+
+
 class PendingFile:
-    """A temporary path beside `final` that is either committed (renamed onto `final`) or discarded."""
+    """A temporary path beside `final` that is either committed (renamed onto `final`) or discarded.
+
+    StmaError at once if `final` is a symbolic link or not a file.
+    """
 
     def __init__(self, final: str | Path) -> None:
         self.final = Path(final)
-        stem, suffix = self.final.stem, self.final.suffix
-        self.tmp = self.final.with_name(f".{stem}.tmp-{os.getpid()}-{secrets.token_hex(4)}{suffix}")
+        check_output_path(self.final, "output file")
+        self.tmp = temporary_path(self.final)
 
     def commit(self) -> None:
-        """Rename the temporary file onto the final name (replacing any existing file)."""
-        os.replace(self.tmp, self.final)
+        """Rename the temporary file onto the final name (replacing any existing file); if that fails, remove
+        the temporary file and raise StmaError."""
+        try:
+            os.replace(self.tmp, self.final)
+        except OSError as exc:
+            with suppress(OSError):  # the error to report is the rename's
+                self.discard()
+            raise StmaError(f"{self.final}: cannot put the finished file in place ({exc.strerror or exc})") from None
 
     def discard(self) -> None:
         """Remove the temporary file if it exists."""

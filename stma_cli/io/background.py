@@ -10,18 +10,21 @@
 Either way an exception in the thread is raised in the caller: by a prefetch after the items produced
 before it, by a sink at the next `put` or when the block ends. A sink's block always ends with every item
 put handled (through an exception too: that work is done and its results are kept), unless an item failed.
-`stop` ends the thread early, dropping what is still queued, and waits for it.
+`stop` ends the thread early, dropping what is still queued, and waits for it: a sink's always, a prefetch's
+for at most STOP_WAIT_S, so that no stop (nor with it Ctrl-C or SIGTERM) hangs on a read that never returns.
 """
 from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any
 
 _END = object()
 _POLL_S = 0.1  # how often a blocked side looks at the stop flag
+STOP_WAIT_S = 2.0  # how long `stop` waits for a prefetch's thread before leaving it behind
 
 
 class BackgroundWorker:
@@ -71,14 +74,19 @@ class BackgroundWorker:
         self.finished = self._error is None
 
     def stop(self) -> None:
-        """End the thread without handling what is still queued, and wait for it."""
+        """End the thread without handling what is still queued, and wait for it.
+
+        A prefetch's thread still blocked after STOP_WAIT_S (in a read that never returns: a FIFO without
+        data, a hung mount) is left behind: a daemon thread, whose items nobody takes, that ends with the
+        process. A sink's thread is waited for however long it takes: it may be writing a file.
+        """
         self._stopping.set()
-        while self._thread.is_alive():
+        deadline = None if self._sink else time.monotonic() + STOP_WAIT_S
+        while self._thread.is_alive() and (deadline is None or time.monotonic() < deadline):
             try:
                 self._queue.get(timeout=_POLL_S / 2)
             except queue.Empty:
                 pass
-        self._thread.join()
 
     def __enter__(self) -> BackgroundWorker:
         return self

@@ -11,6 +11,8 @@ The lock is an exclusive `flock` on `<folder>/.stma.lock`, a small JSON file tha
 of the run holding it: process, host, and what it writes. After a run that did not finish (an error,
 Ctrl-C, a kill), the file stays, unlocked, and tells the next run that the partial files in the folder
 are stma's own. flock works on local file systems and on NFS (Linux emulates it with byte-range locks).
+The lock file is opened without following links, and one that is not a regular file of its own (a symbolic
+link, a second hard link, a FIFO) is refused: the record would be written into another file.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from stma_cli.errors import StmaError
+from stma_cli.io.safe_fs import open_in_place, read_json
 
 LOCK_FILE = ".stma.lock"
 
@@ -81,8 +84,8 @@ def claim_folder(folder: str | Path) -> Iterator[FolderClaim]:
 def read_record(folder: str | Path) -> dict[str, Any] | None:
     """The record in a folder's lock file, or None (no lock file, or not readable as a record)."""
     try:
-        data = json.loads((Path(folder) / LOCK_FILE).read_bytes() or b"null")
-    except (OSError, ValueError):
+        data = read_json(Path(folder) / LOCK_FILE, "lock file")
+    except StmaError:
         return None
     return data if isinstance(data, dict) else None
 
@@ -90,10 +93,7 @@ def read_record(folder: str | Path) -> dict[str, Any] | None:
 def _acquire(folder: Path) -> FolderClaim:
     path = folder / LOCK_FILE
     while True:
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
-        except OSError as exc:
-            raise StmaError(f"{path}: cannot create the lock file ({exc.strerror or exc})") from None
+        fd = open_in_place(path, "lock file")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -108,7 +108,7 @@ def _acquire(folder: Path) -> FolderClaim:
         # The holder before us may have finished and removed the file after we opened it: then our lock
         # is on a file nobody else sees, and we start again with the file now at the path.
         try:
-            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+            same = os.fstat(fd).st_ino == os.lstat(path).st_ino
         except FileNotFoundError:
             same = False
         if same:

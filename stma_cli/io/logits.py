@@ -1,4 +1,5 @@
-"""Per-frame logits in HDF5: dataset `logits` of shape (T, K+1, H', W'), float16, one chunk per frame.
+"""Per-frame logits in HDF5: dataset `logits` of shape (T, K+1, H', W'), float16, one chunk per frame, and
+dataset `presence` (T, K), float32: how sure the model is that each object is in each frame.
 
 Channel 0 is the background, channel k (k >= 1) the object `object_ids[k - 1]`. Attributes on the dataset:
 `object_ids`, `fps`, `stride` (input pixels per logit pixel, as (y, x)), `model_id`, `model_revision`,
@@ -20,6 +21,7 @@ from stma_cli.errors import StmaError
 from stma_cli.io.atomic import PendingFile
 
 DATASET = "logits"
+PRESENCE = "presence"
 REQUIRED_ATTRS = ("object_ids", "fps", "stride", "model_id", "model_revision", "stma_version")
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
 
@@ -44,7 +46,8 @@ class _GuardedFile:
     """
 
     def __init__(self, path: Path) -> None:
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666)
+        # O_EXCL: a new file of stma's own, never one that a link at the temporary name leads to
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
         self._pos = 0
         self._size = 0
         self._held: list[tuple[int, bytes]] = []  # (offset, data) written after the error, in order
@@ -137,16 +140,23 @@ class LogitsWriter:
             )
             for key, value in attrs.items():
                 self._dataset.attrs[key] = _attr_value(value)
+            objects = num_classes - 1
+            self._presence = self._file.create_dataset(PRESENCE, shape=(0, objects), maxshape=(None, objects),
+                                                       chunks=(256, max(1, objects)), dtype=np.float32)
         except BaseException:
             self.abort()
             raise
 
-    def append(self, logits: np.ndarray) -> None:
-        """Add one frame of logits, shape (K+1, H', W'); values are clipped to the float16 range."""
+    def append(self, logits: np.ndarray, presence: np.ndarray) -> None:
+        """Add one frame: logits (K+1, H', W'), clipped to the float16 range, and presence (K,) in [0, 1]."""
         if logits.shape != self.shape:
             raise ValueError(f"expected logits of shape {self.shape}, got {logits.shape}")
+        if presence.shape != (self.shape[0] - 1,):
+            raise ValueError(f"expected presence of shape {(self.shape[0] - 1,)}, got {presence.shape}")
         self._dataset.resize(self.frames_written + 1, axis=0)
         self._dataset[self.frames_written] = np.clip(logits, -_FLOAT16_MAX, _FLOAT16_MAX).astype(np.float16)
+        self._presence.resize(self.frames_written + 1, axis=0)
+        self._presence[self.frames_written] = presence
         self._raise_write_error()
         self.frames_written += 1
 

@@ -16,10 +16,16 @@ whatever its name:
 Objects numbered by stma (colours, shapes without group id, COCO annotations) take ids after the
 highest id the video's earlier masks used, and a colour keeps its id across a video's masks (see
 `Numbering`); the numbering is reported with a MaskIdsWarning and kept in the manifest.
+
+One rule for ids and void, for every reader and writer: object ids are 1..254 (`MAX_ID`), and 255 is
+DAVIS's void, which is not an object. 255 in a palette mask (or the DAVIS void colour in an RGB mask) is
+void and read as background; any other way of naming object 255 or more (a grayscale value, a LabelMe
+group id, more objects than 254) is refused, naming the mask, since written out as 255 the object would
+be void when read back. So `write_mask` writes 255 only as void.
 """
 from __future__ import annotations
 
-import json
+import itertools
 import math
 import re
 import warnings
@@ -32,6 +38,7 @@ from PIL import Image, UnidentifiedImageError
 
 from stma_cli.errors import StmaError
 from stma_cli.io.atomic import atomic_path
+from stma_cli.io.safe_fs import read_json, require_regular
 
 
 def _davis_palette() -> list[int]:
@@ -86,8 +93,8 @@ class Numbering:
     highest: int = 0
 
     def new_id(self, path: Path) -> int:
-        if self.highest >= 255:
-            raise StmaError(f"{path}: more than 255 objects, object ids must be 1..255")
+        if self.highest >= MAX_ID:
+            raise StmaError(f"{path}: more than {MAX_ID} objects; object ids must be 1..{MAX_ID} ({VOID} is void)")
         self.highest += 1
         return self.highest
 
@@ -97,10 +104,16 @@ class MaskIdsWarning(UserWarning):
 
 
 VOID = 255  # "void" in palette masks (DAVIS): pixels that belong to no object and are not tracked
+MAX_ID = 254  # the highest object id: 255 is void
 MAX_COLOURS = 64  # more distinct colours than this is an anti-aliased or lossy image, not a mask
 MIN_PIXELS_PER_COLOUR = 4  # fewer, on average, is a photo or noise, not flat object colours
 MAX_FRAME_DIGITS = 18  # fits in 64 bits
 LOSSY_FORMATS = {"JPEG": "JPEG", "MPO": "JPEG", "JPEG2000": "JPEG 2000"}
+MAX_COORDINATE = 1e9  # pixels: far beyond any frame, and small enough that polygon filling cannot overflow
+EDGE_REACH = 2  # anti-aliasing blends colours over at most this many pixels
+BLEND_TOLERANCE = 16.0  # RGB distance from a mix of two or three colours within which a colour is that mix
+_DAVIS_IDS = {(red << 16) | (green << 8) | blue: index
+              for index, (red, green, blue) in enumerate(zip(*[iter(DAVIS_PALETTE)] * 3))}  # 0xRRGGBB -> index
 
 
 def _gray_ids(values: np.ndarray, path: Path) -> np.ndarray:
@@ -108,8 +121,9 @@ def _gray_ids(values: np.ndarray, path: Path) -> np.ndarray:
     low, high = int(values.min(initial=0)), int(values.max(initial=0))
     if low >= 0 and high in (255, 65535) and np.isin(values, (0, high)).all():
         return (values == high).astype(np.uint8)
-    if low < 0 or high > 255:
-        raise StmaError(f"{path}: mask values range over {low}..{high}, object ids must be 0..255")
+    if low < 0 or high > MAX_ID:
+        raise StmaError(f"{path}: mask values range over {low}..{high}, object ids must be 0..{MAX_ID} ({VOID} is "
+                        "void when read back); renumber the objects, or save DAVIS void as a palette PNG")
     return values.astype(np.uint8)
 
 
@@ -119,18 +133,22 @@ def _colour_ids(rgb: np.ndarray, path: Path, numbering: Numbering) -> tuple[np.n
     if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
         return _gray_ids(rgb[..., 0], path), None
     codes = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
-    davis = np.asarray(DAVIS_PALETTE, dtype=np.int32).reshape(256, 3)
-    davis_codes = (davis[:, 0] << 16) | (davis[:, 1] << 8) | davis[:, 2]
-    lookup = dict(zip(davis_codes.tolist(), range(256)))
     unique, inverse = np.unique(codes.ravel(), return_inverse=True)
-    if all(code in lookup for code in unique.tolist()):
-        ids = np.array([lookup[code] for code in unique.tolist()], dtype=np.uint8)
-        return ids[inverse].reshape(codes.shape), None
+    davis = _davis_ids(unique, inverse, codes.shape)
+    if davis is not None:
+        return davis, None
     coloured = int((codes != 0).sum())
     if len(unique) - 1 > MAX_COLOURS or coloured < MIN_PIXELS_PER_COLOUR * (len(unique) - 1):
         raise StmaError(f"{path}: {len(unique)} colours, more than a mask has ({MAX_COLOURS} at most, each on "
                         f"{MIN_PIXELS_PER_COLOUR} pixels or more on average); draw each object in one flat colour "
                         "without anti-aliasing, and save as PNG")
+    snapped = _snap_edge_colours(codes, path)
+    if snapped is not None:
+        codes = snapped
+        unique, inverse = np.unique(codes.ravel(), return_inverse=True)
+        davis = _davis_ids(unique, inverse, codes.shape)
+        if davis is not None:
+            return davis, None
     first_pixel = np.full(len(unique), codes.size)
     np.minimum.at(first_pixel, inverse, np.arange(codes.size))
     ids = np.zeros(len(unique), np.uint8)
@@ -144,6 +162,81 @@ def _colour_ids(rgb: np.ndarray, path: Path, numbering: Numbering) -> tuple[np.n
         ids[position] = numbering.colours[code]
         legend[f"#{code:06x}"] = int(ids[position])
     return ids[inverse].reshape(codes.shape), legend
+
+
+def _davis_ids(unique: np.ndarray, inverse: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
+    """The ids of a colour mask (its colour codes `unique`, and `inverse` as from np.unique) whose colours are
+    all DAVIS palette colours: their palette indices, the void colour being background; None otherwise."""
+    ids = [_DAVIS_IDS.get(code) for code in unique.tolist()]
+    if None in ids:
+        return None
+    return np.array([0 if i == VOID else i for i in ids], dtype=np.uint8)[inverse].reshape(shape)
+
+
+class EdgeColourWarning(UserWarning):
+    """Anti-aliased edge colours of a colour mask were read as the object colours they blend."""
+
+
+def _snap_edge_colours(codes: np.ndarray, path: Path) -> np.ndarray | None:
+    """Colour codes (H, W) with the blends of anti-aliased edges replaced by the colour each holds most of, with
+    one EdgeColourWarning; None when there are none.
+
+    An edge colour lies only on edges (none of its pixels has all four neighbours of its colour) and is,
+    within BLEND_TOLERANCE, a mix of two or three solid colours (ones with such inner pixels) found within
+    EDGE_REACH pixels of it, or of black, the background: what anti-aliasing draws between two objects, an
+    object and the background, or where three meet. A small or thin object in a colour of its own is no
+    such mix, and stays an object.
+    """
+    height, width = codes.shape
+    padded = np.pad(codes, 1, mode="edge")
+    inner = np.ones(codes.shape, bool)
+    for dy, dx in ((0, 1), (2, 1), (1, 0), (1, 2)):
+        inner &= padded[dy:dy + height, dx:dx + width] == codes
+    solid = np.union1d(codes[inner], [0])
+    ys, xs = np.nonzero(~np.isin(codes, solid))
+    if not len(ys):
+        return None
+    edges = codes[ys, xs].astype(np.int64)
+    pairs = []  # edge colour << 24 | a solid colour within EDGE_REACH of one of its pixels
+    for dy in range(-EDGE_REACH, EDGE_REACH + 1):
+        for dx in range(-EDGE_REACH, EDGE_REACH + 1):
+            around = codes[np.clip(ys + dy, 0, height - 1), np.clip(xs + dx, 0, width - 1)]
+            keep = np.isin(around, solid)
+            pairs.append(np.unique((edges[keep] << 24) | around[keep]))
+    near: dict[int, list[int]] = {int(edge): [] for edge in np.unique(edges)}
+    for pair in np.unique(np.concatenate(pairs)).tolist():
+        near[pair >> 24].append(pair & 0xFFFFFF)
+    snaps = {edge: target for edge, solids in near.items()
+             if (target := _blended(edge, sorted({0, *solids}))) is not None}  # black: the background
+    if not snaps:
+        return None
+    counts = {edge: int((edges == edge).sum()) for edge in snaps}
+    shown = ", ".join(f"#{edge:06x} ({counts[edge]} px) -> #{target:06x}" for edge, target in snaps.items())
+    warnings.warn(f"{path}: {len(snaps)} anti-aliased edge colours read as the colours they blend: {shown}",
+                  EdgeColourWarning, stacklevel=2)
+    snapped = codes.copy()
+    for edge, target in snaps.items():
+        snapped[codes == edge] = target
+    return snapped
+
+
+def _blended(code: int, candidates: list[int]) -> int | None:
+    """The colour that weighs most in the mix of two or three `candidates` that gives `code` (within
+    BLEND_TOLERANCE; three meet at corners), the closest mix winning; None if no mix gives it."""
+    colour = _rgb(code)
+    best: tuple[float, int] | None = None
+    for mix in (*itertools.combinations(candidates, 2), *itertools.combinations(candidates, 3)):
+        corners = np.stack([_rgb(c) for c in mix])
+        shares, *_ = np.linalg.lstsq((corners[1:] - corners[0]).T, colour - corners[0], rcond=None)
+        weights = np.concatenate([[1 - shares.sum()], shares])
+        distance = float(np.linalg.norm(weights @ corners - colour))
+        if weights.min() >= 0 and distance <= BLEND_TOLERANCE and (best is None or distance < best[0]):
+            best = distance, mix[int(np.argmax(weights))]
+    return None if best is None else best[1]
+
+
+def _rgb(code: int) -> np.ndarray:
+    return np.array([(code >> 16) & 255, (code >> 8) & 255, code & 255], dtype=np.float64)
 
 
 def _alpha_ids(image: Image.Image, path: Path, numbering: Numbering) -> tuple[np.ndarray, dict[str, int] | None]:
@@ -261,7 +354,10 @@ def read_mask(path: str | Path, size: tuple[int, int] | None = None, *, numberin
 
 
 def _is_json(path: Path) -> bool:
-    """Whether the file holds a JSON object (its first non-blank byte is '{'), whatever its name."""
+    """Whether the file holds a JSON object (its first non-blank byte is '{'), whatever its name. This is where
+    a mask is first opened: a FIFO or a device is refused here, not waited on (a missing file is left to open)."""
+    if path.exists():
+        require_regular(path, "mask")
     with path.open("rb") as file:
         head = file.read(256)
     return head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{")
@@ -269,31 +365,39 @@ def _is_json(path: Path) -> bool:
 
 def _json_labels(path: Path, size: tuple[int, int] | None, numbering: Numbering, frame_index: int,
                  frame_name: str | None, coco_image_id: int | None) -> tuple[np.ndarray, dict[str, int]]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise StmaError(f"{path}: not valid JSON ({error})") from None
+    data = read_json(path, "mask")  # an object: the file starts with '{' (`_is_json`)
     kind = "LabelMe" if isinstance(data.get("shapes"), list) else "COCO"
     try:
         if kind == "LabelMe":
             return _labelme(data, path, size, numbering)
         if isinstance(data.get("images"), list) and isinstance(data.get("annotations"), list):
             return _coco(data, path, size, numbering, frame_index, frame_name, coco_image_id)
-    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as error:
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError) as error:
         raise StmaError(f"{path}: malformed {kind} file ({type(error).__name__}: {error})") from None
     raise StmaError(f"{path}: a JSON file that is neither LabelMe (\"shapes\") nor COCO (\"images\" and "
                     "\"annotations\")")
 
 
 def _frame_size(path: Path, size: tuple[int, int] | None, width: Any, height: Any, what: str) -> tuple[int, int]:
-    """(width, height) of a JSON mask: the frames' `size`, checked against the file's own if it gives one."""
-    if width is not None and height is not None:
-        if size is not None and (int(width), int(height)) != tuple(size):
-            raise StmaError(f"{path}: {what} is {width}x{height} but the frames are {size[0]}x{size[1]}")
-        return int(width), int(height)
-    if size is None:
-        raise StmaError(f"{path}: {what} does not say its size")
-    return size
+    """(width, height) of a JSON mask: the frames' `size`, checked against the file's own if it gives one, which
+    must be whole numbers of pixels, no more than an image mask may have."""
+    if width is None or height is None:
+        if size is None:
+            raise StmaError(f"{path}: {what} does not say its size")
+        return size
+    pixels = _pixels(width), _pixels(height)
+    if None in pixels or (Image.MAX_IMAGE_PIXELS and pixels[0] * pixels[1] > 2 * Image.MAX_IMAGE_PIXELS):
+        raise StmaError(f"{path}: {what} is {width!r:.24}x{height!r:.24}, not a frame size in pixels")
+    if size is not None and pixels != tuple(size):
+        raise StmaError(f"{path}: {what} is {width}x{height} but the frames are {size[0]}x{size[1]}")
+    return pixels
+
+
+def _pixels(value: Any) -> int | None:
+    """A whole positive number of pixels (640, or 640.0), else None."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else None
 
 
 def _labelme(data: dict, path: Path, size: tuple[int, int] | None,
@@ -303,13 +407,14 @@ def _labelme(data: dict, path: Path, size: tuple[int, int] | None,
     labels = np.zeros((height, width), np.uint8)
     shapes = data["shapes"]
     grouped = {int(s["group_id"]) for s in shapes if s.get("group_id") is not None}
-    if any(not 1 <= group <= 255 for group in grouped):
-        raise StmaError(f"{path}: LabelMe group ids are object ids and must be 1..255 (found {sorted(grouped)})")
+    if any(not 1 <= group <= MAX_ID for group in grouped):
+        raise StmaError(f"{path}: LabelMe group ids are object ids and must be 1..{MAX_ID} ({VOID} is void; found "
+                        f"{sorted(grouped)})")
     numbering.highest = max([numbering.highest, *grouped])
     legend: dict[str, int] = {}
     for number, shape in enumerate(shapes):
         label, kind = shape.get("label", ""), shape.get("shape_type") or "polygon"
-        points = np.asarray(shape["points"], dtype=np.float64).reshape(-1, 2)
+        points = _points(shape["points"], path, f"shape {number} ({label!r})")
         region = np.zeros_like(labels, dtype=bool)
         if kind == "polygon" and len(points) >= 3:
             _fill_polygon(region, points)
@@ -319,7 +424,7 @@ def _labelme(data: dict, path: Path, size: tuple[int, int] | None,
         elif kind == "circle" and len(points) == 2:
             _fill_disc(region, points[0], float(np.hypot(*(points[1] - points[0]))))
         else:
-            raise StmaError(f"{path}: shape {number} ({label!r}) is a {kind} of {len(points)} points, which has no "
+            raise StmaError(f"{path}: shape {number} ({label!r}) is a {kind!r} of {len(points)} points, which has no "
                             "area; masks take polygons, rectangles and circles")
         if shape.get("group_id") is not None:
             object_id = int(shape["group_id"])
@@ -335,7 +440,7 @@ def _coco(data: dict, path: Path, size: tuple[int, int] | None, numbering: Numbe
           frame_name: str | None, coco_image_id: int | None) -> tuple[np.ndarray, dict[str, int]]:
     """The annotations of one COCO image, drawn in file order (later on top), each an object numbered in order."""
     image = _coco_image(data["images"], path, frame_index, frame_name, coco_image_id)
-    width, height = _frame_size(path, size, image.get("width"), image.get("height"), f"COCO image {image['id']}")
+    width, height = _frame_size(path, size, image.get("width"), image.get("height"), f"COCO image {image['id']!r}")
     categories = {c["id"]: c.get("name", c["id"]) for c in data.get("categories", []) if isinstance(c, dict)}
     labels = np.zeros((height, width), np.uint8)
     legend: dict[str, int] = {}
@@ -346,7 +451,7 @@ def _coco(data: dict, path: Path, size: tuple[int, int] | None, numbering: Numbe
             region = _rle_region(segmentation, path, (height, width))
         else:
             for polygon in segmentation:
-                _fill_polygon(region, np.asarray(polygon, dtype=np.float64).reshape(-1, 2), toggle=True)
+                _fill_polygon(region, _points(polygon, path, f"annotation {annotation.get('id')}"), toggle=True)
         object_id = numbering.new_id(path)
         category = categories.get(annotation.get("category_id"), annotation.get("category_id"))
         legend[f"annotation {annotation.get('id')} ({category})"] = object_id
@@ -382,8 +487,17 @@ def _coco_image(images: list[dict], path: Path, frame_index: int, frame_name: st
 
 
 def _ids(images: list[dict]) -> str:
-    ids = [str(image.get("id")) for image in images]
+    ids = [repr(image.get("id")) for image in images]
     return ", ".join(ids[:10]) + (", ..." if len(ids) > 10 else "")
+
+
+def _points(values: Any, path: Path, what: str) -> np.ndarray:
+    """(x, y) points (N, 2) of a JSON shape; StmaError naming `what` unless each is within MAX_COORDINATE."""
+    points = np.asarray(values, dtype=np.float64).reshape(-1, 2)
+    if not (np.abs(points) <= MAX_COORDINATE).all():  # also False for NaN
+        raise StmaError(f"{path}: {what} has points that are not numbers from -{MAX_COORDINATE:g} to "
+                        f"{MAX_COORDINATE:g}")
+    return points
 
 
 def _fill_polygon(region: np.ndarray, points: np.ndarray, toggle: bool = False) -> None:
@@ -421,8 +535,10 @@ def _rle_region(rle: dict, path: Path, shape: tuple[int, int]) -> np.ndarray:
         raise StmaError(f"{path}: RLE of size {rle['size']} in an image of size {list(shape)} (height, width)")
     counts = rle["counts"]
     runs = _rle_counts(counts) if isinstance(counts, str) else [int(n) for n in counts]
-    if any(n < 0 for n in runs) or sum(runs) != shape[0] * shape[1]:
-        raise StmaError(f"{path}: RLE counts cover {sum(runs)} pixels, the image {shape[0] * shape[1]}")
+    if any(n < 0 for n in runs):
+        raise StmaError(f"{path}: RLE counts hold a negative run ({min(runs)}), which no mask has")
+    if sum(runs) != shape[0] * shape[1]:
+        raise StmaError(f"{path}: RLE counts cover {sum(runs)} pixels, but the image has {shape[0] * shape[1]}")
     flat = np.repeat(np.arange(len(runs)) % 2 == 1, runs)  # runs alternate background, object, ...
     return flat.reshape(shape[1], shape[0]).T  # column by column
 
@@ -450,7 +566,8 @@ def _rle_counts(text: str) -> list[int]:
 
 
 def write_mask(path: str | Path, labels: np.ndarray, palette: list[int] | None = None) -> None:
-    """Write (H, W) uint8 ids as a palette PNG, atomically; `palette` None means the DAVIS palette."""
+    """Write (H, W) uint8 ids as a palette PNG, atomically; `palette` None means the DAVIS palette. 255 is void
+    when read back (the readers give stma no object above MAX_ID to write)."""
     if labels.ndim != 2 or labels.dtype != np.uint8:
         raise ValueError(f"labels must be a 2-D uint8 array, got {labels.dtype} {labels.shape}")
     height, width = labels.shape
@@ -466,7 +583,7 @@ def write_mask(path: str | Path, labels: np.ndarray, palette: list[int] | None =
 def parse_mask_arg(arg: str, default_frame: int = 0) -> tuple[int, Path]:
     """Split a `--mask` value: "FRAME:PATH" gives (FRAME, PATH) with 0-based FRAME; "PATH" gives
     (`default_frame`, PATH): the first frame, or the first of --frames."""
-    match = re.fullmatch(r"(\d+):(.*)", arg, re.DOTALL)
+    match = re.fullmatch(r"([0-9]+):(.*)", arg, re.DOTALL)
     if match is None:
         if not arg:
             raise StmaError("--mask: empty value; give PATH or FRAME:PATH")
@@ -474,5 +591,5 @@ def parse_mask_arg(arg: str, default_frame: int = 0) -> tuple[int, Path]:
     if not match[2]:
         raise StmaError(f"--mask {arg}: missing the mask path after the frame number")
     if len(match[1]) > MAX_FRAME_DIGITS:
-        raise StmaError(f"--mask {arg[:40]}...: frame number {match[1][:20]}... is out of range")
+        raise StmaError(f"--mask {match[1][:20]}...: a frame number of {len(match[1])} digits is out of range")
     return int(match[1]), Path(match[2])

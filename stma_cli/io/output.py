@@ -9,11 +9,14 @@
                                 (see stma_cli.io.claim)
 
 Every file is written under a temporary name and renamed when complete. `inspect_folder` tells what a
-folder holds before a run, `clear_for_run` removes stma's own earlier results and nothing else.
+folder holds before a run, `clear_for_run` removes stma's own earlier results and nothing else. Each of
+them, and `VideoOutput`, first refuses a symbolic link (or a FIFO, a device, a folder at a file's name) at
+any of the paths above: stma neither writes through nor deletes what it did not make.
 """
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +34,8 @@ from stma_cli.io.claim import LOCK_FILE, read_record
 from stma_cli.io.logits import LogitsWriter
 from stma_cli.io.masks import DAVIS_PALETTE, write_mask
 from stma_cli.io.overlay import overlay as draw_overlay
+from stma_cli.io.tracks import ObjectTracks
+from stma_cli.io.safe_fs import check_output_path, read_json
 from stma_cli.io.video_writer import VideoWriter
 
 MANIFEST = "manifest.json"
@@ -76,8 +81,10 @@ class VideoOutput:
         self.palette = list(palette) if palette is not None else list(DAVIS_PALETTE)
         self.object_ids = [int(i) for i in object_ids]
         self.frames_written = 0
+        self.tracks = ObjectTracks(self.object_ids, first_frame)
         if logits and logits_shape is None:
             raise ValueError("logits_shape is required when writing logits")
+        _check_paths(self.folder)
         try:
             (self.folder / MASKS).mkdir(parents=True, exist_ok=True)
             (self.folder / MANIFEST).unlink(missing_ok=True)
@@ -109,8 +116,10 @@ class VideoOutput:
         name = self.frame_names[index] if self.frame_names is not None else f"{index:05d}"
         return self.folder / MASKS / f"{name}.png"
 
-    def write(self, index: int, frame_rgb: np.ndarray, labels: np.ndarray, logits: np.ndarray | None = None) -> None:
-        """Write frame `index` (frames come in order): its mask, overlay frame and logits (K+1, H', W')."""
+    def write(self, index: int, frame_rgb: np.ndarray, labels: np.ndarray, presence: np.ndarray,
+              logits: np.ndarray | None = None) -> None:
+        """Write frame `index` (frames come in order): its mask, overlay frame, each object's presence (K,)
+        and logits (K+1, H', W')."""
         if index != self.first_frame + self.frames_written:
             raise ValueError(f"frames must be written in order: expected frame {self.first_frame + self.frames_written}, "
                              f"got {index}")
@@ -122,14 +131,15 @@ class VideoOutput:
         if self._logits is not None:
             if logits is None:
                 raise ValueError("this output writes logits: pass them for every frame")
-            self._logits.append(logits)
+            self._logits.append(logits, presence)
+        self.tracks.add(labels, presence)
         self.frames_written += 1
 
     def finish(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
         """Close the overlay and logits, then write manifest.json last; return the manifest written.
 
-        The manifest holds `frames`, `objects`, `fps`, `size`, `files`, `stma_version`, updated with the
-        caller's entries (model, seconds, provenance, ...).
+        The manifest holds `frames`, `objects`, `tracks` (per object: see `ObjectTracks.summary`), `fps`,
+        `size`, `files`, `stma_version`, updated with the caller's entries (model, seconds, provenance, ...).
         """
         if self.frame_count is not None and self.frames_written != self.frame_count:
             raise ValueError(f"wrote {self.frames_written} frames of {self.frame_count}")
@@ -145,6 +155,7 @@ class VideoOutput:
         record: dict[str, Any] = {
             "frames": self.frames_written,
             "objects": self.object_ids,
+            "tracks": self.tracks.summary(),
             "fps": float(self.fps),
             "size": list(self.size),
             "files": files,
@@ -177,12 +188,9 @@ class VideoOutput:
 def read_manifest(folder: str | Path) -> dict[str, Any]:
     """The manifest of a finished output folder."""
     path = Path(folder) / MANIFEST
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise StmaError(f"{path}: no manifest (the output is not finished)") from None
-    except (OSError, ValueError) as exc:
-        raise StmaError(f"{path}: unreadable manifest ({exc})") from None
+    if not os.path.lexists(path):
+        raise StmaError(f"{path}: no manifest (the output is not finished)")
+    data = read_json(path, "manifest")
     if not isinstance(data, dict) or "stma_version" not in data:
         raise StmaError(f"{path}: not a manifest written by stma")
     return data
@@ -216,6 +224,7 @@ def inspect_folder(folder: str | Path, mask_names: MaskNames) -> FolderState:
     state = FolderState()
     if not folder.is_dir():
         return state
+    _check_paths(folder)
     if (folder / MANIFEST).exists():
         state.manifest = read_manifest_or_none(folder)
         if state.manifest is None:
@@ -235,20 +244,19 @@ def clear_for_run(folder: str | Path, earlier: list[MaskNames]) -> None:
     """Remove what stma wrote into `folder` before: temporary files left by killed runs, the manifest,
     overlay, logits, and the masks named as in `earlier` (the namings of earlier runs and of this one).
 
-    Nothing else is touched. A folder where stma writes a file is an error.
+    Nothing else is touched. A link, or anything but a file where stma writes a file, is an error.
     """
     folder = Path(folder)
+    _check_paths(folder)
+    masks = _named_masks(folder, earlier)
     for place in (folder, folder / MASKS):
         if place.is_dir():
             for path in place.iterdir():
-                if is_temporary(path.name) and path.is_file():
+                if is_temporary(path.name) and path.is_file() and not path.is_symlink():
                     path.unlink(missing_ok=True)
     for name in (MANIFEST, OVERLAY, LOGITS):
-        path = folder / name
-        if path.is_dir() and not path.is_symlink():
-            raise StmaError(f"{path}: is a folder, where stma writes a file; move it away")
-        path.unlink(missing_ok=True)
-    for path in _named_masks(folder, earlier):
+        (folder / name).unlink(missing_ok=True)
+    for path in masks:
         path.unlink(missing_ok=True)
 
 
@@ -259,12 +267,22 @@ def is_output_mask(name: str, naming: Any) -> bool:
     return isinstance(naming, (list, set)) and name.endswith(".png") and name[:-4] in naming
 
 
+def _check_paths(folder: Path) -> None:
+    """StmaError if a path where stma writes in `folder` is a symbolic link, or not a file (a folder for masks/)."""
+    check_output_path(folder / LOCK_FILE, "lock file")
+    check_output_path(folder / MASKS, "masks folder", folder=True)
+    for name, what in ((MANIFEST, "manifest"), (OVERLAY, "overlay video"), (LOGITS, "logits file")):
+        check_output_path(folder / name, what)
+
+
 def _named_masks(folder: Path, namings: list[Any]) -> list[Path]:
-    """The files in folder/masks/ that the given namings produce."""
+    """The files in folder/masks/ that the given namings produce; StmaError if one is a link or not a file."""
     masks = folder / MASKS
     if not masks.is_dir():
         return []
     lookups = [{stem for stem in naming if isinstance(stem, str)} if isinstance(naming, list) else naming
                for naming in namings]
-    return sorted(path for path in masks.iterdir()
-                  if path.is_file() and any(is_output_mask(path.name, naming) for naming in lookups))
+    named = sorted(path for path in masks.iterdir() if any(is_output_mask(path.name, naming) for naming in lookups))
+    for path in named:
+        check_output_path(path, "mask")
+    return named

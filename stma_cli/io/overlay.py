@@ -67,3 +67,27 @@ def overlay(
     blend >>= 8
     out[box] = blend
     return out
+
+
+def draw_ids(frame_rgb: np.ndarray, labels: np.ndarray, palette: Sequence[int] | None) -> np.ndarray:
+    """Write each object's id on it, in a box of its colour, at its pixel nearest its centre of mass."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    image = Image.fromarray(frame_rgb)
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=max(12, labels.shape[0] // 30))  # readable at any frame size
+    colors = palette_colors(palette)
+    for object_id in np.unique(labels):
+        if object_id == 0:
+            continue
+        rows, cols = np.nonzero(labels == object_id)
+        nearest = np.argmin((rows - rows.mean()) ** 2 + (cols - cols.mean()) ** 2)
+        text = str(int(object_id))
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        x = int(cols[nearest]) - (right - left) // 2
+        y = int(rows[nearest]) - (bottom - top) // 2
+        color = tuple(int(c) for c in colors[object_id])
+        ink = (0, 0, 0) if sum(color) > 384 else (255, 255, 255)  # dark text on light colours
+        draw.rectangle((x + left - 2, y + top - 2, x + right + 1, y + bottom + 1), fill=color)
+        draw.text((x, y), text, fill=ink, font=font)
+    return np.asarray(image)

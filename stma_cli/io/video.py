@@ -1,4 +1,5 @@
-"""Reading videos: video files through PyAV (FFmpeg), frame folders, and standard input.
+"""Reading videos: video files through PyAV (FFmpeg), frame folders, and streams: standard input, a FIFO,
+a process substitution `<(...)`.
 
 Frames are decoded one at a time in a background thread and handed over through a bounded queue, so a
 video is never held in memory as a whole. Writing videos is `stma_cli.io.video_writer`.
@@ -6,6 +7,7 @@ video is never held in memory as a whole. Writing videos is `stma_cli.io.video_w
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import re
 import sys
@@ -26,6 +28,7 @@ from stma_cli.io.background import BackgroundWorker
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
 DEFAULT_FOLDER_FPS = Fraction(24)
 STDIN_NAME = "<stdin>"
+_STREAM_CHUNK = 1 << 20  # the most bytes taken from a stream in one read
 
 
 class TruncatedVideoWarning(UserWarning):
@@ -51,7 +54,7 @@ def frame_files(folder: Path) -> list[Path]:
 
 
 class VideoSource:
-    """Frames of a video file, a frame folder or standard input.
+    """Frames of a video file, a frame folder or a stream (standard input, a FIFO).
 
     Attributes: `path` (as given; "-" for standard input), `width`, `height` (after rotation), `fps`,
     `time_base`, `num_frames` (None until known: the container's count if it gives one, the decoded count
@@ -66,7 +69,7 @@ class VideoSource:
     decoded count.
     """
 
-    content_sha256: str | None = None  # standard input only: SHA-256 of the bytes read
+    content_sha256: str | None = None  # a stream only: SHA-256 of the bytes read
 
     def __init__(
         self,
@@ -150,32 +153,13 @@ class _FileSource(VideoSource):
     def __init__(self, file: Path, path: Path, name: str, queue_size: int, remove_on_close: bool = False) -> None:
         self._file = file
         self._remove_on_close = remove_on_close
-        try:
-            container = av.open(str(file))
-        except av.FFmpegError as exc:
-            raise StmaError(f"{name}: not a readable video ({ffmpeg_reason(exc)})") from None
-        with container:
-            if not container.streams.video:
-                raise StmaError(f"{name}: no video stream in this file")
-            stream = container.streams.video[0]
-            frames = container.decode(stream)
-            try:
-                first = next(frames, None)
-            except av.FFmpegError as exc:
-                raise StmaError(f"{name}: cannot decode the first frame ({ffmpeg_reason(exc)})") from None
-            finally:
-                frames.close()
-            if first is None:
-                raise StmaError(f"{name}: no video frames (empty or truncated file)")
-            fps = stream.average_rate or stream.guessed_rate or stream.base_rate or Fraction(25)
-            time_base = stream.time_base or 1 / fps
-            header_frames = stream.frames or None
+        first, fps, time_base, header_frames = _probe(str(file), name)
         self._coded_size = (first.width, first.height)
         self._first_pts = first.pts
         self._index_by_pts: dict[int, int] | None = None  # frame index by timestamp, once read (see _seek)
         self._turns = round(first.rotation / 90) % 4
         width, height = (first.height, first.width) if self._turns % 2 else (first.width, first.height)
-        super().__init__(path, name, width, height, Fraction(fps), Fraction(time_base), header_frames, None, queue_size)
+        super().__init__(path, name, width, height, fps, time_base, header_frames, None, queue_size)
 
     def _decoded(self, start: int = 0, stop: int | None = None, seek: bool = True) -> Iterator[av.VideoFrame]:
         """Frames `start` to `stop` - 1: from `start` > 0 after a seek to the keyframe before it, when the
@@ -234,6 +218,30 @@ class _FileSource(VideoSource):
         super().close()
         if self._remove_on_close:
             self._file.unlink(missing_ok=True)
+
+
+def _probe(file: str | _Spool, name: str) -> tuple[av.VideoFrame, Fraction, Fraction, int | None]:
+    """The first frame of the first video stream of `file`, the stream's frame rate and time base, and the
+    frame count its container announces (None if it does not); StmaError if there is none to decode."""
+    try:
+        container = av.open(file)
+    except av.FFmpegError as exc:
+        raise StmaError(f"{name}: not a readable video ({ffmpeg_reason(exc)})") from None
+    with container:
+        if not container.streams.video:
+            raise StmaError(f"{name}: no video stream in this file")
+        stream = container.streams.video[0]
+        frames = container.decode(stream)
+        try:
+            first = next(frames, None)
+        except av.FFmpegError as exc:
+            raise StmaError(f"{name}: cannot decode the first frame ({ffmpeg_reason(exc)})") from None
+        finally:
+            frames.close()
+        if first is None:
+            raise StmaError(f"{name}: no video frames (empty or truncated file)")
+        fps = stream.average_rate or stream.guessed_rate or stream.base_rate or Fraction(25)
+        return first, Fraction(fps), Fraction(stream.time_base or 1 / fps), stream.frames or None
 
 
 class _FolderSource(VideoSource):
@@ -298,51 +306,128 @@ def _index_by_pts(file: Path, first_pts: int | None) -> dict[int, int]:
     return {pts: index for index, pts in enumerate(sorted(pts for pts in stamps if pts >= first_pts))}
 
 
-def _spool_stdin() -> tuple[Path, str]:
-    """Copy standard input to a temporary file (MP4 and MOV need a seekable input); its path and SHA-256."""
-    stdin = sys.stdin.buffer
-    if sys.stdin.isatty():
-        raise StmaError(f"{STDIN_NAME}: standard input is a terminal; pipe a video into it")
-    fd, name = tempfile.mkstemp(prefix="stma-stdin-", suffix=".video")
-    tmp = Path(name)
-    digest = hashlib.sha256()
+class _Spool:
+    """A stream copied to a temporary file (`path`) as it is read, and read back like a file by FFmpeg.
+
+    PyAV calls `read`, `seek` and `tell` (there is no `close`: closing the container leaves the copy). The
+    stream is read only as far as FFmpeg asks, so probing it needs only its first bytes; `drain` copies
+    the rest, and `sha256` is the hash of every byte read; `discard` removes the copy.
+    """
+
+    def __init__(self, stream: io.RawIOBase) -> None:
+        fd, name = tempfile.mkstemp(prefix="stma-stream-", suffix=".video")
+        self.path = Path(name)
+        self._copy = os.fdopen(fd, "wb")  # appended to; read back with os.pread, which leaves its position
+        self._stream = stream
+        self._digest = hashlib.sha256()
+        self._copied = 0
+        self._position = 0
+        self._ended = False
+
+    def started(self) -> bool:
+        """Wait for the first bytes of the stream; False if it ends before any."""
+        while not self._copied and not self._ended:
+            self._pull()
+        return self._copied > 0
+
+    def drain(self) -> None:
+        """Copy the rest of the stream, and close the copy."""
+        while not self._ended:
+            self._pull()
+        self._copy.close()
+
+    def sha256(self) -> str:
+        return self._digest.hexdigest()
+
+    def discard(self) -> None:
+        self._copy.close()
+        self.path.unlink(missing_ok=True)
+
+    def read(self, size: int) -> bytes:
+        """Up to `size` bytes from the position; b"" at the end of the stream."""
+        while self._position >= self._copied and not self._ended:
+            self._pull()
+        data = os.pread(self._copy.fileno(), max(0, min(size, self._copied - self._position)), self._position)
+        self._position += len(data)
+        return data
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        """Move to `offset` from the start or (SEEK_CUR) from the position; SEEK_END gives -1, as the end of a
+        stream is not known before it comes (FFmpeg reads on instead)."""
+        if whence == os.SEEK_END:
+            return -1
+        self._position = offset + (self._position if whence == os.SEEK_CUR else 0)
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
+
+    def _pull(self) -> None:
+        chunk = self._stream.read(_STREAM_CHUNK)  # one read: what has arrived, up to the chunk size
+        if not chunk:
+            self._ended = True
+            return
+        self._digest.update(chunk)
+        self._copy.write(chunk)
+        self._copy.flush()
+        self._copied += len(chunk)
+
+
+def _open_stream(stream: io.RawIOBase, path: Path, name: str, queue_size: int) -> _FileSource:
+    """A video read once from a stream: probed from its first bytes as they arrive, so that a wrong input
+    fails at once, then copied in full to a temporary file (removed on `close`), because MP4 and MOV need
+    to seek and a video is read more than once.
+
+    FFmpeg probes in a background thread: a signal cannot end a read inside FFmpeg, but it ends the wait
+    for the thread, and the stop of a thread stuck in a read does not wait for it (see BackgroundWorker).
+    """
+    spool = _Spool(stream)
     try:
-        with os.fdopen(fd, "wb") as out:
-            while chunk := stdin.read(1 << 20):
-                digest.update(chunk)
-                out.write(chunk)
+        if not spool.started():
+            raise StmaError(f"{name}: empty input")
+        # `map` is lazy: `_probe` runs in the worker's thread
+        probe = BackgroundWorker.prefetch(map(_probe, [spool], [name]), depth=1, name="stma-probe")
+        try:
+            for _ in probe:
+                pass
+        finally:
+            probe.stop()
+        spool.drain()
+        video = _FileSource(spool.path, path, name, queue_size, remove_on_close=True)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        spool.discard()
         raise
-    if tmp.stat().st_size == 0:
-        tmp.unlink()
-        raise StmaError(f"{STDIN_NAME}: empty input")
-    return tmp, digest.hexdigest()
+    video.content_sha256 = spool.sha256()
+    return video
 
 
 def open_video(source: str | Path, queue_size: int = 8, *, folder_fps: Fraction = DEFAULT_FOLDER_FPS) -> VideoSource:
-    """Open a video file, a frame folder, or "-" (standard input) and probe it.
+    """Open a video file, a frame folder or a stream, and probe it.
 
     The first frame is decoded at once, so a bad file raises StmaError here, before any output is written.
-    Standard input is copied to a temporary file (removed on `close`), because MP4/MOV need to seek; the
-    hash of its bytes is `content_sha256`.
+    A stream is "-" (standard input) or a path that is neither a regular file nor a folder: a FIFO, a
+    process substitution `<(...)` (/dev/fd/N), a device. It can be read only once, so it is copied to a
+    temporary file as it is read (see `_open_stream`); the hash of its bytes is `content_sha256`.
     Frame folders have no frame rate of their own: `folder_fps` is used.
     """
     if str(source) == "-":
-        tmp, digest = _spool_stdin()
-        try:
-            video = _FileSource(tmp, Path("-"), STDIN_NAME, queue_size, remove_on_close=True)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        video.content_sha256 = digest
-        return video
+        if sys.stdin.isatty():
+            raise StmaError(f"{STDIN_NAME}: standard input is a terminal; pipe a video into it")
+        with io.FileIO(sys.stdin.fileno(), "rb", closefd=False) as stdin:  # unbuffered: each read takes what has come
+            return _open_stream(stdin, Path("-"), STDIN_NAME, queue_size)
     path = Path(source)
     if path.is_dir():
         return _FolderSource(path, folder_fps, queue_size)
     if not path.exists():
         raise StmaError(f"{path}: no such file or folder")
-    if path.is_file() and path.stat().st_size == 0:
+    if not path.is_file():
+        try:
+            stream = io.FileIO(path, "rb")  # a FIFO: waits for a writer (a signal ends the wait)
+        except OSError as exc:
+            raise StmaError(f"{path}: cannot read the video ({exc.strerror or exc})") from None
+        with stream:
+            return _open_stream(stream, path, str(path), queue_size)
+    if path.stat().st_size == 0:
         raise StmaError(f"{path}: empty file")
     return _FileSource(path, path, str(path), queue_size)
 

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
+from torch.overrides import TorchFunctionMode
 from torch.profiler import record_function
 
 from stma_cli.model.association import STMLBlock, sine_position_embedding
@@ -69,6 +70,11 @@ class STMAConfig:
     readout_all: bool = False  # the memory readout informs every object, not only those the previous frame lacks
 
     PRESETS = ("tiny", "base")
+    MAXIMA = {"dim": 4096, "depth": 64, "heads": 64, "mlp_ratio": 16.0, "tokens_per_object": 64, "num_ids": 1024,
+              "vit_dim": 4096, "decoder_widths": 4096, "embed_dim": 4096, "learned_key_dim": 4096,
+              "propagation_radius": 32, "matching_top_k": 4096}
+    """The largest value of each size, many times the presets': a hand-edited or hostile config.json cannot
+    ask for an absurd network (and `stma_cli.hub` checks the sizes against the weights file before building)."""
     RENAMED = {"propagation_dim": "learned_key_dim"}
     """Keys of older config.json files and their names now; `from_dict` reads both."""
 
@@ -83,25 +89,25 @@ class STMAConfig:
         self._check_values()
 
     def _check_values(self) -> None:
-        """Types and ranges, so that a hand-edited config.json fails here, naming its key."""
+        """Types and ranges (`MAXIMA`), so that a hand-edited config.json fails here, naming its key."""
         for item in fields(self):
-            value, default = getattr(self, item.name), item.default
+            value, default, most = getattr(self, item.name), item.default, self.MAXIMA.get(item.name)
             if isinstance(default, bool):
                 ok, expected = isinstance(value, bool), "true or false"
             elif isinstance(default, int):
                 least = 0 if item.name in ("propagation_radius", "matching_top_k") else 1
-                ok, expected = isinstance(value, int) and not isinstance(value, bool) and value >= least, \
-                    f"an integer >= {least}"
+                ok, expected = isinstance(value, int) and not isinstance(value, bool) and least <= value <= most, \
+                    f"an integer from {least} to {most}"
             elif item.name == "cut_threshold":
                 ok, expected = isinstance(value, (int, float)) and not isinstance(value, bool) and \
                     0 <= value < 1, "a number from 0 to below 1"
             elif isinstance(default, float):
                 ok, expected = isinstance(value, (int, float)) and not isinstance(value, bool) and \
-                    math.isfinite(value) and value > 0, "a number > 0"
+                    math.isfinite(value) and 0 < value <= most, f"a number > 0 and at most {most:g}"
             elif isinstance(default, tuple):
                 ok, expected = len(value) == len(default) and all(
-                    isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value), \
-                    f"{len(default)} integers >= 1"
+                    isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= most for v in value), \
+                    f"{len(default)} integers from 1 to {most}"
             else:
                 ok, expected = isinstance(value, str), "a string"
             if not ok:
@@ -168,6 +174,17 @@ class MemoryEntry:
     keys: torch.Tensor  # (B, d, h, w) matching keys
     coverage: torch.Tensor  # (B, 1+n, h, w) background + object share of each patch
     object_valid: torch.Tensor | None = None  # (B, n*k) bool, for padded training batches
+
+
+class _Unfilled(TorchFunctionMode):
+    """Skips torch.nn.init's in-place initialisers (`normal_`, `kaiming_uniform_`, ...): modules built under it
+    keep their parameters as allocated, never written, and untouched pages take no memory. (The meta device
+    would do as much, but its first random or arithmetic op imports torch's compiler: seconds at each start.)"""
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        if getattr(func, "__module__", None) == "torch.nn.init" and func.__name__.endswith("_"):
+            return args[0] if args else kwargs["tensor"]
+        return func(*args, **(kwargs or {}))
 
 
 class STMA(
@@ -393,19 +410,34 @@ class STMA(
     # -- Hub serialisation: safetensors only, loaded strictly ------------------------------------
 
     @classmethod
-    def _from_pretrained(cls, *, model_id: str, revision: str | None, cache_dir: Any, force_download: bool,
-                         local_files_only: bool, token: Any, map_location: str = "cpu", **model_kwargs: Any) -> "STMA":
-        """Loaded by `stma_cli.hub.load_weights_folder`, the loader of every command (always strict)."""
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, *, revision: str | None = None,
+                        map_location: str = "cpu", **hub_options: Any) -> "STMA":
+        """Weights from a folder (config.json + model.safetensors) or a Hub repo id, loaded strictly by
+        `stma_cli.hub.load_weights_folder`, the loader of every command.
+
+        The Hub mixin's own reading of config.json is bypassed: that loader checks the config against the
+        weights file before building the model. `hub_options` (cache_dir, force_download, token,
+        local_files_only) go to `huggingface_hub.hf_hub_download`.
+        """
         from huggingface_hub import hf_hub_download
 
-        from stma_cli.hub import WEIGHTS_FILE, load_weights_folder
+        from stma_cli.hub import CONFIG_FILE, WEIGHTS_FILE, load_weights_folder
 
-        folder = Path(model_id)
+        folder = Path(pretrained_model_name_or_path)
         if not folder.is_dir():
-            folder = Path(hf_hub_download(model_id, WEIGHTS_FILE, revision=revision, cache_dir=cache_dir,
-                                          force_download=force_download, token=token,
-                                          local_files_only=local_files_only)).parent
+            repo_id = str(pretrained_model_name_or_path)
+            config = Path(hf_hub_download(repo_id, CONFIG_FILE, revision=revision, **hub_options))
+            folder = config.parent  # the cache keeps a commit's files under snapshots/<commit>/
+            hf_hub_download(repo_id, WEIGHTS_FILE, revision=folder.name, **hub_options)
         return load_weights_folder(folder, map_location)
+
+    @classmethod
+    def tensor_shapes(cls, config: STMAConfig) -> dict[str, tuple[int, ...]]:
+        """The shape of each tensor in the state dict of `config`'s model, without taking its memory (see
+        `_Unfilled`): what `stma_cli.hub` checks a weights file against before it builds the model."""
+        with _Unfilled():
+            model = cls(config)
+        return {key: tuple(value.shape) for key, value in model.state_dict().items()}
 
     def num_parameters(self) -> int:
         """Number of parameters."""

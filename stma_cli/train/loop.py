@@ -32,8 +32,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from stma_cli.device import autocast, resolve_device
-from stma_cli.errors import StmaError
+from stma_cli.errors import StmaError, UsageError
 from stma_cli.inference.memory import MemoryBank
+from stma_cli.io.safe_fs import read_json
 from stma_cli.model import STMA, STMAConfig, upsample_logits
 from stma_cli.train.distributed import DistributedContext, all_reduce_mean, barrier, init_distributed, shutdown
 from stma_cli.train.losses import presence_loss, vos_loss
@@ -42,6 +43,7 @@ from stma_cli.train.seeded import ClipKey
 CHECKPOINT = "checkpoint"
 BEST = "best"
 LOG = "log.jsonl"
+MAX_SKIP = 100  # the largest gap of --skip-schedule: generated clips plan every frame of the span they sample
 # Modules that weights from before their introduction lack; `--init` from such weights starts them fresh.
 NEW_MODULES = ("propagation.", "decoder.prior.", "presence.", "tokenizer.absent", "matching.", "decoder.readout.")
 # The parts that let the memory find objects again start from neutral values (zero weights, gates, scalar
@@ -106,15 +108,36 @@ class TrainConfig:
         return data
 
 
+RUN_KEYS = ("model", "data", "init", "seed", "steps", "batch", "crop", "frames", "max_objects", "skip_schedule",
+            "lr", "warmup")
+"""The recipe entries that make a run what it is: resuming with other values needs `force`."""
+
+
+def default_warmup(steps: int) -> int:
+    """Warm-up steps for a run of `steps` steps: 1.5% of them (300 of the default 20,000), at least 1."""
+    return max(1, round(0.015 * steps))
+
+
+def recipe_changes(saved: Any, config: TrainConfig) -> list[str]:
+    """The run-defining entries of a checkpoint's recipe that `config` changes, as "name old -> new"."""
+    if not isinstance(saved, dict):
+        return []
+    now = json.loads(json.dumps(config.recipe(), default=str))
+    return [f"{key} {saved.get(key)} -> {now.get(key)}" for key in RUN_KEYS
+            if key in saved and saved.get(key) != now.get(key)]
+
+
 def parse_skip_schedule(text: str) -> tuple[tuple[float, int], ...]:
     """"0:3,0.3:10" -> ((0.0, 3), (0.3, 10)): from each fraction of the steps on, the largest gap."""
     try:
         pairs = [(float(a), int(b)) for a, b in (item.split(":") for item in text.split(","))]
     except ValueError:
-        raise StmaError(f"--skip-schedule {text}: expected FRACTION:GAP pairs, e.g. 0:3,0.3:10") from None
-    fractions = [a for a, _ in pairs]
-    if fractions[0] != 0 or fractions != sorted(fractions) or fractions[-1] >= 1 or min(b for _, b in pairs) < 1:
-        raise StmaError(f"--skip-schedule {text}: fractions must start at 0, increase and stay below 1; gaps >= 1")
+        raise UsageError(f"--skip-schedule {text}: expected FRACTION:GAP pairs, e.g. 0:3,0.3:10") from None
+    fractions, gaps = [a for a, _ in pairs], [b for _, b in pairs]
+    if not all(0 <= a < 1 for a in fractions) or fractions[0] != 0 or fractions != sorted(fractions) or \
+            not all(1 <= b <= MAX_SKIP for b in gaps):
+        raise UsageError(f"--skip-schedule {text}: fractions must start at 0, increase and stay below 1 (nan is no "
+                         f"fraction); gaps from 1 to {MAX_SKIP}")
     return tuple(pairs)
 
 
@@ -287,8 +310,8 @@ def checkpoint_in(folder: Path) -> Path | None:
 
 def _saved_step(folder: Path) -> int:
     try:
-        step = json.loads((folder / "train_state.json").read_text()).get("step")
-    except (OSError, ValueError, AttributeError):
+        step = read_json(folder / "train_state.json", "train state").get("step")
+    except (StmaError, AttributeError):
         return -1
     return step if isinstance(step, int) else -1
 
@@ -306,16 +329,13 @@ def load_checkpoint(folder: Path, model: STMA, optimizer: torch.optim.Optimizer,
                     scaler: torch.amp.GradScaler) -> dict[str, Any]:
     """Restore model, optimiser and scaler; returns the saved train state. StmaError names the file at fault."""
     state_path = folder / "train_state.json"
-    try:
-        state = json.loads(state_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise StmaError(f"{state_path}: unreadable train state ({error})") from None
+    state = read_json(state_path, "train state")
     if not isinstance(state, dict) or not isinstance(state.get("step"), int) or state["step"] < 0:
         raise StmaError(f"{state_path}: not a train state (expected an object with a 'step' of 0 or more)")
     config_path = folder / "config.json"
     try:
-        saved = STMAConfig.from_dict(json.loads(config_path.read_text(encoding="utf-8"))).to_dict()
-    except (OSError, ValueError, TypeError, AttributeError) as error:
+        saved = STMAConfig.from_dict(read_json(config_path, "model config")).to_dict()
+    except (ValueError, TypeError, AttributeError) as error:
         raise StmaError(f"{config_path}: unreadable model config ({error})") from None
     if saved != model.config.to_dict():
         different = sorted(k for k in {*saved, *model.config.to_dict()} if saved.get(k) != model.config.to_dict().get(k))
@@ -341,11 +361,12 @@ def load_checkpoint(folder: Path, model: STMA, optimizer: torch.optim.Optimizer,
 
 def train(config: TrainConfig, dataset: Dataset | None = None,
           evaluate: Callable[[STMA, Path], dict[str, float]] | None = None,
-          log: Callable[[str], None] = print) -> dict[str, Any]:
+          log: Callable[[str], None] = print, force: bool = False) -> dict[str, Any]:
     """Run (or resume) training; returns the final train state.
 
     `dataset` defaults to `make_dataset(config.data, ...)`; `evaluate(model, out)` returns validation
-    metrics (J&F-Mean first) every `eval_every` steps.
+    metrics (J&F-Mean first) every `eval_every` steps. Resuming a run with other steps, learning rate,
+    data or another entry of `RUN_KEYS` is a UsageError naming the changes, unless `force`.
     """
     device = resolve_device(config.device)
     context = init_distributed(device)
@@ -372,9 +393,15 @@ def train(config: TrainConfig, dataset: Dataset | None = None,
     resume = checkpoint_in(out / CHECKPOINT)
     if resume is not None:
         saved = load_checkpoint(resume, model, optimizer, scaler)
+        changes = recipe_changes(saved.get("recipe"), config)
+        if changes and not force:
+            raise UsageError(f"{resume}: this run was started with other settings ({'; '.join(changes)}); pass "
+                             "--force to go on with the new ones from here, or use a new --out")
         state.update({k: saved[k] for k in ("step", "wall_time_s", "metrics", "best") if k in saved})
         if context.is_main:
             log(f"resumed from {resume} at step {state['step']}")
+            if changes:
+                log(f"settings changed from here on (--force): {'; '.join(changes)}")
 
     if dataset is None:
         from stma_cli.train.data import make_dataset

@@ -1,12 +1,22 @@
-"""Disk full while writing, one case per kind of output file: masks, overlay, logits.
+"""Disk full while writing, one case per kind of output file: masks, overlay, logits; and a real full disk
+under the scratch files of a backward run.
 
-A full disk is realised with RLIMIT_FSIZE (SIGXFSZ ignored): a write that would take a file past the limit
-fails with EFBIG ("File too large"), as a write to a full disk fails with ENOSPC, and both reach the same
-code. The limit is per file, so in each batch only the big output of the middle video, `big`, goes over it:
-the good videos before and after it are finished, `big` fails with one line naming its file.
+For the output files, a full disk is realised with RLIMIT_FSIZE (SIGXFSZ ignored): a write that would take a
+file past the limit fails with EFBIG ("File too large"), as a write to a full disk fails with ENOSPC, and both
+reach the same code. The limit is per file, so in each batch only the big output of the middle video, `big`,
+goes over it: the good videos before and after it are finished, `big` fails with one line naming its file.
+
+A backward run keeps its frames and results in scratch files, and a memory map over a sparse file does not
+fail its writes: the process died of SIGBUS. That needs a real full disk: a small tmpfs, which only root can
+mount; otherwise the test is skipped and says why.
 """
 from __future__ import annotations
 
+import math
+import os
+import re
+import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,9 +24,12 @@ import numpy as np
 import pytest
 from badinput_corpus import (
     FRAMES,
+    HEIGHT,
+    WIDTH,
     Run,
     assert_clean_stderr,
     finished_frames,
+    run_stma,
     run_stma_together,
     temporary_files,
     write_mask,
@@ -94,3 +107,48 @@ def test_no_partial_file(disk_full: DiskFull, name: str) -> None:
     assert sorted(p.name for p in folder.iterdir()) == [".stma.lock", "masks"]  # masks and the run's record
     assert not (folder / CASES[name].fails).exists()
     assert temporary_files(disk_full.outputs[name]) == []
+
+
+# -- a backward run on a real full disk ---------------------------------------------------------------
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+SPARE_PAGES = 12  # room left after the frames: for the lock and the output files just opened, not the labels
+# Enough frames that the labels (one byte a pixel) need well over SPARE_PAGES pages.
+BACKWARD_FRAMES = math.ceil(3 * SPARE_PAGES * PAGE / (WIDTH * HEIGHT))
+SMALL_DISK = (math.ceil(BACKWARD_FRAMES * WIDTH * HEIGHT * 3 / PAGE) + SPARE_PAGES) * PAGE
+SCRATCH_FULL = re.compile(r"stma: error: (?P<folder>.+)/\.labels\.tmp-\d+-[0-9a-f]{8}\.npy: cannot reserve space for "
+                          r"the scratch file of the backward pass \(No space left on device\)")
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A tmpfs of SMALL_DISK bytes: room for the frames of the backward run, not for its results."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("a real full disk is a small tmpfs, and mounting one needs root")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={SMALL_DISK}", "tmpfs", str(folder)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs for a real full disk: {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_backward_run_on_a_full_disk_fails_in_one_line_and_cleans_up(tmp_path: Path, small_disk: Path,
+                                                                      random_weights: Path) -> None:
+    """One error line naming the scratch file, exit 1 (not 135, SIGBUS); no scratch or temporary file is
+    left, only the run's record in the lock file, unlocked, as after any run that did not finish."""
+    video = write_video(tmp_path / "long.mp4", BACKWARD_FRAMES)
+    mask = write_mask(tmp_path / "long.png")
+    out = small_disk / "out"
+    run = run_stma(["segment", str(video), "--mask", f"{BACKWARD_FRAMES - 1}:{mask}", "--direction", "backward",
+                    "--weights", str(random_weights), "--output", str(out)], tmp_path)
+    assert run.returncode == 1, run.stderr
+    assert len(run.error_lines) == 1 and SCRATCH_FULL.fullmatch(run.error_lines[0]), run.stderr
+    assert SCRATCH_FULL.fullmatch(run.error_lines[0])["folder"] == str(out)
+    assert_clean_stderr(run)
+    assert sorted(p.name for p in out.iterdir()) == [".stma.lock", "masks"]
+    assert temporary_files(out) == [] and list((out / "masks").iterdir()) == []

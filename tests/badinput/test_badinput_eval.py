@@ -68,7 +68,10 @@ CASES: dict[str, Case] = {
     "split_outside": Case("davis", None, None, ["--split", "../../x"], "--split", f"split name '../../x' {NOT_PLAIN}"),
     "output_inside_the_annotations": Case("davis", None, None, ["--output", "{root}/Annotations/480p"],
                                           "--output {root}/Annotations/480p",
-                                          "inside the dataset's {root}/Annotations/480p"),
+                                          "overlaps the dataset's {root}/Annotations/480p"),
+    # Predictions go to OUTPUT/Annotations/VIDEO/: --output DATASET/valid would replace the ground truth.
+    "youtube_output_is_the_split": Case("youtube", None, None, ["--format", "youtube", "--output", "{root}/valid"],
+                                        "--output {root}/valid", "overlaps the dataset's {root}"),
     "youtube_video_name": Case("youtube", None, _meta("../v1", ["00000"]), ["--format", "youtube"], META,
                                f"video name '../v1' {NOT_PLAIN}"),
     "youtube_frame_name": Case("youtube", None, _meta("v1", ["00000", "../../00005"]), ["--format", "youtube"], META,

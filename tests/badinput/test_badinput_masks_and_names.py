@@ -68,6 +68,26 @@ def _rgba(colour: np.ndarray) -> np.ndarray:
     return np.dstack([colour, _binary()])
 
 
+def _anti_aliased() -> np.ndarray:
+    """A red and a green box side by side on black, with a one-pixel anti-aliased edge: 8 colours, 2 objects."""
+    rgb = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
+    rgb[9:31, 9:30], rgb[9:31, 30:51] = (140, 0, 0), (0, 140, 0)  # the blend with black around each box
+    rgb[10:30, 10:30], rgb[10:30, 30:50] = (255, 0, 0), (0, 255, 0)
+    rgb[10:30, 29] = (200, 55, 0)  # where red meets green
+    rgb[(9, 9, 30, 30), (9, 50, 9, 50)] = [(60, 0, 0), (0, 60, 0), (60, 0, 0), (0, 60, 0)]  # the corners
+    return rgb
+
+
+def _json(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def _labelme(group_id: int) -> str:
+    return json.dumps({"shapes": [{"label": "x", "points": [[4, 4], [20, 20]], "group_id": group_id,
+                                   "shape_type": "rectangle"}], "imageWidth": WIDTH, "imageHeight": HEIGHT})
+
+
 # stem: (writes masks/<stem>.png; the content decides the format, as Pillow reads it, expected objects or error)
 # Masks that are good now: each gives `ok` with these objects.
 GOOD_MASKS: dict[str, tuple[Callable[[Path], object], list[int]]] = {
@@ -84,13 +104,22 @@ GOOD_MASKS: dict[str, tuple[Callable[[Path], object], list[int]]] = {
     "png16_binary": (lambda p: _save(p, _binary().astype(np.uint16) * 257), [1]),
     "png16_ids": (lambda p: _save(p, _two_ids().astype(np.uint16)), [1, 2]),
     "tiff32_ids": (lambda p: _save(p, _two_ids().astype(np.int32), format="TIFF"), [1, 2]),
+    # Each blended edge colour became an object of its own.
+    "anti_aliased": (lambda p: _save(p, _anti_aliased()), [1, 2]),
 }
 # stem: (writer, the file the error names, what it says)
 BAD_MASKS: dict[str, tuple[Callable[[Path], object], str]] = {
     "jpeg_colours": (lambda p: _save(p, np.asarray(DAVIS_PALETTE, np.uint8).reshape(256, 3)[_two_ids()],
                                      format="JPEG"), "JPEG is a lossy format and this mask is not black and white"),
     "png16_beyond_255": (lambda p: _save(p, _two_ids().astype(np.uint16) * 1000),
-                         "mask values range over 0..2000, object ids must be 0..255"),
+                         "mask values range over 0..2000, object ids must be 0..254"),
+    # Object 255 was written as 255, which is void when read back.
+    "gray_object_255": (lambda p: _save(p, np.where(_two_ids() == 2, 255, _two_ids()).astype(np.uint8)),
+                        "mask values range over 0..255, object ids must be 0..254 (255 is void when read back)"),
+    "labelme_group_255": (lambda p: _json(p, _labelme(255)), "LabelMe group ids are object ids and must be 1..254"),
+    # A RecursionError, reported as the video's error.
+    "nested_json": (lambda p: _json(p, '{"shapes": ' + "[" * 100_000 + "]" * 100_000 + "}"),
+                    "the mask is nested too deeply to be read"),
     "only_void": (lambda p: _palette(p, np.full((HEIGHT, WIDTH), 255, np.uint8)), "mask has no object"),
     "bomb": (write_bomb_png, "image too large to be a mask"),
 }
@@ -176,11 +205,25 @@ def test_void_is_background_in_the_output(batch: Batch) -> None:
     np.testing.assert_array_equal(first, np.where(_with_void(_two_ids()) == 255, 0, _two_ids()))
 
 
+def _warnings(batch: Batch, stem: str) -> list[str]:
+    mask = batch.inputs / "masks" / f"{stem}.png"
+    return [line for line in batch.run.stderr.splitlines() if line.startswith(f"stma: warning: {mask}: ")]
+
+
 def test_jpeg_mask_warns_once(batch: Batch) -> None:
     mask = batch.inputs / "masks" / "jpeg_binary.png"
-    warnings = [line for line in batch.run.stderr.splitlines() if line.startswith("stma: warning:")]
-    assert warnings == [f"stma: warning: {mask}: JPEG is a lossy format: read as one object (pixels brighter "
-                        "than 50%); save masks as PNG to keep them exact"]
+    assert _warnings(batch, "jpeg_binary") == [f"stma: warning: {mask}: JPEG is a lossy format: read as one object "
+                                               "(pixels brighter than 50%); save masks as PNG to keep them exact"]
+    assert len([line for line in batch.run.stderr.splitlines() if line.startswith("stma: warning:")]) == 3
+
+
+def test_anti_aliased_mask_says_what_it_snapped(batch: Batch) -> None:
+    mask = batch.inputs / "masks" / "anti_aliased.png"
+    assert _warnings(batch, "anti_aliased") == [
+        f"stma: warning: {mask}: 5 anti-aliased edge colours read as the colours they blend: #003c00 (2 px) -> "
+        "#000000, #008c00 (60 px) -> #00ff00, #3c0000 (2 px) -> #000000, #8c0000 (60 px) -> #ff0000, #c83700 (20 px) "
+        "-> #ff0000",
+        f"stma: warning: {mask}: objects numbered by stma: #ff0000 -> 1, #00ff00 -> 2"]
 
 
 @pytest.mark.parametrize("stem", BAD_MASKS)
@@ -206,8 +249,7 @@ def test_bad_video_names_are_one_error_line(batch: Batch, case: str) -> None:
 def test_a_folder_named_overlay_mp4_is_kept_and_reported(batch: Batch) -> None:
     folder = batch.output / "overlay_is_a_folder"
     report = batch.reports[str(batch.inputs / "overlay_is_a_folder.mp4")]
-    assert report["error"] == (f"{folder}: holds overlay.mp4, not written by stma; --overwrite replaces them, "
-                               "or choose another --output")
+    assert report["error"] == f"{folder / 'overlay.mp4'}: is a folder, where stma writes a file; move it away"
     assert sorted(p.name for p in folder.iterdir()) == ["overlay.mp4"] and (folder / "overlay.mp4").is_dir()
 
 

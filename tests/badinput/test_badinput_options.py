@@ -7,7 +7,6 @@ runs together, that nothing changed outside their output folders.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -103,11 +102,11 @@ CASES: dict[str, Case] = {
                                  "weights '~nosuchuser-stma': cannot expand '~' (no such user here)", check=_absent),
     "weights_path_too_long": Case(["--weights", "w" * 300], FAILED, f"{'w' * 300}: File name too long", check=_absent),
     "config_dim_is_a_string": Case(["--weights", "weights-dim"], FAILED, "{root}/weights-dim/config.json: invalid "
-                                   "STMA config: dim is '128', expected an integer >= 1", check=_absent),
+                                   "STMA config: dim is '128', expected an integer from 1 to 4096", check=_absent),
     "config_heads_zero": Case(["--weights", "weights-heads"], FAILED, "{root}/weights-heads/config.json: invalid "
-                              "STMA config: heads is 0, expected an integer >= 1", check=_absent),
+                              "STMA config: heads is 0, expected an integer from 1 to 64", check=_absent),
     "config_radius_negative": Case(["--weights", "weights-radius"], FAILED, "{root}/weights-radius/config.json: "
-                                   "invalid STMA config: propagation_radius is -1, expected an integer >= 0",
+                                   "invalid STMA config: propagation_radius is -1, expected an integer from 0 to 32",
                                    check=_absent),
     "weights_nan": Case(["--weights", "weights-nan"], FAILED, "{root}/weights-nan/model.safetensors: tensor ",
                         check=_absent),

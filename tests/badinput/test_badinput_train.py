@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from stma_cli.model import STMAConfig
 
-FAILED = 1
+FAILED, USAGE = 1, 2
 TINY = ["--batch", "1", "--crop", "64", "--frames", "2", "--data", "synthetic", "--workers", "0",
         "--eval-sequences", "0", "--eval-long-sequences", "0", "--max-objects", "1"]
 
@@ -86,13 +86,16 @@ class Case:
 
 TRAIN = ["train", "--out", "{run}", *TINY]
 CASES: dict[str, Case] = {
-    "resume_after_an_older_version_crashed": Case([*TRAIN, "--steps", "3"], 0, _older_version_crashed,
+    "resume_after_an_older_version_crashed": Case([*TRAIN, "--steps", "3", "--force"], 0, _older_version_crashed,
                                                   check=_resumed_at(2, ".checkpoint.tmp", 3)),
-    "resume_after_a_crash_before_the_switch": Case([*TRAIN, "--steps", "2"], 0, _crashed_before_the_switch,
+    "resume_after_a_crash_before_the_switch": Case([*TRAIN, "--steps", "2", "--force"], 0, _crashed_before_the_switch,
                                                    check=_resumed_at(1, "checkpoint", 2)),
     "resume_from_a_broken_train_state": Case([*TRAIN, "--steps", "2"], FAILED,
                                              _in_checkpoint("train_state.json", b"{broken"),
-                                             "{checkpoint}/train_state.json: unreadable train state"),
+                                             "{checkpoint}/train_state.json: the train state is not valid JSON"),
+    "resume_from_a_deeply_nested_train_state": Case([*TRAIN, "--steps", "2"], FAILED, _in_checkpoint(
+        "train_state.json", b'{"step": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"),
+        "{checkpoint}/train_state.json: the train state is nested too deeply to be read"),
     "resume_from_a_broken_optimizer_state": Case([*TRAIN, "--steps", "2"], FAILED,
                                                  _in_checkpoint("optimizer.pt", b"\0" * 100),
                                                  "{checkpoint}/optimizer.pt: unreadable optimiser state (damaged, "
@@ -100,9 +103,9 @@ CASES: dict[str, Case] = {
     "resume_with_another_config": Case([*TRAIN, "--steps", "2"], FAILED, _in_checkpoint(
         "config.json", json.dumps(STMAConfig.preset("base").to_dict()).encode()),
         "{checkpoint}: this run was trained with another model config (differs in "),
-    "learning_rate_nan": Case([*TRAIN, "--steps", "2", "--lr", "nan"], FAILED, None,
+    "learning_rate_nan": Case([*TRAIN, "--steps", "2", "--lr", "nan"], USAGE, None,
                               "--lr nan: expected a finite number > 0"),
-    "unknown_config": Case([*TRAIN, "--steps", "2", "--config", "huge"], FAILED, None,
+    "unknown_config": Case([*TRAIN, "--steps", "2", "--config", "huge"], USAGE, None,
                            "--config 'huge': expected one of tiny, base"),
     "convert_a_nan_metric": Case(["weights", "convert", "{run}/checkpoint", "{run}/export"], FAILED,
                                  _nan_in("train_state.json"),

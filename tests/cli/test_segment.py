@@ -23,7 +23,7 @@ from stma_cli.io.logits import read_logits
 from stma_cli.io.video import count_frames, open_video
 
 runner = CliRunner()
-REPORT_FIELDS = {"video", "output", "frames", "objects", "seconds", "fps", "status", "error"}
+REPORT_FIELDS = {"video", "output", "frames", "objects", "seconds", "fps", "status", "error", "tracks"}
 
 
 def segment(*args: object, env: dict[str, str] | None = None) -> Result:
@@ -255,6 +255,10 @@ def test_json_lines_for_paths_on_stdin(make_video, weights, tmp_path):
     for report in reports:
         assert (report["frames"], report["objects"], report["error"]) == (3, [1, 2], None)
         assert report["seconds"] > 0 and report["fps"] > 0
+        assert sorted(report["tracks"]) == ["1", "2"]
+        track = report["tracks"]["1"]
+        assert set(track) == {"frames", "mean_presence", "presence_falls", "area_jumps"}
+        assert track["frames"][0][0] == 0 and 0 <= track["mean_presence"] <= 1  # given on frame 0: present there
     assert mask_names(tmp_path / "out" / "b") == ["00000.png", "00001.png", "00002.png"]
     assert proc.stderr.decode().splitlines()[-1] == "stma: 2 done, 0 skipped, 0 failed"
 

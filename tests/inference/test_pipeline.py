@@ -153,7 +153,9 @@ def test_run_batch_reports_and_callbacks(frames, tmp_path, segmenter):
     assert reports[1].error == f"{tmp_path / 'missing.png'}: mask file not found"
     assert (reports[2].frames, reports[2].objects) == (FRAMES, [1])
     assert progress == [(t, FRAMES) for t in range(1, FRAMES + 1)]
-    assert reports[0].to_dict().keys() == {"video", "output", "frames", "objects", "seconds", "fps", "status", "error"}
+    assert reports[0].to_dict().keys() == {"video", "output", "frames", "objects", "seconds", "fps", "status", "error",
+                                           "tracks"}
+    assert reports[2].tracks == reports[0].tracks and list(reports[0].tracks) == ["1"]  # a skip reports them too
 
 
 def test_any_failure_of_one_video_is_its_error_report(frames, tmp_path, segmenter, monkeypatch):

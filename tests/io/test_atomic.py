@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
+from stma_cli.errors import StmaError
 from stma_cli.io.atomic import PendingFile, atomic_path, atomic_write_text
 
 
@@ -48,3 +50,23 @@ def test_atomic_write_text_replaces(tmp_path: Path) -> None:
 
 def test_pending_names_are_unique(tmp_path: Path) -> None:
     assert PendingFile(tmp_path / "a.h5").tmp != PendingFile(tmp_path / "a.h5").tmp
+
+
+def test_a_failed_rename_removes_the_temporary_file_and_says_why(tmp_path: Path) -> None:
+    final = tmp_path / "result.txt"
+    with pytest.raises(StmaError, match=rf"^{final}: cannot put the finished file in place \(.+\)$"):
+        with atomic_path(final) as tmp:
+            tmp.write_text("new")
+            (final / "inside").mkdir(parents=True)  # a folder with something in it appears: the rename fails
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["result.txt"]
+
+
+@pytest.mark.parametrize("kind", ["symlink", "fifo", "folder"])
+def test_a_link_or_special_file_at_the_final_name_is_refused_before_writing(tmp_path: Path, kind: str) -> None:
+    final, target = tmp_path / "result.txt", tmp_path / "target.txt"
+    target.write_text("someone else's")
+    {"symlink": lambda: final.symlink_to(target), "fifo": lambda: os.mkfifo(final), "folder": final.mkdir}[kind]()
+    with pytest.raises(StmaError, match=rf"^{final}: .*(symbolic link|a FIFO|a folder)"):
+        PendingFile(final)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["result.txt", "target.txt"]
+    assert target.read_text() == "someone else's"

@@ -1,12 +1,14 @@
 """BackgroundWorker: a prefetch and a sink, with the thread's errors raised in the caller."""
 from __future__ import annotations
 
+import os
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
 
-from stma_cli.io.background import BackgroundWorker
+from stma_cli.io.background import STOP_WAIT_S, BackgroundWorker
 
 
 def _workers() -> list[threading.Thread]:
@@ -99,3 +101,27 @@ def test_stopped_sink_drops_what_is_queued() -> None:
     in_hand.wait()
     sink.stop()
     assert handled == [0] and not _workers()
+
+
+def test_stop_does_not_wait_on_a_prefetch_stuck_in_a_read() -> None:
+    """A prefetch blocked in a read that does not return (a pipe without data) is left behind after
+    STOP_WAIT_S; it ends, unseen, once the read returns."""
+    read_end, write_end = os.pipe()
+
+    def items() -> Iterator[bytes]:
+        while True:
+            yield os.read(read_end, 1)
+
+    worker = BackgroundWorker.prefetch(items(), depth=2, name="test-worker")
+    stopping = threading.Thread(target=worker.stop, daemon=True)  # a stop that hangs fails the test, not hangs it
+    stopping.start()
+    stopping.join(STOP_WAIT_S + 1)
+    assert not stopping.is_alive()
+    assert _workers()  # still in its read
+    os.write(write_end, b"x")  # the read returns; the thread sees the stop
+    deadline = time.monotonic() + 10
+    while _workers() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not _workers()
+    os.close(read_end)
+    os.close(write_end)

@@ -76,3 +76,19 @@ def test_leaving_without_writing_removes_only_a_lock_file_this_claim_made(tmp_pa
     with claim_folder(tmp_path) as claim:
         claim.leave()
     assert read_record(tmp_path) == {"mask_names": "numbered"}
+
+
+@pytest.mark.parametrize("kind", ["symlink", "hard link", "folder"])  # a FIFO: see test_hostile_fs.py
+def test_a_lock_file_that_is_not_a_file_of_its_own_is_refused(tmp_path: Path, kind: str) -> None:
+    """Opened without following links: the record is never written into another file."""
+    other = tmp_path / "other.txt"
+    other.write_text("someone else's")
+    folder, lock = tmp_path / "out", tmp_path / "out" / LOCK_FILE
+    folder.mkdir()
+    make = {"symlink": lambda: lock.symlink_to(other), "hard link": lambda: os.link(other, lock), "folder": lock.mkdir}
+    make[kind]()
+    says = {"symlink": "is a symbolic link", "hard link": "has 2 hard links", "folder": "a folder"}
+    with pytest.raises(StmaError, match=rf"^{lock}: .*{says[kind]}"):
+        with claim_folder(folder):
+            pass
+    assert other.read_text() == "someone else's"

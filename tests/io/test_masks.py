@@ -11,6 +11,7 @@ from PIL import Image
 from stma_cli.errors import StmaError
 from stma_cli.io.masks import (
     DAVIS_PALETTE,
+    EdgeColourWarning,
     LossyMaskWarning,
     Mask,
     MaskIdsWarning,
@@ -218,7 +219,7 @@ def test_16_bit_masks(tmp_path: Path, values: np.ndarray, ids: list[int]) -> Non
 
 def test_16_bit_mask_beyond_255(tmp_path: Path) -> None:
     Image.fromarray(ids_137().astype(np.uint16) * 1000).save(tmp_path / "m.png")
-    with pytest.raises(StmaError, match=r"m\.png: mask values range over 0\.\.7000, object ids must be 0\.\.255"):
+    with pytest.raises(StmaError, match=r"m\.png: mask values range over 0\.\.7000, object ids must be 0\.\.254"):
         read_mask(tmp_path / "m.png")
 
 
@@ -347,8 +348,8 @@ def test_labelme_group_ids_are_object_ids(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("shapes", "message"), [
-    ([shape("edge", "line", [[0, 0], [5, 5]])], r"shape 0 \('edge'\) is a line of 2 points, which has no area"),
-    ([shape("x", "rectangle", [[0, 0], [3, 3]], group=300)], "group ids are object ids and must be 1..255"),
+    ([shape("edge", "line", [[0, 0], [5, 5]])], r"shape 0 \('edge'\) is a 'line' of 2 points, which has no area"),
+    ([shape("x", "rectangle", [[0, 0], [3, 3]], group=300)], "group ids are object ids and must be 1..254"),
     ([{"label": "x", "shape_type": "polygon"}], r"malformed LabelMe file \(KeyError: 'points'\)"),
 ])
 def test_labelme_errors(tmp_path: Path, shapes: list[dict], message: str) -> None:
@@ -418,7 +419,8 @@ def test_coco_image_of_the_frame(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("segmentation", "message"), [
-    ({"size": [12, 16], "counts": [5, 5]}, r"RLE counts cover 10 pixels, the image 192"),
+    ({"size": [12, 16], "counts": [5, 5]}, r"RLE counts cover 10 pixels, but the image has 192$"),
+    ({"size": [12, 16], "counts": [-5, 197]}, r"RLE counts hold a negative run \(-5\), which no mask has$"),
     ({"size": [6, 16], "counts": [96]}, r"RLE of size \[6, 16\] in an image of size \[12, 16\]"),
 ])
 def test_coco_rle_errors(tmp_path: Path, segmentation: dict, message: str) -> None:
@@ -432,5 +434,125 @@ def test_json_that_is_no_mask(tmp_path: Path) -> None:
     with pytest.raises(StmaError, match="neither LabelMe .* nor COCO"):
         read_mask(tmp_path / "other.json")
     (tmp_path / "broken.json").write_text('{"shapes": [')
-    with pytest.raises(StmaError, match=r"broken\.json: not valid JSON"):
+    with pytest.raises(StmaError, match=r"broken\.json: the mask is not valid JSON"):
         read_mask(tmp_path / "broken.json")
+
+
+# -- one rule for ids and void: object ids 1..254, 255 is void ---------------------------------------
+
+
+def test_id_254_survives_the_round_trip(tmp_path: Path) -> None:
+    labels = ids_137()
+    labels[labels == 7] = 254
+    write_mask(tmp_path / "m.png", labels)
+    assert read_mask(tmp_path / "m.png").object_ids == [1, 3, 254]
+
+
+@pytest.mark.parametrize("values", [np.where(ids_137() == 7, 255, ids_137()).astype(np.uint8),
+                                    np.where(ids_137() == 7, 255, ids_137()).astype(np.uint16)],
+                         ids=["8-bit", "16-bit"])
+def test_a_gray_object_255_is_refused(tmp_path: Path, values: np.ndarray) -> None:
+    """Written out, 255 would be void and the object gone when read back (to resume, say)."""
+    Image.fromarray(values).save(tmp_path / "m.png")
+    with pytest.raises(StmaError, match=r"m\.png: mask values range over 0\.\.255, object ids must be 0\.\.254 "
+                                        r"\(255 is void when read back\)"):
+        read_mask(tmp_path / "m.png")
+
+
+def test_a_labelme_group_255_is_refused(tmp_path: Path) -> None:
+    path = labelme(tmp_path / "m.json", [shape("x", "rectangle", [[0, 0], [3, 3]], group=255)])
+    with pytest.raises(StmaError, match=r"m\.json: LabelMe group ids are object ids and must be 1\.\.254 \(255 is "
+                                        r"void; found \[255\]\)"):
+        read_mask(path)
+
+
+def test_a_255th_numbered_object_is_refused(tmp_path: Path) -> None:
+    path = labelme(tmp_path / "m.json", [shape("x", "rectangle", [[0, 0], [3, 3]], group=254),
+                                         shape("y", "rectangle", [[4, 4], [6, 6]])])
+    with pytest.raises(StmaError, match=r"m\.json: more than 254 objects; object ids must be 1\.\.254 \(255 is void\)"):
+        read_mask(path)
+
+
+def test_the_davis_void_colour_in_an_rgb_mask_is_void(tmp_path: Path) -> None:
+    colours = np.asarray(DAVIS_PALETTE, dtype=np.uint8).reshape(256, 3)
+    labels = ids_137()
+    labels[0] = 255
+    Image.fromarray(colours[labels]).save(tmp_path / "rgb.png")
+    np.testing.assert_array_equal(read_mask(tmp_path / "rgb.png").labels, ids_137())
+
+
+# -- hostile JSON masks ------------------------------------------------------------------------------
+
+
+def test_deeply_nested_json_names_the_mask(tmp_path: Path) -> None:
+    (tmp_path / "deep.json").write_text('{"shapes": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(StmaError, match=r"deep\.json: the mask is nested too deeply to be read$"):
+        read_mask(tmp_path / "deep.json")
+
+
+@pytest.mark.parametrize("width", [float("inf"), 10**12, 0, 16.5, "16", True])
+def test_labelme_size_that_is_no_frame_size(tmp_path: Path, width: object) -> None:
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps({"shapes": [shape("a", "rectangle", [[0, 0], [2, 2]])], "imageWidth": width,
+                                "imageHeight": 12}))
+    with pytest.raises(StmaError, match=r"m\.json: the LabelMe image is .*x12, not a frame size in pixels$"):
+        read_mask(path)
+
+
+@pytest.mark.parametrize("x", [float("inf"), float("nan"), 1e300])
+def test_points_that_are_no_pixel_positions(tmp_path: Path, x: float) -> None:
+    path = labelme(tmp_path / "m.json", [shape("a", "polygon", [[0, 0], [x, 0], [0, 5]])])
+    with pytest.raises(StmaError, match=r"m\.json: shape 0 \('a'\) has points that are not numbers from -1e\+09 to "
+                                        r"1e\+09$"):
+        read_mask(path)
+
+
+def test_a_group_id_beyond_floats(tmp_path: Path) -> None:
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps({"shapes": [{**shape("a", "rectangle", [[0, 0], [2, 2]]), "group_id": 1e400}],
+                                "imageWidth": 16, "imageHeight": 12}))
+    with pytest.raises(StmaError, match=r"m\.json: malformed LabelMe file \(OverflowError: "):
+        read_mask(path)
+
+
+# -- anti-aliased colour masks -----------------------------------------------------------------------
+
+DARK_RED, DIM_RED, DARK_GREEN, DIM_GREEN, RED_GREEN = (140, 0, 0), (60, 0, 0), (0, 140, 0), (0, 60, 0), (200, 55, 0)
+
+
+def anti_aliased() -> tuple[np.ndarray, np.ndarray]:
+    """A red and a green box side by side on black, drawn with a one-pixel anti-aliased edge: 8 colours, and
+    the 2 objects each blend belongs to (blends nearer black are background)."""
+    rgb = np.zeros((16, 28, 3), np.uint8)
+    expected = np.zeros((16, 28), np.uint8)
+    rgb[3:13, 3:14], expected[3:13, 3:14] = DARK_RED, 1  # the ring, then the box over it
+    rgb[3:13, 14:25], expected[3:13, 14:25] = DARK_GREEN, 2
+    rgb[4:12, 4:14], rgb[4:12, 14:24] = RED, GREEN
+    rgb[4:12, 13] = RED_GREEN  # where red meets green: more red than green
+    for row in (3, 12):
+        rgb[row, 3], rgb[row, 24] = DIM_RED, DIM_GREEN  # corners: more black than colour
+        expected[row, 3] = expected[row, 24] = 0
+    return rgb, expected
+
+
+def test_anti_aliased_edges_are_read_as_the_objects_they_blend(tmp_path: Path) -> None:
+    rgb, expected = anti_aliased()
+    Image.fromarray(rgb).save(tmp_path / "aa.png")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        mask = read_mask(tmp_path / "aa.png")
+    np.testing.assert_array_equal(mask.labels, expected)
+    assert mask.legend == {"#ff0000": 1, "#00ff00": 2}
+    edge = [str(w.message) for w in caught if w.category is EdgeColourWarning]
+    assert edge == [f"{tmp_path / 'aa.png'}: 5 anti-aliased edge colours read as the colours they blend: "
+                    "#003c00 (2 px) -> #000000, #008c00 (28 px) -> #00ff00, #3c0000 (2 px) -> #000000, "
+                    "#8c0000 (28 px) -> #ff0000, #c83700 (8 px) -> #ff0000"]
+
+
+def test_a_thin_object_of_its_own_colour_is_no_edge(tmp_path: Path) -> None:
+    rgb, expected = anti_aliased()
+    rgb[14, 2:26], expected[14, 2:26] = (0, 0, 255), 3  # a one-pixel blue line under the boxes
+    Image.fromarray(rgb).save(tmp_path / "aa.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        np.testing.assert_array_equal(read_mask(tmp_path / "aa.png").labels, expected)

@@ -45,13 +45,16 @@ def make_output(folder: Path, frame_names: list[str] | None, **kwargs: object) -
     return VideoOutput(folder, frame_names=frame_names, **options)
 
 
+PRESENCE = np.array([[1.0, 1.0], [0.9, 0.8], [0.7, 0.0]], np.float32)  # object 5 is lost on frame 2
+
+
 def test_full_output_folder(tmp_path: Path) -> None:
     folder = tmp_path / "bear"
     names = ["00000", "00005", "00010"]
     frames, labels = synthetic_frames(3, 33, 17), moving_labels(3, 33, 17)
     with make_output(folder, names) as out:
         for i in range(3):
-            out.write(i, frames[i], labels[i], np.zeros((3, 5, 9), dtype=np.float32) + i)
+            out.write(i, frames[i], labels[i], PRESENCE[i], np.zeros((3, 5, 9), dtype=np.float32) + i)
         record = out.finish({"model": "someone/stma-small@abc123", "seconds": 1.5})
 
     assert sorted(p.name for p in folder.iterdir()) == ["logits.h5", "manifest.json", "masks", "overlay.mp4"]
@@ -75,10 +78,13 @@ def test_full_output_folder(tmp_path: Path) -> None:
         assert dataset.attrs["model_id"] == "someone/stma-small"
         assert dataset.attrs["stma_version"]
         assert float(dataset[2, 0, 0, 0]) == 2
+        np.testing.assert_array_equal(file["presence"][()], PRESENCE)
 
     manifest = read_manifest(folder)
     assert manifest == record == json.loads((folder / "manifest.json").read_text())
     assert manifest["frames"] == 3 and manifest["objects"] == [1, 5]
+    assert manifest["tracks"]["5"]["mean_presence"] == pytest.approx(0.6)
+    assert manifest["tracks"]["5"]["presence_falls"] == [2]  # the frames' stems do not matter: frame numbers
     assert manifest["seconds"] == 1.5 and manifest["model"] == "someone/stma-small@abc123"
     assert is_finished(folder)
 
@@ -87,7 +93,7 @@ def test_optional_outputs_and_default_names(tmp_path: Path) -> None:
     folder = tmp_path / "clip"
     with make_output(folder, None, overlay=False, logits=False, logits_shape=None) as out:
         for i, (frame, labels) in enumerate(zip(synthetic_frames(2, 33, 17), moving_labels(2, 33, 17))):
-            out.write(i, frame, labels)
+            out.write(i, frame, labels, np.ones(2, np.float32))
         out.finish({})
     assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", "masks"]
     assert sorted(p.name for p in (folder / "masks").iterdir()) == ["00000.png", "00001.png"]
@@ -98,7 +104,7 @@ def test_interrupted_output_is_not_finished_and_leaves_no_partial_file(tmp_path:
     folder = tmp_path / "bear"
     with pytest.raises(KeyboardInterrupt):
         with make_output(folder, None) as out:
-            out.write(0, synthetic_frames(1, 33, 17)[0], moving_labels(1, 33, 17)[0], np.zeros((3, 5, 9)))
+            out.write(0, synthetic_frames(1, 33, 17)[0], moving_labels(1, 33, 17)[0], np.ones(2), np.zeros((3, 5, 9)))
             raise KeyboardInterrupt
     assert sorted(p.name for p in folder.iterdir()) == ["masks"]
     assert [p.name for p in (folder / "masks").iterdir()] == ["00000.png"]
@@ -119,8 +125,8 @@ def test_frames_must_come_in_order_and_all_named_frames_be_written(tmp_path: Pat
     frame, labels = synthetic_frames(1, 33, 17)[0], moving_labels(1, 33, 17)[0]
     with make_output(tmp_path / "a", ["x", "y"], logits=False) as out:
         with pytest.raises(ValueError, match="in order"):
-            out.write(1, frame, labels)
-        out.write(0, frame, labels)
+            out.write(1, frame, labels, np.ones(2))
+        out.write(0, frame, labels, np.ones(2))
         with pytest.raises(ValueError, match="wrote 1 frames of 2"):
             out.finish({})
 
@@ -129,7 +135,7 @@ def test_read_manifest_errors(tmp_path: Path) -> None:
     with pytest.raises(StmaError, match="not finished"):
         read_manifest(tmp_path)
     (tmp_path / "manifest.json").write_text("{broken")
-    with pytest.raises(StmaError, match="unreadable manifest"):
+    with pytest.raises(StmaError, match="the manifest is not valid JSON"):
         read_manifest(tmp_path)
     assert not is_finished(tmp_path)
     for foreign in ("[1, 2]", '{"frames": 3}'):

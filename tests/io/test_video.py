@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import hashlib
 import importlib.util
-import io
+import os
 import subprocess
 import sys
 import threading
 import wave
+from collections.abc import Iterator
+from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
 
@@ -167,38 +170,33 @@ def test_queue_bounds_the_frames_decoded_ahead(tmp_path: Path) -> None:
         frames.close()
 
 
-def test_stdin_is_read_including_mp4_with_index_at_the_end(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@contextmanager
+def stdin_from(path: Path) -> Iterator[None]:
+    """Standard input read from the file `path`, as in `stma segment - < path`."""
+    with path.open() as stdin, pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "stdin", stdin)
+        yield
+
+
+def test_stdin_is_read_including_mp4_with_index_at_the_end(tmp_path: Path) -> None:
     path = tmp_path / "piped.mp4"
-    frames = write_video(path, "libx264", "yuv420p", count=7)
+    write_video(path, "libx264", "yuv420p", count=7)
     data = path.read_bytes()
     assert data.find(b"moov") > data.find(b"mdat")  # not seekable-friendly: needs the whole file
 
-    class FakeStdin:
-        buffer = io.BytesIO(data)
-
-        def isatty(self) -> bool:
-            return False
-
-    monkeypatch.setattr(sys, "stdin", FakeStdin())
-    video = open_video("-")
+    with stdin_from(path):
+        video = open_video("-")
     spooled = video._file
     with video:
         assert video.path == Path("-")
         assert len(list(video)) == 7
+        assert video.content_sha256 == hashlib.sha256(data).hexdigest()
     assert not spooled.exists()
 
 
-def test_stdin_empty(monkeypatch: pytest.MonkeyPatch) -> None:
-    class EmptyStdin:
-        buffer = io.BytesIO(b"")
-
-        def isatty(self) -> bool:
-            return False
-
-    monkeypatch.setattr(sys, "stdin", EmptyStdin())
-    with pytest.raises(StmaError, match="stdin.*empty"):
+def test_stdin_empty(tmp_path: Path) -> None:
+    (tmp_path / "empty").write_bytes(b"")
+    with stdin_from(tmp_path / "empty"), pytest.raises(StmaError, match="stdin.*empty"):
         open_video("-")
 
 
@@ -360,6 +358,25 @@ def test_real_pipe_into_stdin(tmp_path: Path) -> None:
     assert result.stdout.split() == ["64", "48", "5"]
 
 
+def test_a_fifo_is_read_once_as_a_stream(tmp_path: Path) -> None:
+    """A FIFO is copied as its bytes come, then decoded from the copy: opening it again would wait for a
+    writer that is gone (in a process of its own, so that such a wait fails the test instead of hanging it)."""
+    path = tmp_path / "clip.mkv"
+    write_video(path, "ffv1", "bgr0", count=5)
+    fifo = tmp_path / "feed"
+    os.mkfifo(fifo)
+    threading.Thread(target=fifo.write_bytes, args=(path.read_bytes(),), daemon=True).start()
+    script = (
+        "import sys\n"
+        "from stma_cli.io.video import open_video\n"
+        "with open_video(sys.argv[1]) as video:\n"
+        "    print(video.width, video.height, sum(1 for _ in video), sum(1 for _ in video), video.content_sha256)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script, str(fifo)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["64", "48", "5", "5", hashlib.sha256(path.read_bytes()).hexdigest()]
+
+
 # ---- ranges of frames: seeking ----
 
 SEEK_CASES = [
@@ -405,7 +422,7 @@ def test_a_range_is_reached_by_seeking(tmp_path: Path, monkeypatch: pytest.Monke
         assert seeks == [True]  # no fall-back to a decode from frame 0
         assert len(video._index_by_pts) == 40
 
-def test_a_range_of_a_frame_folder_and_of_stdin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_range_of_a_frame_folder_and_of_stdin(tmp_path: Path) -> None:
     frames = synthetic_frames(9, 32, 24)
     save_frames(tmp_path / "frames", [f"f{i}.png" for i in range(9)], frames)
     with open_video(tmp_path / "frames") as video:
@@ -415,14 +432,7 @@ def test_a_range_of_a_frame_folder_and_of_stdin(tmp_path: Path, monkeypatch: pyt
 
     path = tmp_path / "clip.mkv"
     written = write_video(path, "ffv1", "bgr0", count=9, width=32, height=24, options={"g": "4"})
-    class FakeStdin:
-        buffer = io.BytesIO(path.read_bytes())
-
-        def isatty(self) -> bool:
-            return False
-
-    monkeypatch.setattr(sys, "stdin", FakeStdin())
-    with open_video("-") as video:
+    with stdin_from(path), open_video("-") as video:
         got = list(video.read(5))
     assert [index for index, _ in got] == [5, 6, 7, 8]
     assert all(np.array_equal(frame, written[index]) for index, frame in got)

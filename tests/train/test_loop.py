@@ -294,7 +294,7 @@ def test_a_non_finite_loss_stops_training(tmp_path):
 
 
 @pytest.mark.parametrize(("damage", "message"), [
-    (lambda c: (c / "train_state.json").write_text("{broken"), r"train_state\.json: unreadable train state"),
+    (lambda c: (c / "train_state.json").write_text("{broken"), r"train_state\.json: the train state is not valid JSON"),
     (lambda c: (c / "train_state.json").write_text('{"step": -1}'), r"train_state\.json: not a train state"),
     (lambda c: (c / "optimizer.pt").write_bytes(b"\x00" * 10), r"optimizer\.pt: unreadable optimiser state"),
     (lambda c: (c / "model.safetensors").write_bytes(b"\x00" * 10), r"model\.safetensors: cannot be loaded"),
@@ -373,3 +373,21 @@ def test_learning_rates_by_part():
                  "propagation.log_tau", "propagation.weight"):
         assert lr_of[id(named[fast])] == pytest.approx(1e-3), fast
     assert lr_of[id(named["propagation.key.weight"])] == pytest.approx(1e-4)
+
+
+def test_resuming_with_other_steps_or_lr_asks_for_force(tmp_path):
+    train(_config(tmp_path, 1), dataset=MovingSquares(), log=lambda _: None)
+    longer = _config(tmp_path, 3)
+    longer.lr = 1e-4
+    with pytest.raises(StmaError, match=r"other settings \(steps 1 -> 3; lr 0.0004 -> 0.0001\); pass --force"):
+        train(longer, dataset=MovingSquares(), log=lambda _: None)
+    lines: list[str] = []
+    state = train(longer, dataset=MovingSquares(), log=lines.append, force=True)
+    assert state["step"] == 3 and lines[1] == "settings changed from here on (--force): steps 1 -> 3; lr 0.0004 -> 0.0001"
+    assert json.loads((tmp_path / "checkpoint" / "train_state.json").read_text())["recipe"]["steps"] == 3
+
+
+def test_warm_up_scales_with_the_steps():
+    from stma_cli.train.loop import default_warmup
+
+    assert default_warmup(20000) == 300 and default_warmup(2000) == 30 and default_warmup(10) == 1
