@@ -66,8 +66,9 @@ class SyntheticConfig:
     p_scene_cut: float = 0.05
     """Chance that the background switches abruptly to another source mid-clip (objects stay)."""
     p_shot_change: float = 0.0
-    """Chance of a cut to another shot (another background, none of the clip's objects) for a while,
-    usually followed by a cut back to the first shot, where the objects are found again."""
+    """Chance of a cut to another shot (another background, none of the clip's annotated objects, but its
+    unannotated look-alikes) for a while, usually followed by a cut back to the first shot, where the
+    objects are found again."""
     p_blur: float = 0.15
     """Chance of a soft clip: photo backgrounds from a coarser pyramid level, sprites at half resolution."""
     p_motion_blur: float = 0.1
@@ -472,7 +473,7 @@ class Scene:
     front: int = 0
     """How many of the last objects are occluders that stay in front of every other object."""
     away: tuple[int, int] | None = None
-    """Frames [start, end) of another shot: none of the objects is drawn there."""
+    """Frames [start, end) of another shot: none of the annotated objects is drawn there (unannotated ones are)."""
 
 
 def _plan_scene(rng: np.random.Generator, bank: AssetBank, cfg: SyntheticConfig, steps: int,
@@ -526,10 +527,10 @@ def _cut_in(backgrounds: list[tuple[_Background, int, int]], other: _Background,
 
 
 def _draw_frame(scene: Scene, t: int, frame: torch.Tensor, labels: torch.Tensor) -> None:
-    if scene.away is not None and scene.away[0] <= t < scene.away[1]:
-        return
+    away = scene.away is not None and scene.away[0] <= t < scene.away[1]
     for obj in scene.objects:
-        _draw_object(obj, scene.cameras, t, frame, labels)
+        if not (away and obj.label):  # another shot: none of the annotated objects, but look-alikes may be there
+            _draw_object(obj, scene.cameras, t, frame, labels)
 
 
 def _visible_labels(labels: torch.Tensor, count: int, min_pixels: float) -> list[int]:
