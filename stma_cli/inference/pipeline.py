@@ -24,7 +24,7 @@ from stma_cli.errors import StmaError
 from stma_cli.inference.segmenter import FrameResult, Segmenter, frame_result, processing_size
 from stma_cli.io.atomic import temporary_path
 from stma_cli.io.background import BackgroundWorker
-from stma_cli.io.masks import Numbering, read_mask
+from stma_cli.io.masks import Numbering, palette_keeping_colours, read_mask
 from stma_cli.io.claim import LOCK_FILE, claim_folder
 from stma_cli.io.output import (
     LOGITS,
@@ -349,7 +349,7 @@ def _read_masks(job: VideoJob, video: VideoSource) -> tuple[dict[int, np.ndarray
         else:
             masks[frame] = mask.labels
         palette = palette or mask.palette
-    return masks, palette, legends
+    return masks, palette_keeping_colours(palette, legends.values()), legends
 
 
 def _objects_in_order(masks: dict[int, np.ndarray]) -> list[int]:

@@ -29,6 +29,7 @@ import itertools
 import math
 import re
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,19 @@ class Mask:
     def object_ids(self) -> list[int]:
         """Sorted non-zero ids present in the mask."""
         return [int(i) for i in np.unique(self.labels) if i != 0]
+
+
+def palette_keeping_colours(palette: list[int] | None, legends: Iterable[dict[str, int]]) -> list[int] | None:
+    """`palette` (None: DAVIS) with each object that a colour mask numbered in its own colour, so that the
+    output masks and overlay show the colours the user painted; None when no mask was a colour mask."""
+    colours = [(key, object_id) for legend in legends for key, object_id in legend.items()
+               if re.fullmatch(r"#[0-9a-f]{6}", key)]
+    if not colours:
+        return palette
+    full = _full_palette(palette if palette is not None else DAVIS_PALETTE)
+    for key, object_id in colours:
+        full[3 * object_id:3 * object_id + 3] = [int(key[i:i + 2], 16) for i in (1, 3, 5)]
+    return full
 
 
 def _full_palette(palette: list[int] | None) -> list[int]:

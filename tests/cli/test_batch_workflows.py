@@ -52,3 +52,20 @@ def test_threads_option(make_video, weights, tmp_path):
         assert result.exit_code == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_colours_of_an_rgb_mask_are_kept_in_the_output(make_video, weights, tmp_path):
+    video = make_video(frames=3)
+    painted = np.zeros((*video.labels[0].shape, 3), np.uint8)
+    painted[video.labels[0] == 1] = (255, 128, 0)
+    painted[video.labels[0] == 2] = (0, 200, 255)
+    Image.fromarray(painted).save(tmp_path / "painted.png")
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["segment", str(video.path), "--mask", str(tmp_path / "painted.png"), "--weights",
+                                 weights, "-o", str(out), "--no-logits"])
+    assert result.exit_code == 0, result.output
+    with Image.open(out / "masks" / "00000.png") as mask:
+        palette, labels = mask.getpalette(), np.asarray(mask)
+    ids = {tuple(painted[labels == i][0]): i for i in (1, 2)}  # stma numbers colours in the order they appear
+    for colour, object_id in ids.items():
+        assert tuple(palette[3 * object_id:3 * object_id + 3]) == colour
