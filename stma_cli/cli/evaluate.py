@@ -60,6 +60,7 @@ def evaluate(
     max_side: int = typer.Option(SegmenterConfig.max_side, "--max-side", min=0, metavar="PX", help="With --output: longest side the model sees; 0 keeps the input size."),
     device: str = typer.Option("auto", "--device", metavar="DEVICE", help="With --output: auto, cpu, cuda or cuda:N."),
     precision: str = typer.Option(SegmenterConfig.precision, "--precision", metavar="P", help="With --output: auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 or bf16."),
+    mask_format: str = typer.Option("png", "--mask-format", metavar="FORMATS", help="With --output: masks written beside each sequence's palette PNGs (which are always written, to be scored), one or a comma list: coco (masks.json), objects (ID/FRAME.png)."),
 ) -> None:
     """Score DAVIS-2017 predictions, or pack YouTube-VOS ones.
 
@@ -72,6 +73,7 @@ def evaluate(
     With --output DIR instead of --results, the model first segments the split into DIR from each sequence's given masks, with the settings of `stma segment`.
     """
     from stma_cli.evaluation.datasets import DavisDataset, YouTubeVOSDataset, plain_name
+    from stma_cli.io.output import parse_mask_formats
     from stma_cli.threads import available_cpus, use_threads
 
     if (results is None) == (output is None):
@@ -85,8 +87,9 @@ def evaluate(
         dataset = DavisDataset(root, split, resolution, names)
     if output is not None:
         config = SegmenterConfig(mem_size=mem_size, mem_every=mem_every, max_side=max_side, precision=precision)
+        formats = parse_mask_formats(mask_format)
         use_threads(threads)
-        _predict(dataset, output, weights, revision, device, config)
+        _predict(dataset, output, weights, revision, device, config, formats)
         results = output
     if isinstance(dataset, YouTubeVOSDataset):
         _pack(dataset, results, as_json)
@@ -95,7 +98,7 @@ def evaluate(
 
 
 def _predict(dataset: DavisDataset | YouTubeVOSDataset, output: Path, weights: str | None, revision: str | None,
-             device: str, config: SegmenterConfig) -> None:
+             device: str, config: SegmenterConfig, mask_formats: tuple[str, ...]) -> None:
     from stma_cli.device import autocast_dtype, resolve_device
     from stma_cli.hub import load_model
     from stma_cli.inference.dataset import predict_dataset
@@ -105,7 +108,7 @@ def _predict(dataset: DavisDataset | YouTubeVOSDataset, output: Path, weights: s
     autocast_dtype(torch_device, config.precision)  # a bad precision fails before the model loads
     model, _ = load_model(weights, revision, device=torch_device)
     with _progress("Predicting", len(dataset.sequence_names)) as advance:
-        predict_dataset(dataset, output, model, config, progress=advance)
+        predict_dataset(dataset, output, model, config, progress=advance, mask_formats=mask_formats)
 
 
 def _check_output(dataset: DavisDataset | YouTubeVOSDataset, output: Path) -> None:
@@ -158,7 +161,7 @@ def _pack(dataset: YouTubeVOSDataset, results: Path, as_json: bool) -> None:
 
 @contextmanager
 def _progress(label: str, total: int) -> Iterator[Callable[[str], None]]:
-    """A progress bar on stderr; yields the callback that advances it by one sequence.
+    """A progress bar on stderr when it is a terminal; yields the callback that advances it by one sequence.
 
     It redraws only when advanced (no refresh thread), so worker processes start from a
     single-threaded parent.
@@ -166,14 +169,16 @@ def _progress(label: str, total: int) -> Iterator[Callable[[str], None]]:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    console = Console(stderr=True)
     progress = Progress(
         TextColumn(f"{label} {{task.fields[last]}}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        console=Console(stderr=True),
+        console=console,
         auto_refresh=False,
         transient=True,
+        disable=not console.is_terminal,  # a log or a pipe gets no bar (and no blank line where it was)
     )
     with progress:
         task = progress.add_task(label, total=total, last="")

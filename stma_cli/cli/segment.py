@@ -77,6 +77,11 @@ def segment(
                                   help="auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 or bf16."),
     overlay: bool = typer.Option(True, "--overlay/--no-overlay", help="Write overlay.mp4."),
     logits: bool = typer.Option(True, "--logits/--no-logits", help="Write logits.h5."),
+    mask_format: str = typer.Option(
+        "png", metavar="FORMATS",
+        help="How masks are written, one or a comma list: png (masks/NAME.png, a palette PNG per frame), coco "
+             "(masks.json, COCO RLE per frame and object), objects (masks/ID/NAME.png, a black-and-white PNG "
+             "per object and frame)."),
     json_lines: bool = typer.Option(False, "--json", help="One JSON line per video on stdout, nothing else there."),
     shard: Optional[str] = typer.Option(
         None, metavar="K/N",
@@ -89,8 +94,8 @@ def segment(
 ) -> None:
     """Segment videos from the masks of their objects.
 
-    Each video gets a folder with masks/ (a palette PNG per frame), overlay.mp4, logits.h5 and
-    manifest.json.
+    Each video gets a folder with masks/ (a palette PNG per frame; see --mask-format), overlay.mp4,
+    logits.h5 and manifest.json.
 
     Each VIDEO is a video file, a folder of frames, a folder of videos or frame folders, or '-' for
     a video on standard input. With no VIDEO, paths are read from standard input, one per line.
@@ -103,6 +108,7 @@ def segment(
         from stma_cli.inference.jobs import Shard, build_jobs, expand_inputs, local_device, parse_ends, parse_frames
         from stma_cli.inference.pipeline import DIRECTIONS, RunOptions
         from stma_cli.inference.segmenter import Segmenter
+        from stma_cli.io.output import parse_mask_formats
         from stma_cli.threads import use_threads
 
     err = Console(stderr=True, soft_wrap=True)  # one message, one line, whatever the terminal width
@@ -120,6 +126,7 @@ def segment(
             raise StmaError(f"--direction {direction!r}: expected one of {', '.join(DIRECTIONS)}")
         if precision not in PRECISIONS:
             raise StmaError(f"--precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+        mask_formats = parse_mask_formats(mask_format)
     except StmaError as error:
         err.print(f"stma: error: {error}", markup=False, highlight=False)
         raise typer.Exit(EXIT_USAGE) from None
@@ -134,7 +141,7 @@ def segment(
         config = SegmenterConfig(mem_size=mem_size, mem_every=mem_every, max_side=max_side, precision=precision)
         segmenter = Segmenter(model, config, copy_model=False)  # the one model in memory, reset for each video
         options = RunOptions(direction=direction, overlay=overlay, logits=logits, overwrite=overwrite,
-                             model_id=resolved.model_id, model_revision=resolved.revision,
+                             mask_formats=mask_formats, model_id=resolved.model_id, model_revision=resolved.revision,
                              weights_sha256=weights_sha256(resolved.path))
         current: list[str] = []
         try:

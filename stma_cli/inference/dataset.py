@@ -1,7 +1,7 @@
 """Predictions for a DAVIS or YouTube-VOS split, written in the layout `stma eval` scores or packs."""
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -10,34 +10,41 @@ from PIL import Image
 from stma_cli.errors import StmaError
 from stma_cli.evaluation.datasets import VideoSequence, VosDataset, read_label_map
 from stma_cli.inference.segmenter import Segmenter, SegmenterConfig
+from stma_cli.io.exports import COCO_FILE, CocoWriter, write_object_masks
 from stma_cli.io.masks import write_mask
 from stma_cli.model import STMA
 
 
 def predict_dataset(dataset: VosDataset, output_dir: Path, model: STMA, segmenter_config: SegmenterConfig,
-                    progress: Callable[[str], None] | None = None) -> None:
+                    progress: Callable[[str], None] | None = None, mask_formats: Sequence[str] = ("png",)) -> None:
     """Segment every sequence of `dataset` from its given masks; write `dataset.prediction_path(...)` PNGs.
 
     Each object starts on the frame whose given mask introduces it; only the dataset's output frames
     are written, with the palette of the sequence's first given mask (DAVIS palette if it has none).
+    The palette PNGs are always written (they are what is scored); `mask_formats` may add, beside them in
+    each sequence's folder, "coco" (masks.json) and "objects" (<id>/FRAME.png), as `stma segment` writes them.
     `progress` is called with each sequence name when it is done.
     """
     segmenter = Segmenter(model, segmenter_config)
     for name in dataset.sequence_names:
         segmenter.reset()
-        _predict_sequence(dataset, dataset.sequence(name), Path(output_dir), segmenter)
+        _predict_sequence(dataset, dataset.sequence(name), Path(output_dir), segmenter, mask_formats)
         if progress is not None:
             progress(name)
 
 
-def _predict_sequence(dataset: VosDataset, sequence: VideoSequence, output_dir: Path, segmenter: Segmenter) -> None:
+def _predict_sequence(dataset: VosDataset, sequence: VideoSequence, output_dir: Path, segmenter: Segmenter,
+                      mask_formats: Sequence[str]) -> None:
     introduced: dict[str, list[int]] = {}
     for object_id, frame in sequence.first_appearance.items():
         introduced.setdefault(frame, []).append(object_id)
+    object_ids = sorted(sequence.first_appearance)
     palette = _palette(sequence.given_masks[min(sequence.given_masks, key=sequence.frames.index)])
     outputs = set(sequence.output_frames)
+    folder = dataset.prediction_path(output_dir, sequence.name, "frame").parent
+    coco: CocoWriter | None = None
     tracking = False
-    for frame, path in zip(sequence.frames, sequence.frame_paths):
+    for index, (frame, path) in enumerate(zip(sequence.frames, sequence.frame_paths)):
         tracking = tracking or frame in sequence.given_masks
         if not tracking and frame not in outputs:
             continue
@@ -49,9 +56,15 @@ def _predict_sequence(dataset: VosDataset, sequence: VideoSequence, output_dir: 
         else:
             labels = np.zeros(image.shape[:2], np.uint8)
         if frame in outputs:
-            target = dataset.prediction_path(output_dir, sequence.name, frame)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            write_mask(target, labels, palette)
+            folder.mkdir(parents=True, exist_ok=True)
+            write_mask(dataset.prediction_path(output_dir, sequence.name, frame), labels, palette)
+            if "objects" in mask_formats:
+                write_object_masks(folder, frame, labels, object_ids)
+            if "coco" in mask_formats:
+                coco = coco or CocoWriter(folder / COCO_FILE, (labels.shape[1], labels.shape[0]), object_ids)
+                coco.write(index, frame, labels)
+    if coco is not None:
+        coco.close()
 
 
 def _read_frame(path: Path) -> np.ndarray:

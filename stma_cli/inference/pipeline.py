@@ -37,8 +37,10 @@ from stma_cli.io.output import (
     clear_for_run,
     inspect_folder,
     is_output_mask,
+    mask_outputs,
     read_manifest_or_none,
 )
+from stma_cli.io.exports import COCO_FILE
 from stma_cli.io.provenance import differences, input_identity, mask_identity
 from stma_cli.io.video import VideoSource, frame_files, open_video
 from stma_cli.model import LOGIT_STRIDE
@@ -98,6 +100,7 @@ class RunOptions:
     overlay: bool = True
     logits: bool = True
     overwrite: bool = False
+    mask_formats: tuple[str, ...] = ("png",)  # of MASK_FORMATS (stma_cli.io.output)
     model_id: str = ""
     model_revision: str | None = None
     weights_sha256: str = ""
@@ -169,7 +172,8 @@ def _write(job: VideoJob, video: VideoSource, masks: dict[int, np.ndarray], pale
     expected = None if video.frame_names is None else len(video.frame_names[first:stop])
     with VideoOutput(job.output, frame_names=video.frame_names, fps=video.fps, size=(video.width, video.height),
                      palette=palette, object_ids=object_ids, overlay=options.overlay, logits=options.logits,
-                     logits_shape=logits_shape, attrs=attrs, first_frame=first, frame_count=expected) as output:
+                     logits_shape=logits_shape, attrs=attrs, first_frame=first, frame_count=expected,
+                     mask_formats=options.mask_formats) as output:
         end = first
         # Encoding the outputs overlaps the model: a background thread writes each frame, in order.
         with BackgroundWorker.sink(_labelled_writer(output), depth=4, name="stma-writer") as writer:
@@ -209,7 +213,7 @@ def _check_inputs_are_not_outputs(job: VideoJob, naming: MaskNames) -> None:
     """No input (the video or its frames, a mask) may be a file this run replaces: it would be written over,
     or deleted by --overwrite before it is read. Real paths are compared, so a link to such a file counts too."""
     folder, masks = (Path(os.path.realpath(path)) for path in (job.output, job.output / MASKS))
-    replaced = {folder / name for name in (MANIFEST, OVERLAY, LOGITS, LOCK_FILE)}
+    replaced = {folder / name for name in (MANIFEST, OVERLAY, LOGITS, LOCK_FILE, COCO_FILE)}
     inputs = [("mask", path) for _, path in job.masks]
     if job.source != "-":
         source = Path(job.source)
@@ -217,7 +221,8 @@ def _check_inputs_are_not_outputs(job: VideoJob, naming: MaskNames) -> None:
         inputs += [("frame", path) for path in frame_files(source)] if frames else [("input", source)]
     for what, path in inputs:
         real = Path(os.path.realpath(path))
-        if real.parent == masks and is_output_mask(real.name, naming):
+        in_object_folder = real.parent.parent == masks and real.parent.name.isdecimal()
+        if (real.parent == masks or in_object_folder) and is_output_mask(real.name, naming):
             raise StmaError(f"{path}: this {what} is where stma writes its output masks ({job.output / MASKS}); "
                             "move it, or choose another --output")
         if real in replaced:
@@ -244,7 +249,8 @@ def _provenance(job: VideoJob, segmenter: Segmenter, options: RunOptions, source
         "masks": masks,
         "model": {"id": options.model_id, "revision": options.model_revision, "sha256": options.weights_sha256},
         "settings": settings,
-        "outputs": [MASKS] + [name for name, on in ((OVERLAY, options.overlay), (LOGITS, options.logits)) if on],
+        "outputs": mask_outputs(options.mask_formats) +
+                   [name for name, on in ((OVERLAY, options.overlay), (LOGITS, options.logits)) if on],
     }
 
 

@@ -462,7 +462,7 @@ def _coco(data: dict, path: Path, size: tuple[int, int] | None, numbering: Numbe
         segmentation = annotation["segmentation"]
         region = np.zeros_like(labels, dtype=bool)
         if isinstance(segmentation, dict):
-            region = _rle_region(segmentation, path, (height, width))
+            region = rle_region(segmentation, path, (height, width))
         else:
             for polygon in segmentation:
                 _fill_polygon(region, _points(polygon, path, f"annotation {annotation.get('id')}"), toggle=True)
@@ -543,7 +543,7 @@ def _fill_disc(region: np.ndarray, centre: np.ndarray, radius: float) -> None:
     region |= (xs + 0.5 - centre[0]) ** 2 + (ys + 0.5 - centre[1]) ** 2 <= radius**2
 
 
-def _rle_region(rle: dict, path: Path, shape: tuple[int, int]) -> np.ndarray:
+def rle_region(rle: dict, path: str | Path, shape: tuple[int, int]) -> np.ndarray:
     """A COCO run-length encoding (counts as a list, or compressed as a string) as a boolean (H, W) array."""
     if [int(n) for n in rle["size"]] != list(shape):
         raise StmaError(f"{path}: RLE of size {rle['size']} in an image of size {list(shape)} (height, width)")

@@ -2,12 +2,15 @@
 
     results = FinishedFolder.open("out/video1")
     for index in results.frames:                 # the video's frame numbers, e.g. range(100, 200)
-        labels, palette = results.labels(index)  # (H, W) uint8 object ids and the PNG's palette
+        labels, palette = results.labels(index)  # (H, W) uint8 object ids and the masks' palette
     results.source()                             # the source video's path (StmaError if unknown or gone)
+
+The masks are read from the palette PNGs when the run wrote them, else from the object masks or the COCO
+file (see `--mask-format`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +18,12 @@ import numpy as np
 from PIL import Image
 
 from stma_cli.errors import StmaError
-from stma_cli.io.output import MANIFEST, MASKS, NUMBERED, read_manifest
+from stma_cli.io.exports import COCO_FILE
+from stma_cli.io.masks import DAVIS_PALETTE, rle_region
+from stma_cli.io.output import MANIFEST, MASK_FORMATS, MASKS, NUMBERED, read_manifest
+from stma_cli.io.safe_fs import read_json
+
+MAX_COCO_BYTES = 1 << 30
 
 
 @dataclass
@@ -27,6 +35,7 @@ class FinishedFolder:
     frames: range  # the video's frame numbers that have masks
     size: tuple[int, int]  # (width, height) of the video and its masks
     object_ids: list[int]
+    _coco: dict[int, list[dict]] | None = field(default=None, repr=False)  # frame -> annotations, once read
 
     @classmethod
     def open(cls, folder: str | Path) -> "FinishedFolder":
@@ -57,31 +66,97 @@ class FinishedFolder:
             raise StmaError(f"{path}: the source video of {self.folder} is gone; pass it with --video")
         return Path(path)
 
-    def mask_path(self, index: int) -> Path:
-        """Where the mask of frame `index` is."""
+    @property
+    def mask_formats(self) -> list[str]:
+        """The mask formats the run wrote (folders from before the formats existed hold palette PNGs)."""
+        formats = self.manifest.get("mask_formats", ["png"])
+        if not (isinstance(formats, list) and formats and all(f in MASK_FORMATS for f in formats)):
+            raise StmaError(f"{self.folder / MANIFEST}: no valid mask formats")
+        return formats
+
+    def mask_name(self, index: int) -> str:
+        """The file stem of frame `index`'s masks."""
         naming = self.manifest.get("mask_names", NUMBERED)
         if naming == NUMBERED:
-            return self.folder / MASKS / f"{index:05d}.png"
+            return f"{index:05d}"
         if isinstance(naming, list) and 0 <= index < len(naming) and isinstance(naming[index], str):
-            return self.folder / MASKS / f"{naming[index]}.png"
+            return naming[index]
         raise StmaError(f"{self.folder / MANIFEST}: no mask name for frame {index}")
 
+    def mask_path(self, index: int) -> Path:
+        """Where the palette PNG of frame `index` is."""
+        return self.folder / MASKS / f"{self.mask_name(index)}.png"
+
     def labels(self, index: int) -> tuple[np.ndarray, list[int] | None]:
-        """The object ids (H, W) and palette of frame `index`'s palette PNG."""
-        path = self.mask_path(index)
-        try:
-            with Image.open(path) as image:
-                if image.mode != "P":
-                    raise StmaError(f"{path}: not a palette PNG as stma writes (mode {image.mode})")
-                labels, palette = np.asarray(image), image.getpalette()
-        except FileNotFoundError:
-            raise StmaError(f"{path}: missing: the folder's masks are incomplete") from None
-        except (OSError, Image.DecompressionBombError) as exc:
-            raise StmaError(f"{path}: unreadable mask ({exc})") from None
+        """The object ids (H, W) of frame `index` and the masks' palette."""
+        formats = self.mask_formats
+        if "png" in formats:
+            path = self.mask_path(index)
+            labels, palette = _read_png(path, palette=True)
+        elif "objects" in formats:
+            path, labels = self.folder / MASKS, np.zeros(self.size[::-1], np.uint8)
+            for object_id in self.object_ids:
+                inside, _ = _read_png(path / str(object_id) / f"{self.mask_name(index)}.png", palette=False)
+                self._check_size(path / str(object_id), inside)
+                labels[inside > 127] = object_id
+            palette = self._palette()
+        else:
+            path, labels, palette = self.folder / COCO_FILE, self._coco_labels(index), self._palette()
+        self._check_size(path, labels)
+        return labels, palette
+
+    def _check_size(self, path: Path, labels: np.ndarray) -> None:
         width, height = self.size
         if labels.shape != (height, width):
             raise StmaError(f"{path}: the mask is {labels.shape[1]}x{labels.shape[0]}, expected {width}x{height}")
-        return labels, palette
+
+    def _palette(self) -> list[int]:
+        """The DAVIS palette with the objects' colours that the manifest records."""
+        palette = list(DAVIS_PALETTE)
+        colors = self.manifest.get("colors")
+        for key, value in (colors.items() if isinstance(colors, dict) else ()):
+            if key.isdecimal() and 0 < int(key) < 256 and isinstance(value, str) and len(value) == 7:
+                try:
+                    palette[3 * int(key):3 * int(key) + 3] = bytes.fromhex(value[1:])
+                except ValueError:
+                    continue
+        return palette
+
+    def _coco_labels(self, index: int) -> np.ndarray:
+        """Frame `index` drawn from masks.json (read once)."""
+        path = self.folder / COCO_FILE
+        height, width = self.size[1], self.size[0]
+        try:
+            if self._coco is None:
+                data = read_json(path, "COCO masks file", MAX_COCO_BYTES)
+                frame_of = {image["id"]: image["frame_index"] for image in data["images"]}
+                self._coco = {}
+                for annotation in data["annotations"]:
+                    self._coco.setdefault(frame_of[annotation["image_id"]], []).append(annotation)
+            labels = np.zeros((height, width), np.uint8)
+            for annotation in self._coco.get(index, []):
+                object_id = annotation["object_id"]
+                if object_id not in self.object_ids:
+                    raise StmaError(f"{path}: object {object_id!r} is not one of the manifest's")
+                labels[rle_region(annotation["segmentation"], path, (height, width))] = object_id
+            return labels
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise StmaError(f"{path}: not a COCO masks file as stma writes ({type(exc).__name__}: {exc})") from None
+
+
+def _read_png(path: Path, palette: bool) -> tuple[np.ndarray, list[int] | None]:
+    """The pixels of a mask PNG that stma wrote (a palette PNG if `palette`, else black and white) and its palette."""
+    try:
+        with Image.open(path) as image:
+            if palette and image.mode != "P":
+                raise StmaError(f"{path}: not a palette PNG as stma writes (mode {image.mode})")
+            if not palette and image.mode != "L":
+                raise StmaError(f"{path}: not a black-and-white PNG as stma writes (mode {image.mode})")
+            return np.asarray(image), image.getpalette() if palette else None
+    except FileNotFoundError:
+        raise StmaError(f"{path}: missing: the folder's masks are incomplete") from None
+    except (OSError, Image.DecompressionBombError) as exc:
+        raise StmaError(f"{path}: unreadable mask ({exc})") from None
 
 
 def _count(value: Any) -> bool:

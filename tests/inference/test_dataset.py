@@ -136,3 +136,38 @@ def test_eval_needs_results_or_output(tmp_path, flags):
     result = runner.invoke(app, ["eval", str(tmp_path), *flags])
     assert result.exit_code == 2
     assert result.stderr == "stma: error: give either --results DIR (existing predictions) or --output DIR (predict, then score)\n"
+
+
+def test_eval_output_writes_the_other_mask_formats_beside_the_scored_pngs(tmp_path, tiny_weights):
+    from stma_cli.io.masks import rle_region
+
+    root = make_youtube(tmp_path / "yt")
+    out = tmp_path / "pred"
+    result = runner.invoke(app, ["eval", str(root), "--format", "youtube", "--output", str(out), "--weights",
+                                 str(tiny_weights(0)), "--json", "--mask-format", "coco,objects"])
+    assert result.exit_code == 0, result.output
+    folder = out / "Annotations" / "v"
+    frames = ["00000", "00002", "00003", "00004"]
+    coco = json.loads((folder / "masks.json").read_text())
+    assert [image["file_name"] for image in coco["images"]] == [f"{frame}.png" for frame in frames]
+    for image in coco["images"]:
+        labels, _ = read_png(folder / image["file_name"])
+        for object_id in (1, 2):
+            binary = np.asarray(Image.open(folder / str(object_id) / image["file_name"]))
+            np.testing.assert_array_equal(binary == 255, labels == object_id)
+        for annotation in (a for a in coco["annotations"] if a["image_id"] == image["id"]):
+            region = rle_region(annotation["segmentation"], folder / "masks.json", labels.shape)
+            np.testing.assert_array_equal(region, labels == annotation["object_id"])
+    with zipfile.ZipFile(out / "submission.zip") as archive:
+        assert sorted(archive.namelist()) == [f"Annotations/v/{frame}.png" for frame in frames]
+
+
+def test_eval_output_error_is_one_line_and_nothing_else(tmp_path, tiny_weights):
+    root = make_davis(tmp_path / "davis")
+    broken = root / "JPEGImages" / "480p" / "two" / "00002.jpg"
+    broken.write_bytes(b"not a jpeg")
+    result = runner.invoke(app, ["eval", str(root), "--output", str(tmp_path / "pred"), "--weights",
+                                 str(tiny_weights(0)), "--max-side", "48"])
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"stma: error: {broken}: cannot read the frame")
+    assert result.stderr.count("\n") == 1

@@ -183,3 +183,27 @@ def test_clear_for_run_refuses_a_folder_at_a_file_name(tmp_path: Path) -> None:
     (tmp_path / "overlay.mp4").mkdir()
     with pytest.raises(StmaError, match=r"overlay\.mp4: is a folder, where stma writes a file"):
         clear_for_run(tmp_path, [NUMBERED])
+
+
+def test_inspect_and_clear_know_the_coco_file_and_the_object_folders(tmp_path: Path) -> None:
+    folder = tmp_path / "bear"
+    for name in ("masks/3/00000.png", "masks/3/mine.png", "masks/4/00001.png", "masks/x/00000.png", "masks.json"):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).touch()
+    assert inspect_folder(folder, NUMBERED).foreign == ["masks.json", "masks/3/00000.png", "masks/4/00001.png"]
+    clear_for_run(folder, [NUMBERED])
+    left = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*"))
+    assert left == ["masks", "masks/3", "masks/3/mine.png", "masks/x", "masks/x/00000.png"]  # masks/4 emptied
+
+
+def test_an_object_folder_that_is_a_link_is_refused(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    folder = tmp_path / "bear"
+    (folder / "masks").mkdir(parents=True)
+    (folder / "masks" / "5").symlink_to(elsewhere)
+    with pytest.raises(StmaError, match=r"masks/5: the object's mask folder is a symbolic link"):
+        make_output(folder, None, mask_formats=("objects",))
+    with pytest.raises(StmaError, match="symbolic link"):
+        clear_for_run(folder, [NUMBERED])
+    assert list(elsewhere.iterdir()) == []
