@@ -50,6 +50,16 @@ def all_reduce_mean(values: dict[str, float], context: DistributedContext, devic
     return {k: v / context.world_size for k, v in zip(keys, tensor.tolist())}
 
 
+def any_process(flag: bool, context: DistributedContext, device: torch.device) -> bool:
+    """Whether `flag` is true on any process: one decision that every process takes together (a stop decided
+    on each process's own clock would leave the others waiting in a collective)."""
+    if not context.enabled:
+        return flag
+    tensor = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return bool(tensor.item() > 0)
+
+
 def barrier(context: DistributedContext) -> None:
     """Wait for every process (no-op in a single process)."""
     if context.enabled:

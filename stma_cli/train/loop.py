@@ -36,7 +36,8 @@ from stma_cli.errors import StmaError, UsageError
 from stma_cli.inference.memory import MemoryBank
 from stma_cli.io.safe_fs import read_json
 from stma_cli.model import STMA, STMAConfig, upsample_logits
-from stma_cli.train.distributed import DistributedContext, all_reduce_mean, barrier, init_distributed, shutdown
+from stma_cli.train.distributed import (DistributedContext, all_reduce_mean, any_process, barrier, init_distributed,
+                                       shutdown)
 from stma_cli.train.losses import presence_loss, vos_loss
 from stma_cli.train.seeded import ClipKey
 
@@ -478,7 +479,8 @@ def train(config: TrainConfig, dataset: Dataset | None = None,
         state["step"] = step
         state["wall_time_s"] = time.monotonic() - started
         time_to_save = time.monotonic() - last_checkpoint > config.checkpoint_minutes * 60
-        out_of_time = config.max_minutes is not None and time.monotonic() - run_started > config.max_minutes * 60
+        out_of_time = config.max_minutes is not None and any_process(
+            time.monotonic() - run_started > config.max_minutes * 60, context, device)  # the same step on every rank
         if context.is_main and (evaluated or time_to_save or out_of_time or step == config.steps):
             save_checkpoint(out / CHECKPOINT, model, optimizer, scaler, state)
             last_checkpoint = time.monotonic()

@@ -2,6 +2,7 @@
 import json
 import os
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -195,6 +196,50 @@ def test_two_processes_with_gloo(tmp_path):
     assert state["step"] == 2
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2]
+
+
+class LateClock:
+    """A clock that runs an hour ahead from its 8th reading on: one rank's view of --time-limit."""
+
+    def __init__(self) -> None:
+        import time
+
+        self.real, self.readings = time.monotonic, 0
+
+    def monotonic(self) -> float:
+        self.readings += 1
+        return self.real() + (3600 if self.readings >= 8 else 0)
+
+
+def _worker_with_own_clock(rank: int, port: int, out: str) -> None:
+    from stma_cli.train import loop
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    if rank == 1:
+        loop.time = LateClock()  # this forked process only
+    config = _config(Path(out), 6)
+    config.max_minutes = 30
+    state = train(config, dataset=MovingSquares(), log=lambda _: None)
+    Path(out, f"rank{rank}.json").write_text(json.dumps({"step": state["step"]}))
+
+
+def test_a_time_limit_stops_every_rank_at_the_same_step(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    processes = mp.start_processes(_worker_with_own_clock, args=(port, str(tmp_path)), nprocs=2, join=False,
+                                   start_method="fork")
+    deadline = time.monotonic() + 120
+    while not processes.join(timeout=1):
+        if time.monotonic() > deadline:  # a rank waits in a collective that the other left
+            for process in processes.processes:
+                process.kill()
+            pytest.fail("a rank stopped on its own clock and the other hung")
+    steps = [json.loads((tmp_path / f"rank{rank}.json").read_text())["step"] for rank in (0, 1)]
+    assert steps[0] == steps[1] < 6
+    assert json.loads((tmp_path / "checkpoint" / "train_state.json").read_text())["step"] == steps[0]
 
 
 class Crash(BaseException):
