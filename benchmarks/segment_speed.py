@@ -45,7 +45,8 @@ from common import benchmark_weights, first_mask, machine, synthetic_video, writ
 from torch.profiler import ProfilerActivity, profile
 
 from stma_cli.hub import load_model
-from stma_cli.inference.pipeline import RunOptions, VideoJob, segment_video
+from stma_cli.inference.jobs import VideoJob
+from stma_cli.inference.pipeline import RunOptions, segment_video
 from stma_cli.inference.segmenter import Segmenter, SegmenterConfig
 from stma_cli.io.video import open_video
 from stma_cli.model import STMA

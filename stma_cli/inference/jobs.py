@@ -4,20 +4,38 @@ from __future__ import annotations
 import os
 import re
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
 from stma_cli.errors import StmaError
-from stma_cli.inference.pipeline import VideoJob
 from stma_cli.io.masks import MAX_FRAME_DIGITS, MAX_ID, parse_mask_arg
 from stma_cli.io.safe_fs import read_json
-from stma_cli.io.video import frame_files
+from stma_cli.io.video import FRAME_SUFFIXES, frame_files
 
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv", ".gif"}
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 DEFAULT_OUTPUT = Path("stma_output")
 _SHARD = re.compile(r"\s*(-?[0-9]{1,18})\s*/\s*(-?[0-9]{1,18})\s*")  # ASCII digits: int() also takes '٣'
+
+
+@dataclass
+class VideoJob:
+    """One video to segment: its source, its masks as (frame, path), and its output folder.
+
+    `frames` (start, stop) restricts the run to frames start..stop-1 (stop None: to the end); the masks
+    keep the video's frame numbers. `ends` maps a frame to the objects that end there: they are not
+    followed across the cut just before it (forward onto it, or backward from it). `error`, if set, is
+    reported for the video instead of segmenting it (a problem found in planning). `coco_image_id` picks
+    the image of COCO mask files (see `read_mask`).
+    """
+
+    source: str
+    masks: list[tuple[int, Path]]
+    output: Path
+    error: str | None = None
+    frames: tuple[int, int | None] = (0, None)
+    ends: dict[int, list[int]] = field(default_factory=dict)
+    coco_image_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -142,18 +160,18 @@ _FRAME = "\0frame\0"  # stands for {frame} while the other fields are filled
 def check_template(template: str) -> None:
     """A --mask-template may use only the plain fields {stem}, {name}, {parent} and {frame}."""
     try:
-        parsed = [(field, conversion, spec) for _, field, spec, conversion in string.Formatter().parse(template)
-                  if field is not None]
+        parsed = [(name, conversion, spec) for _, name, spec, conversion in string.Formatter().parse(template)
+                  if name is not None]
     except ValueError as exc:
         raise StmaError(f"--mask-template {template!r}: {exc} (fields: {{stem}}, {{name}}, {{parent}}, "
                         "{frame})") from None
-    fields = [field for field, _, _ in parsed]
-    for field, conversion, spec in parsed:
-        if field not in TEMPLATE_FIELDS:
-            raise StmaError(f"--mask-template {template!r}: unknown field {_braced(field)} "
+    fields = [name for name, _, _ in parsed]
+    for name, conversion, spec in parsed:
+        if name not in TEMPLATE_FIELDS:
+            raise StmaError(f"--mask-template {template!r}: unknown field {_braced(name)} "
                             "(fields: {stem}, {name}, {parent}, {frame}, without attributes or indices)")
         if conversion or spec:
-            raise StmaError(f"--mask-template {template!r}: field {{{field}}} with a conversion or format spec; "
+            raise StmaError(f"--mask-template {template!r}: field {{{name}}} with a conversion or format spec; "
                             "fields are plain: {stem}, {name}, {parent}, {frame}")
     if "frame" in fields and "/" in template[template.index("{frame}"):]:
         raise StmaError(f"--mask-template {template!r}: {{frame}} may only appear in the file name")
@@ -397,4 +415,4 @@ def _is_video_file(path: Path) -> bool:
 def _is_frame_folder(path: Path) -> bool:
     """Images and no video files: a folder of videos may also hold their mask PNGs."""
     files = [p for p in path.iterdir() if p.is_file()]
-    return any(p.suffix.lower() in IMAGE_SUFFIXES for p in files) and not any(_is_video_file(p) for p in files)
+    return any(p.suffix.lower() in FRAME_SUFFIXES for p in files) and not any(_is_video_file(p) for p in files)

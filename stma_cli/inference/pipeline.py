@@ -21,7 +21,8 @@ from torch.profiler import record_function
 
 from stma_cli.device import PRECISION_NAMES
 from stma_cli.errors import StmaError
-from stma_cli.inference.segmenter import FrameResult, Segmenter, frame_result, processing_size
+from stma_cli.inference.jobs import VideoJob
+from stma_cli.inference.segmenter import FrameResult, Segmenter, frame_result, keep_given_mask, processing_size
 from stma_cli.io.atomic import temporary_path
 from stma_cli.io.background import BackgroundWorker
 from stma_cli.io.masks import Numbering, palette_keeping_colours, read_mask
@@ -47,26 +48,6 @@ from stma_cli.model import LOGIT_STRIDE
 
 DIRECTIONS = ("forward", "backward", "both")
 ABSENT = -1e4  # logit of an object on frames before it appears
-
-
-@dataclass
-class VideoJob:
-    """One video to segment: its source, its masks as (frame, path), and its output folder.
-
-    `frames` (start, stop) restricts the run to frames start..stop-1 (stop None: to the end); the masks
-    keep the video's frame numbers. `ends` maps a frame to the objects that end there: they are not
-    followed across the cut just before it (forward onto it, or backward from it). `error`, if set, is
-    reported for the video instead of segmenting it (a problem found in planning). `coco_image_id` picks
-    the image of COCO mask files (see `read_mask`).
-    """
-
-    source: str
-    masks: list[tuple[int, Path]]
-    output: Path
-    error: str | None = None
-    frames: tuple[int, int | None] = (0, None)
-    ends: dict[int, list[int]] = field(default_factory=dict)
-    coco_image_id: int | None = None
 
 
 @dataclass
@@ -610,8 +591,6 @@ def _merge(ahead: FrameResult, behind: FrameResult, from_behind: list[int], mask
     presence = np.where(take[1:, 0, 0].numpy(), behind.presence, own_presence)
     merged = frame_result(torch.log(probs.clamp(min=1e-4))[None], object_ids,
                           processing_size(*size, max_side), size, torch.from_numpy(presence))
-    if mask is not None:  # the user's mask, exactly, as on every frame that holds one
-        given = [int(i) for i in np.unique(mask) if i != 0]
-        merged.labels[np.isin(merged.labels, given)] = 0
-        merged.labels[mask != 0] = mask[mask != 0]
+    if mask is not None:  # as on every frame that holds one
+        keep_given_mask(merged.labels, mask)
     return merged

@@ -123,9 +123,8 @@ class Segmenter:
             result = frame_result(logits.float(), self.object_ids, features.size, (height, width), presence[0])
         if not torch.isfinite(result.logits).all():
             raise StmaError("the model's output is not finite (NaN or inf): its weights are broken")
-        if given:  # the user's mask is returned exactly, not as the model re-renders it
-            result.labels[np.isin(result.labels, given)] = 0
-            result.labels[mask != 0] = mask[mask != 0]
+        if given:
+            keep_given_mask(result.labels, mask)
         return result
 
     # -- helpers ---------------------------------------------------------------------------------
@@ -206,6 +205,14 @@ def _drop_objects(entry: MemoryEntry, positions: list[int], tokens_per_object: i
     entry.coverage = torch.cat([background, entry.coverage[:, [p + 1 for p in keep]]], dim=1)
     if entry.object_valid is not None:
         entry.object_valid = entry.object_valid[:, tokens]
+
+
+def keep_given_mask(labels: np.ndarray, mask: np.ndarray) -> None:
+    """The user's mask wins on its frame: its objects are exactly where it puts them, not where the model
+    re-renders them (`labels` is changed in place)."""
+    given = mask != 0
+    labels[np.isin(labels, np.unique(mask[given]))] = 0
+    labels[given] = mask[given]
 
 
 def frame_result(logits: torch.Tensor, object_ids: list[int], size: tuple[int, int],

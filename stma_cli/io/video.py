@@ -25,7 +25,7 @@ from PIL import Image, UnidentifiedImageError
 from stma_cli.errors import StmaError
 from stma_cli.io.background import BackgroundWorker
 
-FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
+FRAME_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")  # what a frame folder holds
 DEFAULT_FOLDER_FPS = Fraction(24)
 STDIN_NAME = "<stdin>"
 _STREAM_CHUNK = 1 << 20  # the most bytes taken from a stream in one read
@@ -48,7 +48,7 @@ def ffmpeg_reason(exc: BaseException) -> str:
 
 
 def frame_files(folder: Path) -> list[Path]:
-    """The .jpg/.png frames of a frame folder, in natural order."""
+    """The image frames of a frame folder (FRAME_SUFFIXES), in natural order."""
     return sorted((p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES and p.is_file()),
                   key=lambda p: natural_key(p.name))
 
@@ -245,12 +245,12 @@ def _probe(file: str | _Spool, name: str) -> tuple[av.VideoFrame, Fraction, Frac
 
 
 class _FolderSource(VideoSource):
-    """A folder of .jpg/.png frames in natural order; every frame must have the same size."""
+    """A folder of image frames (FRAME_SUFFIXES) in natural order; every frame must have the same size."""
 
     def __init__(self, folder: Path, fps: Fraction, queue_size: int) -> None:
         files = frame_files(folder)
         if not files:
-            raise StmaError(f"{folder}: no .jpg or .png frames in this folder")
+            raise StmaError(f"{folder}: no frames in this folder (images named {', '.join(FRAME_SUFFIXES)})")
         stems = [p.stem for p in files]
         if len(set(stems)) != len(stems):
             twice = next(stem for stem in stems if stems.count(stem) > 1)

@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from stma_cli.errors import StmaError
-from stma_cli.inference.pipeline import ABSENT, RunOptions, VideoJob, plan_passes, run_batch, segment_video
+from stma_cli.inference.jobs import VideoJob
+from stma_cli.inference.pipeline import ABSENT, RunOptions, plan_passes, run_batch, segment_video
 from stma_cli.inference.segmenter import Segmenter
 from stma_cli.io.logits import read_logits
 from stma_cli.io.masks import write_mask

@@ -20,6 +20,7 @@ from PIL import Image
 
 from stma_cli.errors import StmaError
 from stma_cli.io.video import (
+    FRAME_SUFFIXES,
     TruncatedVideoWarning,
     count_frames,
     natural_key,
@@ -323,8 +324,21 @@ def test_frame_folder_with_a_broken_frame(tmp_path: Path) -> None:
 
 def test_empty_frame_folder(tmp_path: Path) -> None:
     (tmp_path / "none").mkdir()
-    with pytest.raises(StmaError, match=r"none: no \.jpg or \.png frames"):
+    with pytest.raises(StmaError, match=r"none: no frames in this folder \(images named \.jpg, \.jpeg, \.png, \.bmp"):
         open_video(tmp_path / "none")
+
+
+def test_every_kind_of_frame_a_folder_is_taken_for_is_read(tmp_path: Path) -> None:
+    from stma_cli.inference.jobs import expand_inputs
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for index, suffix in enumerate(FRAME_SUFFIXES):
+        Image.fromarray(np.full((8, 10, 3), 20 * index, np.uint8)).save(folder / f"{index:03d}{suffix}")
+    assert expand_inputs([str(folder)], False) == [str(folder)]
+    with open_video(folder) as video:
+        frames = list(video)
+    assert len(frames) == len(FRAME_SUFFIXES) and all(frame.shape == (8, 10, 3) for frame in frames)
 
 
 def test_real_footage_round_trip(tmp_path: Path) -> None:
