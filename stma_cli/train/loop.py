@@ -6,18 +6,14 @@ through the same `MemoryBank` that inference uses (the anchor, a working frame e
 frames, the previous frame, at most `mem_size` frames; both drawn per step). So the network learns
 from its own mistakes as it will meet them at inference. Clips sample frames with gaps, up to a
 maximum that follows a curriculum (`skip_schedule`), so the memory must bridge long absences.
-Checkpoints hold everything needed to resume exactly: model, optimiser, schedule, step (the data is
-a pure function of the step).
+Checkpoints (`stma_cli.train.checkpoint`) hold everything needed to resume exactly: model, optimiser,
+schedule, step (the data is a pure function of the step).
 """
 from __future__ import annotations
 
 import functools
 import json
 import math
-import os
-import re
-import secrets
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,8 +21,6 @@ from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
-from safetensors.torch import load_model, save_model
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -34,15 +28,13 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from stma_cli.device import autocast, resolve_device
 from stma_cli.errors import StmaError, UsageError
 from stma_cli.inference.memory import MemoryBank
-from stma_cli.io.safe_fs import read_json
 from stma_cli.model import STMA, STMAConfig, upsample_logits
+from stma_cli.train.checkpoint import BEST, CHECKPOINT, checkpoint_in, load_checkpoint, save_checkpoint
 from stma_cli.train.distributed import (DistributedContext, all_reduce_mean, any_process, barrier, init_distributed,
                                        shutdown)
 from stma_cli.train.losses import presence_loss, vos_loss
 from stma_cli.train.seeded import ClipKey
 
-CHECKPOINT = "checkpoint"
-BEST = "best"
 LOG = "log.jsonl"
 MAX_SKIP = 100  # the largest gap of --skip-schedule: generated clips plan every frame of the span they sample
 # Modules that weights from before their introduction lack; `--init` from such weights starts them fresh.
@@ -251,113 +243,6 @@ def make_optimizer(model: STMA, config: TrainConfig) -> torch.optim.Optimizer:
         [{"params": p, "lr": lr, "initial_lr": lr, "weight_decay": wd} for (lr, wd), p in groups.items()],
         betas=(0.9, 0.99),
     )
-
-
-_TAG = r"\d{8}-[0-9a-f]{4}|legacy-[0-9a-f]{4}"  # checkpoint-<step>-<tag>, or an older version's folder moved aside
-
-
-def save_checkpoint(folder: Path, model: STMA, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-                    state: dict[str, Any]) -> None:
-    """Write a checkpoint beside the current one, then switch to it in one atomic step.
-
-    `folder` (e.g. OUT/checkpoint) is a symbolic link to a sibling folder named `checkpoint-<step>-<tag>`.
-    The new checkpoint is written and synced under a temporary name, renamed to its own name, and the
-    link is replaced by a new one with a single rename; only then are older checkpoints removed. A crash
-    at any instant leaves a complete checkpoint that `checkpoint_in` finds.
-    """
-    broken = next((name for name, p in model.named_parameters() if not torch.isfinite(p).all()), None)
-    if broken is not None:
-        raise StmaError(f"step {state['step']}: weight {broken} is not finite (NaN or inf); "
-                        f"the checkpoint is not written, the last one in {folder} is kept")
-    parent, tag = folder.parent, f"{state['step']:08d}-{secrets.token_hex(2)}"
-    final = parent / f"{folder.name}-{tag}"
-    staging = parent / f".{final.name}.tmp-{os.getpid()}"
-    staging.mkdir(parents=True)
-    (staging / "config.json").write_text(json.dumps(model.config.to_dict(), indent=2))
-    save_model(model, str(staging / "model.safetensors"))
-    torch.save({"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict()}, staging / "optimizer.pt")
-    (staging / "train_state.json").write_text(json.dumps(state, indent=2))
-    for path in staging.iterdir():
-        _fsync(path)
-    staging.rename(final)
-    _fsync(parent)
-    if folder.is_dir() and not folder.is_symlink():  # written by an older version: moved aside, kept until the switch
-        folder.rename(parent / f"{folder.name}-legacy-{secrets.token_hex(2)}")
-    link = parent / f".{folder.name}.link-{os.getpid()}"
-    link.unlink(missing_ok=True)
-    os.symlink(final.name, link)
-    os.replace(link, folder)
-    _fsync(parent)
-    ours = re.compile(rf"{re.escape(folder.name)}-({_TAG})|\.{re.escape(folder.name)}(-{_TAG}\.tmp-\d+|\.tmp|\.old)")
-    for old in parent.iterdir():
-        if ours.fullmatch(old.name) and old != final and old.is_dir() and not old.is_symlink():
-            shutil.rmtree(old, ignore_errors=True)
-
-
-def checkpoint_in(folder: Path) -> Path | None:
-    """The checkpoint to resume from: where `folder` points, else (a crash before the first switch, or a
-    checkpoint of an older version) the complete checkpoint beside it with the highest step; None if none."""
-    if (folder / "train_state.json").is_file():
-        return folder
-    named = re.compile(rf"{re.escape(folder.name)}-({_TAG})")
-    candidates = [path for path in folder.parent.glob(f"{folder.name}-*")
-                  if named.fullmatch(path.name) and (path / "train_state.json").is_file()]
-    # An older version that crashed between its two renames left the previous checkpoint in .NAME.old and the
-    # new, complete one (train_state.json is written last) in .NAME.tmp.
-    candidates += [legacy for legacy in (folder.with_name(f".{folder.name}.old"), folder.with_name(f".{folder.name}.tmp"))
-                   if (legacy / "train_state.json").is_file()]
-    return max(candidates, key=_saved_step, default=None)
-
-
-def _saved_step(folder: Path) -> int:
-    try:
-        step = read_json(folder / "train_state.json", "train state").get("step")
-    except (StmaError, AttributeError):
-        return -1
-    return step if isinstance(step, int) else -1
-
-
-def _fsync(path: Path) -> None:
-    """Flush a file or a folder's entries to the disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def load_checkpoint(folder: Path, model: STMA, optimizer: torch.optim.Optimizer,
-                    scaler: torch.amp.GradScaler) -> dict[str, Any]:
-    """Restore model, optimiser and scaler; returns the saved train state. StmaError names the file at fault."""
-    state_path = folder / "train_state.json"
-    state = read_json(state_path, "train state")
-    if not isinstance(state, dict) or not isinstance(state.get("step"), int) or state["step"] < 0:
-        raise StmaError(f"{state_path}: not a train state (expected an object with a 'step' of 0 or more)")
-    config_path = folder / "config.json"
-    try:
-        saved = STMAConfig.from_dict(read_json(config_path, "model config")).to_dict()
-    except (ValueError, TypeError, AttributeError) as error:
-        raise StmaError(f"{config_path}: unreadable model config ({error})") from None
-    if saved != model.config.to_dict():
-        different = sorted(k for k in {*saved, *model.config.to_dict()} if saved.get(k) != model.config.to_dict().get(k))
-        raise StmaError(f"{folder}: this run was trained with another model config (differs in "
-                        f"{', '.join(different)}); resume it with the same --config, or use a new --out")
-    weights = folder / "model.safetensors"
-    try:
-        load_model(model, str(weights), strict=True)
-    except (SafetensorError, OSError, RuntimeError) as error:
-        raise StmaError(f"{weights}: cannot be loaded ({str(error).strip().splitlines()[0]})") from None
-    extra_path = folder / "optimizer.pt"
-    try:
-        extra = torch.load(extra_path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - a damaged file makes torch.load raise many kinds of error
-        raise StmaError(f"{extra_path}: unreadable optimiser state (damaged, or not written by stma train)") from None
-    try:
-        optimizer.load_state_dict(extra["optimizer"])
-        scaler.load_state_dict(extra["scaler"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as error:
-        raise StmaError(f"{extra_path}: the optimiser state does not fit this model ({error})") from None
-    return state
 
 
 def train(config: TrainConfig, dataset: Dataset | None = None,

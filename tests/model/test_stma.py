@@ -81,8 +81,8 @@ def test_config_presets_and_round_trip():
 
 
 def test_older_config_keys_are_read_under_their_new_names():
-    """The shipped weights' config.json predates matching_keys and says propagation_dim: it still loads,
-    as a model with learned keys of that width."""
+    """A config.json written before matching_keys existed says propagation_dim (earlier stma-tiny
+    releases): it still loads, as a model with learned keys of that width."""
     data = STMAConfig().to_dict()
     data["propagation_dim"] = data.pop("learned_key_dim")
     for key in ("matching_keys", "matching_top_k", "cut_threshold"):
