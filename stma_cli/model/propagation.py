@@ -14,6 +14,7 @@ object absent there gets no prior at all and is found again from memory alone.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -47,18 +48,19 @@ class LocalPropagation(nn.Module):
         keys = F.normalize(self.key(self.norm(tokens)), dim=-1)
         return keys.transpose(1, 2).reshape(keys.shape[0], -1, *grid)
 
-    def forward(self, keys: torch.Tensor, previous_keys: torch.Tensor, previous_coverage: torch.Tensor) -> torch.Tensor:
-        """Prior (B, c, h, w) from keys (B, d, h, w) and the previous frame's keys and coverage (B, c, h, w)."""
+    def forward(self, keys: torch.Tensor, previous_keys: torch.Tensor, previous_coverage: torch.Tensor,
+                similarity: torch.Tensor | None = None) -> torch.Tensor:
+        """Prior (B, c, h, w) from keys (B, d, h, w) and the previous frame's keys and coverage (B, c, h, w).
+
+        `similarity`: their `window_similarity`, when the caller has computed it already.
+        """
         b, d, h, w = keys.shape
-        size = 2 * self.radius + 1
-        windows = F.unfold(previous_keys, size, padding=self.radius).view(b, d, size * size, h * w)
-        # A broadcast product and a sum: einsum turns this into many tiny matrix products, 10x slower on CPU.
-        similarity = (keys.flatten(2)[:, :, None] * windows).sum(1) * self.log_temperature.exp()
-        inside = F.unfold(keys.new_ones(1, 1, h, w), size, padding=self.radius) > 0  # (1, k, h*w)
-        weights = similarity.masked_fill(~inside, float("-inf")).softmax(dim=1)
-        c = previous_coverage.shape[1]
-        coverage = F.unfold(previous_coverage, size, padding=self.radius).view(b, c, size * size, h * w)
-        return (coverage * weights[:, None]).sum(2).view(b, c, h, w)
+        if similarity is None:
+            similarity = window_similarity(keys, previous_keys, self.radius)
+        index, inside = _windows(h, w, self.radius, keys.device)
+        weights = (similarity * self.log_temperature.exp()).masked_fill(~inside, float("-inf")).softmax(dim=1)
+        coverage = previous_coverage.flatten(2)[:, :, index]  # (B, c, k, h*w); outside the frame: masked above
+        return (coverage * weights[:, None].to(coverage.dtype)).sum(2).view(b, -1, h, w)
 
     def gate(self, previous_coverage: torch.Tensor) -> torch.Tensor:
         """Per-channel gate (B, 1+n) in [0, 1]: 1 for the background, mass / (mass + tau) for objects."""
@@ -129,18 +131,41 @@ def encoder_keys(f8: torch.Tensor, f16: torch.Tensor) -> torch.Tensor:
     return (torch.cat([k8, k16], dim=1) * math.sqrt(0.5)).to(f16.dtype)
 
 
-def shot_continuity(keys: torch.Tensor, previous_keys: torch.Tensor, radius: int) -> torch.Tensor:
-    """How well a frame continues the previous one, (B,): each patch's best cosine similarity to the
-    previous frame's patches within `radius`, averaged over the frame.
+def window_similarity(keys: torch.Tensor, previous_keys: torch.Tensor, radius: int) -> torch.Tensor:
+    """Cosine similarity (B, (2r+1)^2, h*w) of each patch's key (B, d, h, w) with the previous frame's keys in
+    the window of `radius` around it, in `F.unfold`'s window order; 0 where the window leaves the frame.
+
+    One matrix product of all patches against all, then the windows picked out of it: far faster on a CPU
+    than unfolding the d-dimensional keys into every window.
+    """
+    b, d, h, w = keys.shape
+    index, inside = _windows(h, w, radius, keys.device)
+    every = torch.bmm(keys.flatten(2).transpose(1, 2), previous_keys.flatten(2).to(keys.dtype))  # (B, N, N)
+    picked = every.gather(2, index.t()[None].expand(b, -1, -1)).transpose(1, 2)  # (B, k, N)
+    return picked.masked_fill(~inside, 0)
+
+
+@functools.lru_cache(maxsize=16)
+def _windows(h: int, w: int, radius: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each window position k (row-major, as F.unfold) and patch n of an (h, w) grid: the index of the
+    patch it covers, (k, N), and whether that lies inside the grid, (k, N) (index 0 where it does not)."""
+    size = 2 * radius + 1
+    ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    dy, dx = torch.meshgrid(torch.arange(size) - radius, torch.arange(size) - radius, indexing="ij")
+    y = ys.flatten()[None] + dy.flatten()[:, None]
+    x = xs.flatten()[None] + dx.flatten()[:, None]
+    inside = (y >= 0) & (y < h) & (x >= 0) & (x < w)
+    return torch.where(inside, y * w + x, 0).to(device), inside.to(device)
+
+
+def shot_continuity(similarity: torch.Tensor) -> torch.Tensor:
+    """How well a frame continues the previous one, (B,), from their `window_similarity` (B, k, N): each
+    patch's best cosine similarity to the previous frame's patches within the window, averaged over the frame.
 
     On ImageNet keys it is about 0.95 between frames of one shot (0.77 with a car sweeping past close to
     the camera) and at most 0.6 across a hard cut, on the real clips of benchmarks/real.py.
     """
-    b, d, h, w = keys.shape
-    size = 2 * radius + 1
-    windows = F.unfold(previous_keys.float(), size, padding=radius).view(b, d, size * size, h * w)
-    similarity = (keys.float().flatten(2)[:, :, None] * windows).sum(1)  # zero outside the frame
-    return similarity.max(1).values.mean(1)
+    return similarity.float().max(1).values.mean(1)
 
 
 def gated_log_prior(maps: torch.Tensor, gate: torch.Tensor, weight: torch.Tensor, log_floor: torch.Tensor,

@@ -34,7 +34,8 @@ from stma_cli.model.association import STMLBlock, sine_position_embedding
 from stma_cli.model.decoder import Decoder, IDAssociation
 from stma_cli.model.encoder import MobileNetEncoder, PatchEncoder
 from stma_cli.model.presence import ObjectPresence, object_queries
-from stma_cli.model.propagation import LocalPropagation, MemoryMatching, encoder_keys, shot_continuity
+from stma_cli.model.propagation import (LocalPropagation, MemoryMatching, encoder_keys, shot_continuity,
+                                        window_similarity)
 from stma_cli.model.tokens import BACKGROUND_ID, IDEmbedding, ObjectTokenizer, visibility
 
 ARCHITECTURE = "stma"
@@ -302,10 +303,11 @@ class STMA(
         x16 = torch.cat(outputs, dim=2).transpose(1, 2).reshape(batch, -1, *features.grid)
         with record_function("stma.propagation"):
             coverages = [self._coverage(entry, n, features.tokens.dtype) for entry in memory]
-            prior = self.propagation(features.keys, memory[-1].keys, coverages[-1])
+            similarity = window_similarity(features.keys, memory[-1].keys, self.config.propagation_radius)
+            prior = self.propagation(features.keys, memory[-1].keys, coverages[-1], similarity)
             gate = self.propagation.gate(coverages[-1])  # (B, 1+n): how much of each the previous frame holds
             if self.config.cut_threshold:  # across a cut, the previous frame says nothing of where objects are
-                same_shot = shot_continuity(features.keys, memory[-1].keys, self.config.propagation_radius)
+                same_shot = shot_continuity(similarity)
                 gate = torch.cat([gate[:, :1], gate[:, 1:] * (same_shot >= self.config.cut_threshold)[:, None]], 1)
             readout = self.matching(features.keys, [entry.keys for entry in memory], coverages)
         # What the decoder is told of each object's place: the local prior for the objects the previous

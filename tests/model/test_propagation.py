@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from stma_cli.model.propagation import LocalPropagation, MemoryMatching, encoder_keys, shot_continuity
+from stma_cli.model.propagation import LocalPropagation, MemoryMatching, encoder_keys, shot_continuity, window_similarity
 
 
 @pytest.fixture(autouse=True)
@@ -136,6 +136,18 @@ def test_shot_continuity_is_high_within_a_shot_and_low_across_a_cut():
     frame = torch.nn.functional.normalize(torch.randn(1, 16, 6, 8), dim=1)
     moved = torch.roll(frame, shifts=(1, 2), dims=(2, 3))  # within the search radius
     other = torch.nn.functional.normalize(torch.randn(1, 16, 6, 8), dim=1)
-    assert shot_continuity(moved, frame, radius=2) > 0.7  # the rolled-in border matches less well
-    assert shot_continuity(frame, frame, radius=2) == pytest.approx(1.0)
-    assert shot_continuity(other, frame, radius=2) < 0.7
+    assert shot_continuity(window_similarity(moved, frame, 2)) > 0.7  # the rolled-in border matches less well
+    assert shot_continuity(window_similarity(frame, frame, 2)) == pytest.approx(1.0)
+    assert shot_continuity(window_similarity(other, frame, 2)) < 0.7
+
+
+def test_window_similarity_is_unfold_of_the_previous_keys():
+    """The same numbers, in the same window order, as unfolding the previous keys around each patch (zero
+    padding outside the frame)."""
+    keys = torch.nn.functional.normalize(torch.randn(2, 8, 5, 7), dim=1)
+    previous = torch.nn.functional.normalize(torch.randn(2, 8, 5, 7), dim=1)
+    for radius in (1, 3):
+        size = 2 * radius + 1
+        windows = torch.nn.functional.unfold(previous, size, padding=radius).view(2, 8, size * size, 35)
+        expected = (keys.flatten(2)[:, :, None] * windows).sum(1)
+        torch.testing.assert_close(window_similarity(keys, previous, radius), expected)
