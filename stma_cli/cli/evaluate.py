@@ -108,7 +108,8 @@ def _predict(dataset: DavisDataset | YouTubeVOSDataset, output: Path, weights: s
     autocast_dtype(torch_device, config.precision)  # a bad precision fails before the model loads
     model, _ = load_model(weights, revision, device=torch_device)
     with _progress("Predicting", len(dataset.sequence_names)) as advance:
-        predict_dataset(dataset, output, model, config, progress=advance, mask_formats=mask_formats)
+        predict_dataset(dataset, output, model, config, progress=advance, mask_formats=mask_formats,
+                        copy_model=False)  # the one copy of the weights in memory
 
 
 def _check_output(dataset: DavisDataset | YouTubeVOSDataset, output: Path) -> None:

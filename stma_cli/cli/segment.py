@@ -106,7 +106,8 @@ def segment(
         from stma_cli.device import PRECISIONS, autocast_dtype, resolve_device
         from stma_cli.hub import load_model, weights_sha256
         from stma_cli.inference.jobs import Shard, build_jobs, expand_inputs, local_device, parse_ends, parse_frames
-        from stma_cli.inference.pipeline import DIRECTIONS, RunOptions
+        from stma_cli.inference.passes import DIRECTIONS
+        from stma_cli.inference.pipeline import RunOptions
         from stma_cli.inference.segmenter import Segmenter
         from stma_cli.io.output import parse_mask_formats
         from stma_cli.threads import use_threads

@@ -16,16 +16,18 @@ from stma_cli.model import STMA
 
 
 def predict_dataset(dataset: VosDataset, output_dir: Path, model: STMA, segmenter_config: SegmenterConfig,
-                    progress: Callable[[str], None] | None = None, mask_formats: Sequence[str] = ("png",)) -> None:
+                    progress: Callable[[str], None] | None = None, mask_formats: Sequence[str] = ("png",),
+                    copy_model: bool = True) -> None:
     """Segment every sequence of `dataset` from its given masks; write `dataset.prediction_path(...)` PNGs.
 
     Each object starts on the frame whose given mask introduces it; only the dataset's output frames
     are written, with the palette of the sequence's first given mask (DAVIS palette if it has none).
     The palette PNGs are always written (they are what is scored); `mask_formats` may add, beside them in
     each sequence's folder, "coco" (masks.json) and "objects" (<id>/FRAME.png), as `stma segment` writes them.
-    `progress` is called with each sequence name when it is done.
+    `progress` is called with each sequence name when it is done. `copy_model` False tunes `model` for
+    inference in place (see `Segmenter`), so that a model loaded only for this is held once in memory.
     """
-    segmenter = Segmenter(model, segmenter_config)
+    segmenter = Segmenter(model, segmenter_config, copy_model=copy_model)
     for name in dataset.sequence_names:
         segmenter.reset()
         _predict_sequence(dataset, dataset.sequence(name), Path(output_dir), segmenter, mask_formats)

@@ -30,7 +30,7 @@ from badinput_corpus import (
 )
 from safetensors.torch import load_file, save_file
 
-from stma_cli.inference.pipeline import ABSENT
+from stma_cli.inference.passes import ABSENT
 from stma_cli.io.logits import read_logits
 
 USAGE, FAILED = 2, 1

@@ -18,7 +18,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from stma_cli.cli.app import app
-from stma_cli.inference.pipeline import ABSENT
+from stma_cli.inference.passes import ABSENT
 from stma_cli.io.logits import read_logits
 from stma_cli.io.video import count_frames, open_video
 

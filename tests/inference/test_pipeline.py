@@ -11,7 +11,8 @@ from PIL import Image
 
 from stma_cli.errors import StmaError
 from stma_cli.inference.jobs import VideoJob
-from stma_cli.inference.pipeline import ABSENT, RunOptions, plan_passes, run_batch, segment_video
+from stma_cli.inference.passes import ABSENT, plan_passes
+from stma_cli.inference.pipeline import RunOptions, run_batch, segment_video
 from stma_cli.inference.segmenter import Segmenter
 from stma_cli.io.logits import read_logits
 from stma_cli.io.masks import write_mask
@@ -167,7 +168,7 @@ def test_any_failure_of_one_video_is_its_error_report(frames, tmp_path, segmente
     mask = mask_file(tmp_path / "m.png", square(1, 8, 8))
     failures = iter([MemoryError(), IsADirectoryError(21, "Is a directory", "x.tmp", None, "overlay.mp4"),
                      KeyError("dim")])
-    real = pipeline._read_masks
+    real = pipeline.read_job_masks
 
     def failing(job, video):
         failure = next(failures, None)
@@ -175,7 +176,7 @@ def test_any_failure_of_one_video_is_its_error_report(frames, tmp_path, segmente
             raise failure
         return real(job, video)
 
-    monkeypatch.setattr(pipeline, "_read_masks", failing)
+    monkeypatch.setattr(pipeline, "read_job_masks", failing)
     jobs = [VideoJob(str(frames), [(0, mask)], tmp_path / name) for name in "abcd"]
     reports = run_batch(jobs, segmenter, RunOptions(overlay=False, logits=False))
     assert [r.status for r in reports] == ["error", "error", "error", "ok"]

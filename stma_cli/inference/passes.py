@@ -1,0 +1,276 @@
+"""The passes of a Segmenter through a video's frames, and how the two directions are merged.
+
+`plan_passes` says which passes a direction runs, `run_pass` runs one, and `propagate` gives every frame
+of a range its result: forward from the first mask; backward from the last mask, with the frames kept in
+scratch files; or both, each object on each frame taken from the pass whose mask of it is nearest.
+"""
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import torch
+
+from stma_cli.errors import StmaError
+from stma_cli.inference.segmenter import FrameResult, Segmenter, frame_result, keep_given_mask, processing_size
+from stma_cli.io.atomic import temporary_path
+from stma_cli.io.video import VideoSource
+from stma_cli.model import LOGIT_STRIDE
+
+DIRECTIONS = ("forward", "backward", "both")
+ABSENT = -1e4  # logit of an object on frames before it appears
+
+
+def logits_for(result: FrameResult | None, object_ids: list[int], shape: tuple[int, int]) -> np.ndarray:
+    """Logits (1+K, H', W') in the output's object order; objects not yet seen get ABSENT."""
+    out = np.full((len(object_ids) + 1, *shape), ABSENT, dtype=np.float32)
+    if result is None:
+        out[0] = 0
+        return out
+    logits = result.logits.numpy()
+    out[0] = logits[0]
+    for channel, object_id in enumerate(result.object_ids, start=1):
+        out[object_ids.index(object_id) + 1] = logits[channel]
+    return out
+
+
+def presence_for(result: FrameResult | None, object_ids: list[int]) -> np.ndarray:
+    """Presence probabilities (K,) in the output's object order; objects not yet seen (or no result) get 0."""
+    out = np.zeros(len(object_ids), dtype=np.float32)
+    if result is not None:
+        for position, object_id in enumerate(result.object_ids):
+            out[object_ids.index(object_id)] = result.presence[position]
+    return out
+
+
+@dataclass(frozen=True)
+class Pass:
+    """One run of a Segmenter through the video: from frame `start`, forward to the last frame or
+    backward (`reverse`) to the first, taking up the masks given on the frames it crosses and ending
+    the objects of `ends` (frame: ids) at the cut just before that frame."""
+
+    start: int
+    reverse: bool
+    masks: dict[int, np.ndarray]
+    ends: dict[int, list[int]] = field(default_factory=dict)
+
+    def ending(self, index: int) -> list[int]:
+        """The objects to remove before frame `index`: forward, those that end at it; backward, those
+        that end at the next frame (the cut lies between the two)."""
+        return self.ends.get(index + 1 if self.reverse else index, [])
+
+
+def plan_passes(direction: str, masks: dict[int, np.ndarray], ends: dict[int, list[int]] | None = None) -> list[Pass]:
+    """The passes of a direction, in the order they run.
+
+    forward: one pass from the first mask to the end. backward: one pass from the last mask to frame 0.
+    both: the backward pass, then the forward pass; on the frames both cross, each object is taken from
+    the pass whose latest mask of that object is nearest (the forward pass on a tie), of those that follow
+    the object there (an end between a mask and the frame stops a pass following it).
+    """
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction {direction!r}: expected one of {', '.join(DIRECTIONS)}")
+    passes = []
+    if direction in ("backward", "both"):
+        passes.append(Pass(max(masks), True, masks, ends or {}))
+    if direction in ("forward", "both"):
+        passes.append(Pass(min(masks), False, masks, ends or {}))
+    return passes
+
+
+def run_pass(plan: Pass, frames: Iterable[tuple[int, np.ndarray]], segmenter: Segmenter,
+             name: str) -> Iterator[tuple[int, np.ndarray, FrameResult]]:
+    """Segment `frames`, (index, frame) pairs from `plan.start` in the pass's order, with `segmenter`
+    (reset first); errors name the video `name` and the frame."""
+    segmenter.reset()
+    for index, frame in frames:
+        segmenter.remove(plan.ending(index))
+        try:
+            result = segmenter.step(frame, plan.masks.get(index))
+        except StmaError as error:
+            raise StmaError(f"{name}: frame {index}: {error}") from None
+        yield index, frame, result
+
+
+class _DiskArray:
+    """Equal-sized arrays kept in a new scratch file, so that a long stretch of frames does not fill the RAM;
+    appended one by one, or written at any index once `allocate`d.
+
+    Plain reads and writes, no memory map: a full disk is a StmaError where it happens (a page of a map
+    that cannot be written kills the process with SIGBUS), and `allocate` reserves its space at once.
+    """
+
+    def __init__(self, path: Path, shape: tuple[int, ...], dtype: type) -> None:
+        self.path, self.shape, self.dtype = path, shape, np.dtype(dtype)
+        self.item_bytes = self.dtype.itemsize * math.prod(shape)
+        self.count = 0
+        with self._reporting("create"):
+            self._file = open(path, "x+b", buffering=0)  # "x": a new file, never a link stma did not make
+
+    def append(self, item: np.ndarray) -> None:
+        self[self.count] = item
+        self.count += 1
+
+    def allocate(self, count: int) -> None:
+        """Make room for `count` items, their space reserved on disk now: a full disk fails here, not midway."""
+        if hasattr(os, "posix_fallocate"):  # where there is none (macOS), a full disk fails the writes
+            with self._reporting("reserve space for"):
+                os.posix_fallocate(self._file.fileno(), 0, count * self.item_bytes)
+        self.count = count
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        item = np.empty(self.shape, self.dtype)
+        with self._reporting("read"):
+            self._file.seek(index * self.item_bytes)
+            if self._file.readinto(item) != self.item_bytes:
+                raise OSError(f"item {index} is cut short")
+        return item
+
+    def __setitem__(self, index: int, item: np.ndarray) -> None:
+        data = memoryview(np.ascontiguousarray(item, self.dtype)).cast("B")
+        with self._reporting("write"):
+            self._file.seek(index * self.item_bytes)
+            while data:
+                data = data[self._file.write(data):]
+
+    @contextlib.contextmanager
+    def _reporting(self, doing: str) -> Iterator[None]:
+        """OSError (a full disk: ENOSPC) as a StmaError naming the file."""
+        try:
+            yield
+        except OSError as exc:
+            raise StmaError(f"{self.path}: cannot {doing} the scratch file of the backward pass "
+                            f"({exc.strerror or exc})") from None
+
+    def close(self) -> None:
+        self._file.close()
+        self.path.unlink(missing_ok=True)
+
+
+def propagate(video: VideoSource, frame_range: tuple[int, int | None], masks: dict[int, np.ndarray],
+               ends: dict[int, list[int]], object_ids: list[int], segmenter: Segmenter, direction: str,
+               scratch: Path) -> Iterator[tuple[int, np.ndarray, FrameResult | None]]:
+    """(index, frame, result) for every frame of `frame_range` in order; result None where no object is tracked.
+
+    Runs the passes of `plan_passes`. A backward pass needs the frames up to its start at once: they are
+    kept in a scratch file in `scratch` (removed at the end), with the backward results, so that a long
+    stretch does not fill the memory.
+    """
+    config = segmenter.config
+    passes = plan_passes(direction, masks, ends)
+    backward = next((p for p in passes if p.reverse), None)
+    forward = next((p for p in passes if not p.reverse), None)
+    first = frame_range[0]
+    frames: Iterator[tuple[int, np.ndarray]] = video.read(*frame_range)
+    if backward is None:
+        assert forward is not None
+        for index, frame in frames:
+            if index == forward.start:
+                yield from run_pass(forward, itertools.chain([(index, frame)], frames), segmenter, video.name)
+                return
+            yield index, frame, None
+        return
+    with contextlib.ExitStack() as stack:
+        buffer = _scratch_array(stack, scratch, "frames", (video.height, video.width, 3), np.uint8)
+        for index, frame in frames:
+            buffer.append(frame)
+            if index == backward.start:
+                break
+        if first + buffer.count <= backward.start:
+            return  # the video ends before the last mask: the caller reports it
+        labels = _scratch_array(stack, scratch, "labels", (video.height, video.width), np.uint8)
+        labels.allocate(buffer.count)
+        shape = logits_shape(video.height, video.width, config.max_side)
+        logits = _scratch_array(stack, scratch, "logits", (len(object_ids) + 1, *shape), np.float32)
+        logits.allocate(buffer.count)
+        presence: dict[int, np.ndarray] = {}  # frames x objects: small enough to keep in memory
+        for index, _, result in run_pass(backward, ((i, buffer[i - first]) for i in range(backward.start, first - 1, -1)),
+                                         segmenter, video.name):
+            labels[index - first] = result.labels
+            logits[index - first] = logits_for(result, object_ids, shape)
+            presence[index] = presence_for(result, object_ids)
+
+        def behind(index: int) -> FrameResult:
+            return FrameResult(labels[index - first], torch.from_numpy(logits[index - first]), object_ids,
+                               presence[index])
+
+        buffered = range(first, first + buffer.count)
+        if forward is None:
+            for index in buffered:
+                yield index, buffer[index - first], behind(index)
+            yield from ((index, frame, None) for index, frame in frames)
+            return
+        for index in range(first, forward.start):
+            yield index, buffer[index - first], behind(index)
+        ahead = itertools.chain(((i, buffer[i - first]) for i in range(forward.start, buffered.stop)), frames)
+        choose = _NearestMask(masks, ends, object_ids)
+        for index, frame, result in run_pass(forward, ahead, segmenter, video.name):
+            if index <= backward.start:
+                result = _merge(result, behind(index), choose.backward_objects(index), masks.get(index),
+                                (video.height, video.width), config.max_side)
+            yield index, frame, result
+
+
+def _scratch_array(stack: contextlib.ExitStack, folder: Path, name: str, shape: tuple[int, ...],
+                   dtype: type) -> _DiskArray:
+    array = _DiskArray(temporary_path(folder / f"{name}.npy"), shape, dtype)
+    stack.callback(array.close)
+    return array
+
+
+def logits_shape(height: int, width: int, max_side: int) -> tuple[int, int]:
+    """(H', W') of the stride-4 logits of a frame."""
+    ph, pw = processing_size(height, width, max_side)
+    return math.ceil(ph / LOGIT_STRIDE), math.ceil(pw / LOGIT_STRIDE)
+
+
+class _NearestMask:
+    """For a frame crossed by both passes, which objects the backward pass gives: those it follows there
+    (no end of the object between the frame and its next mask) and, if the forward pass follows them too,
+    whose next mask (at or after the frame) is nearer than their last mask (at or before it)."""
+
+    def __init__(self, masks: dict[int, np.ndarray], ends: dict[int, list[int]], object_ids: list[int]) -> None:
+        self.given = {i: sorted(f for f, m in masks.items() if (m == i).any()) for i in object_ids}
+        self.cuts = {i: [frame for frame, ids in ends.items() if i in ids] for i in object_ids}
+
+    def backward_objects(self, index: int) -> list[int]:
+        chosen = []
+        for object_id, frames in self.given.items():
+            before = max((f for f in frames if f <= index), default=None)
+            after = min((f for f in frames if f >= index), default=None)
+            cuts = self.cuts[object_id]
+            ahead_follows = before is not None and not any(before < cut <= index for cut in cuts)
+            behind_follows = after is not None and not any(index < cut <= after for cut in cuts)
+            if behind_follows and (not ahead_follows or after - index < index - before):
+                chosen.append(object_id)
+        return chosen
+
+
+def _merge(ahead: FrameResult, behind: FrameResult, from_behind: list[int], mask: np.ndarray | None,
+           size: tuple[int, int], max_side: int) -> FrameResult:
+    """One frame from the two passes: the objects `from_behind` from the backward pass, the others from
+    the forward pass, combined as probabilities (renormalised where they overlap)."""
+    if not from_behind:
+        return ahead
+    object_ids = behind.object_ids
+    own = logits_for(ahead, object_ids, tuple(behind.logits.shape[1:]))
+    probs_ahead = torch.from_numpy(own).softmax(0)
+    probs_behind = behind.logits.softmax(0)
+    take = torch.tensor([0] + [int(i in from_behind) for i in object_ids], dtype=torch.bool)[:, None, None]
+    probs = torch.where(take, probs_behind, probs_ahead)
+    objects = probs[1:].sum(0, keepdim=True)
+    probs[1:] /= objects.clamp(min=1)
+    probs[0] = (1 - probs[1:].sum(0)).clamp(min=0)
+    own_presence = presence_for(ahead, object_ids)
+    presence = np.where(take[1:, 0, 0].numpy(), behind.presence, own_presence)
+    merged = frame_result(torch.log(probs.clamp(min=1e-4))[None], object_ids,
+                          processing_size(*size, max_side), size, torch.from_numpy(presence))
+    if mask is not None:  # as on every frame that holds one
+        keep_given_mask(merged.labels, mask)
+    return merged
