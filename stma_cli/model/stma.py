@@ -188,6 +188,16 @@ class _Unfilled(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
+@dataclass
+class ObjectPlaces:
+    """Where each object may be in the current frame, at stride 16 (`STMA._locate`)."""
+
+    prior: torch.Tensor  # (B, 1+n, h, w): carried from the previous frame by local matching
+    gate: torch.Tensor  # (B, 1+n): how far the prior holds (background 1; 0 across a cut)
+    readout: torch.Tensor  # (B, 1+n, h, w): read from every memory frame by global matching
+    reading: torch.Tensor  # (B, n): how much the readout informs each object
+
+
 class STMA(
     nn.Module,
     PyTorchModelHubMixin,
@@ -283,9 +293,33 @@ class STMA(
         ids: torch.Tensor,
         valid: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """`segment`'s logits and the objects' presence logits (B, n), which training supervises."""
+        """`segment`'s logits and the objects' presence logits (B, n), which training supervises.
+
+        Four stages: `_associate`, the paper's three attentions (the frame's tokens read the memory's
+        reference and object tokens, level by level); `_locate`, where each object is, which the paper
+        does not have (the local prior from the previous frame, the memory readout, and the gate between
+        them); `_decode`, the decoder and the ID association with the two log-priors; and `_presence`,
+        whether each object is in the frame at all.
+        """
         pos = self._position(features)
-        batch, n = ids.shape
+        n = ids.shape[1]
+        test, x16 = self._associate(features, memory, pos)
+        with record_function("stma.propagation"):
+            places = self._locate(features, memory, n)
+        with record_function("stma.decoder"):
+            logits = self._decode(features, x16, places, ids)
+            presence = self._presence(test, pos, memory, n)
+            logits = torch.cat([logits[:, :1], logits[:, 1:] + F.logsigmoid(presence)[:, :, None, None]], dim=1)
+        if valid is not None:
+            keep = torch.cat([torch.ones_like(valid[:, :1]), valid], dim=1)[:, :, None, None]
+            logits = logits.masked_fill(~keep, -1e4)
+        return logits, presence
+
+    def _associate(self, features: FrameFeatures, memory: Sequence[MemoryEntry],
+                   pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The frame's tokens after each level has read the memory (the last level's (B, N, C), for the
+        presence head) and all levels' outputs as one stride-16 map (B, levels*C, h, w), for the decoder."""
+        batch = features.tokens.shape[0]
         memory_pos = torch.cat(
             [pos.expand(batch, -1, -1)] * len(memory)
             + [pos.new_zeros(batch, entry.levels[0][1].shape[1], pos.shape[-1]) for entry in memory],
@@ -300,36 +334,40 @@ class STMA(
                 )
                 test = block.read(test, pos, features.grid, tokens, memory_pos, memory_mask)
                 outputs.append(test)
-        x16 = torch.cat(outputs, dim=2).transpose(1, 2).reshape(batch, -1, *features.grid)
-        with record_function("stma.propagation"):
-            coverages = [self._coverage(entry, n, features.tokens.dtype) for entry in memory]
-            similarity = window_similarity(features.keys, memory[-1].keys, self.config.propagation_radius)
-            prior = self.propagation(features.keys, memory[-1].keys, coverages[-1], similarity)
-            gate = self.propagation.gate(coverages[-1])  # (B, 1+n): how much of each the previous frame holds
-            if self.config.cut_threshold:  # across a cut, the previous frame says nothing of where objects are
-                same_shot = shot_continuity(similarity)
-                gate = torch.cat([gate[:, :1], gate[:, 1:] * (same_shot >= self.config.cut_threshold)[:, None]], 1)
-            readout = self.matching(features.keys, [entry.keys for entry in memory], coverages)
-        # What the decoder is told of each object's place: the local prior for the objects the previous
-        # frame holds, the memory readout for the others (blended by the gate), and the readout alone, for
-        # those others or (readout_all) for every object, so that the memory can restore what one frame lost.
-        held, absent = gate[:, 1:], 1 - gate[:, 1:]
-        prior_ids = self._id_map(held[..., None, None] * prior[:, 1:] + absent[..., None, None] * readout[:, 1:], ids)
-        reading = torch.ones_like(absent) if self.config.readout_all else absent
-        readout_ids = self._id_map(reading[..., None, None] * readout[:, 1:], ids, background=False)
-        with record_function("stma.decoder"):
-            embedding = self.decoder(x16, features.f8, features.f4, prior_ids, readout_ids)
-            background = torch.full_like(ids[:, :1], BACKGROUND_ID)
-            logits = self.association(embedding, self.ids(torch.cat([background, ids], dim=1)))
-            scale = STRIDE // LOGIT_STRIDE
-            logits = (logits + self.propagation.log_prior(prior, gate, scale)
-                      + self.matching.log_prior(readout, reading, scale))
-            presence = self._presence(test, pos, memory, n)
-            logits = torch.cat([logits[:, :1], logits[:, 1:] + F.logsigmoid(presence)[:, :, None, None]], dim=1)
-        if valid is not None:
-            keep = torch.cat([torch.ones_like(valid[:, :1]), valid], dim=1)[:, :, None, None]
-            logits = logits.masked_fill(~keep, -1e4)
-        return logits, presence
+        return test, torch.cat(outputs, dim=2).transpose(1, 2).reshape(batch, -1, *features.grid)
+
+    def _locate(self, features: FrameFeatures, memory: Sequence[MemoryEntry], n: int) -> ObjectPlaces:
+        """Where each of the n objects may be, from the previous frame (local prior, gated by how much of the
+        object that frame holds, and by whether this frame continues its shot) and from the whole memory
+        (readout)."""
+        coverages = [self._coverage(entry, n, features.tokens.dtype) for entry in memory]
+        similarity = window_similarity(features.keys, memory[-1].keys, self.config.propagation_radius)
+        prior = self.propagation(features.keys, memory[-1].keys, coverages[-1], similarity)
+        gate = self.propagation.gate(coverages[-1])  # (B, 1+n): how much of each the previous frame holds
+        if self.config.cut_threshold:  # across a cut, the previous frame says nothing of where objects are
+            same_shot = shot_continuity(similarity)
+            gate = torch.cat([gate[:, :1], gate[:, 1:] * (same_shot >= self.config.cut_threshold)[:, None]], 1)
+        readout = self.matching(features.keys, [entry.keys for entry in memory], coverages)
+        # The readout informs the objects the previous frame lacks or (readout_all) every object, so that the
+        # memory can restore what one frame lost.
+        reading = torch.ones_like(gate[:, 1:]) if self.config.readout_all else 1 - gate[:, 1:]
+        return ObjectPlaces(prior, gate, readout, reading)
+
+    def _decode(self, features: FrameFeatures, x16: torch.Tensor, places: ObjectPlaces,
+                ids: torch.Tensor) -> torch.Tensor:
+        """Logits (B, 1+n, H/4, W/4): the decoder told each object's place (the local prior for the objects
+        the previous frame holds, the memory readout for the others, blended by the gate; and the readout
+        alone, as `places.reading` says), the ID association, and the two log-priors."""
+        held, absent = places.gate[:, 1:], 1 - places.gate[:, 1:]
+        prior_ids = self._id_map(held[..., None, None] * places.prior[:, 1:]
+                                 + absent[..., None, None] * places.readout[:, 1:], ids)
+        readout_ids = self._id_map(places.reading[..., None, None] * places.readout[:, 1:], ids, background=False)
+        embedding = self.decoder(x16, features.f8, features.f4, prior_ids, readout_ids)
+        background = torch.full_like(ids[:, :1], BACKGROUND_ID)
+        logits = self.association(embedding, self.ids(torch.cat([background, ids], dim=1)))
+        scale = STRIDE // LOGIT_STRIDE
+        return (logits + self.propagation.log_prior(places.prior, places.gate, scale)
+                + self.matching.log_prior(places.readout, places.reading, scale))
 
     def forward(
         self, image: torch.Tensor, ref_images: torch.Tensor, ref_masks: torch.Tensor, ids: torch.Tensor
