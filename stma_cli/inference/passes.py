@@ -41,8 +41,9 @@ def logits_for(result: FrameResult | None, object_ids: list[int], shape: tuple[i
 
 
 def presence_for(result: FrameResult | None, object_ids: list[int]) -> np.ndarray:
-    """Presence probabilities (K,) in the output's object order; objects not yet seen (or no result) get 0."""
-    out = np.zeros(len(object_ids), dtype=np.float32)
+    """Presence probabilities (K,) in the output's object order; NaN for the objects that the pass does not
+    follow on this frame (not yet seen, ended, or no result)."""
+    out = np.full(len(object_ids), np.nan, dtype=np.float32)
     if result is not None:
         for position, object_id in enumerate(result.object_ids):
             out[object_ids.index(object_id)] = result.presence[position]

@@ -154,8 +154,9 @@ def _write(job: VideoJob, video: VideoSource, masks: dict[int, np.ndarray], pale
             for index, frame, result in propagate(video, job.frames, masks, job.ends, object_ids, segmenter,
                                                    options.direction, job.output):
                 labels = result.labels if result is not None else np.zeros(frame.shape[:2], np.uint8)
+                given = np.unique(masks[index]) if index in masks else ()
                 writer.put((index, frame, labels, presence_for(result, object_ids),
-                            logits_for(result, object_ids, shape)))
+                            logits_for(result, object_ids, shape), [int(i) for i in given if i]))
                 end = index + 1
                 if progress is not None:
                     progress(end - first, None if video.num_frames is None else min(video.num_frames, stop or

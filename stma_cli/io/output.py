@@ -153,9 +153,10 @@ class VideoOutput:
         return self.folder / MASKS / f"{self.mask_name(index)}.png"
 
     def write(self, index: int, frame_rgb: np.ndarray, labels: np.ndarray, presence: np.ndarray,
-              logits: np.ndarray | None = None) -> None:
-        """Write frame `index` (frames come in order): its mask, overlay frame, each object's presence (K,)
-        and logits (K+1, H', W')."""
+              logits: np.ndarray | None = None, given: Sequence[int] = ()) -> None:
+        """Write frame `index` (frames come in order): its mask, overlay frame, each object's presence (K,;
+        NaN where the model does not follow the object, stored as 0), logits (K+1, H', W'), and which
+        objects' masks the user gave on this frame (see `ObjectTracks`)."""
         if index != self.first_frame + self.frames_written:
             raise ValueError(f"frames must be written in order: expected frame {self.first_frame + self.frames_written}, "
                              f"got {index}")
@@ -172,8 +173,8 @@ class VideoOutput:
         if self._logits is not None:
             if logits is None:
                 raise ValueError("this output writes logits: pass them for every frame")
-            self._logits.append(logits, presence)
-        self.tracks.add(labels, presence)
+            self._logits.append(logits, np.nan_to_num(presence, nan=0.0))
+        self.tracks.add(labels, presence, given)
         self.frames_written += 1
 
     def finish(self, manifest: Mapping[str, Any]) -> dict[str, Any]:

@@ -6,7 +6,7 @@ rules (`presence_fell`, `area_jumped`).
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -36,27 +36,38 @@ class ObjectTracks:
         self.first_frame = first_frame
         self._areas: list[np.ndarray] = []
         self._presence: list[np.ndarray] = []
+        self._given: list[np.ndarray] = []
 
-    def add(self, labels: np.ndarray, presence: np.ndarray) -> None:
-        """The next frame: its labels (H, W) and each object's presence (K,)."""
+    def add(self, labels: np.ndarray, presence: np.ndarray, given: Sequence[int] = ()) -> None:
+        """The next frame: its labels (H, W), each object's presence (K,; NaN where the model does not follow
+        the object yet) and the objects whose mask the user gave on this frame."""
         counts = np.bincount(labels.ravel(), minlength=256)
         self._areas.append(counts[self.object_ids] / labels.size)
         self._presence.append(np.asarray(presence, dtype=np.float32))
+        self._given.append(np.isin(self.object_ids, list(given)))
 
     def summary(self) -> dict[str, dict[str, Any]]:
         """{object id: {"frames": [[first, last], ...] with a mask, "mean_presence", "presence_falls",
-        "area_jumps"}}; frames are the video's frame numbers."""
+        "area_jumps"}}; frames are the video's frame numbers.
+
+        Only the frames where the model follows the object count: its mean presence leaves out the frames
+        before it appears, and the frame where it appears, like any frame whose mask the user gave, is no
+        area jump.
+        """
         if not self._areas:
             return {}
-        areas, presence = np.stack(self._areas), np.stack(self._presence)
+        areas, presence, given = np.stack(self._areas), np.stack(self._presence), np.stack(self._given)
         summary = {}
         for k, object_id in enumerate(self.object_ids):
             area, present = areas[:, k], presence[:, k]
-            falls = [t for t in range(1, len(area)) if presence_fell(present[t - 1], present[t], area[t - 1])]
-            jumps = [t for t in range(1, len(area)) if area_jumped(area[t - 1], area[t])]
+            followed = ~np.isnan(present)
+            falls = [t for t in range(1, len(area)) if followed[t - 1] and followed[t]
+                     and presence_fell(present[t - 1], present[t], area[t - 1])]
+            jumps = [t for t in range(1, len(area)) if followed[t - 1] and not given[t, k]
+                     and area_jumped(area[t - 1], area[t])]
             summary[str(object_id)] = {
                 "frames": self._runs(area > 0),
-                "mean_presence": round(float(present.mean()), 4),
+                "mean_presence": round(float(present[followed].mean()), 4) if followed.any() else 0.0,
                 "presence_falls": [self.first_frame + t for t in falls[:MAX_LISTED]],
                 "area_jumps": [self.first_frame + t for t in jumps[:MAX_LISTED]],
             }

@@ -207,3 +207,21 @@ def test_an_object_folder_that_is_a_link_is_refused(tmp_path: Path) -> None:
     with pytest.raises(StmaError, match="symbolic link"):
         clear_for_run(folder, [NUMBERED])
     assert list(elsewhere.iterdir()) == []
+
+
+def test_tracks_count_only_the_frames_where_an_object_is_followed(tmp_path: Path) -> None:
+    """Object 5's mask is given on frame 1: before it, its presence is NaN (not followed, 0 in logits.h5);
+    its appearance on frame 1 is no area jump, and its mean presence is over frames 1 and 2 only."""
+    labels = moving_labels(3, 33, 17)
+    labels[0][labels[0] == 5] = 0
+    presence = np.array([[1.0, np.nan], [0.9, 1.0], [0.7, 0.6]], np.float32)
+    with make_output(tmp_path, None) as out:
+        for i in range(3):
+            out.write(i, synthetic_frames(3, 33, 17)[i], labels[i], presence[i], np.zeros((3, 5, 9), np.float32),
+                      given=[1, 5] if i == 1 else [1] if i == 0 else [])
+        record = out.finish({})
+    track = record["tracks"]["5"]
+    assert track["area_jumps"] == [] and track["mean_presence"] == pytest.approx(0.8)
+    assert track["frames"] == [[1, 2]]
+    with h5py.File(tmp_path / "logits.h5") as handle:
+        np.testing.assert_allclose(handle["presence"][:, 1], [0.0, 1.0, 0.6])
