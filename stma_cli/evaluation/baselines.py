@@ -14,7 +14,8 @@ import numpy as np
 from PIL import Image
 
 from stma_cli.errors import StmaError
-from stma_cli.evaluation.datasets import VideoSequence, VosDataset, read_label_map
+from stma_cli.evaluation.datasets import VideoSequence, VosDataset
+from stma_cli.io.masks import read_label_map
 from stma_cli.io.masks import write_mask
 
 Progress = Callable[[str], None] | None

@@ -22,9 +22,9 @@ import numpy as np
 from PIL import Image
 
 from stma_cli.errors import StmaError, UsageError
+from stma_cli.io.masks import read_label_map
 
 VOID_LABEL = 255
-_LABEL_MODES = ("P", "L", "1", "I", "I;16")
 
 
 @dataclass(frozen=True)
@@ -65,19 +65,6 @@ class VosDataset(Protocol):
     def prediction_path(self, results_dir: Path, name: str, frame: str) -> Path:
         """Where the predicted mask of `frame` of video `name` lives under `results_dir`."""
         ...
-
-
-def read_label_map(path: Path) -> np.ndarray:
-    """Read a PNG of object ids (indexed or grayscale) as a 2-D integer array."""
-    try:
-        with Image.open(path) as image:
-            if image.mode not in _LABEL_MODES:
-                raise StmaError(f"{path}: mask must be an indexed (palette) or grayscale PNG, found mode {image.mode}")
-            return np.asarray(image)
-    except FileNotFoundError:
-        raise StmaError(f"{path}: file not found") from None
-    except (OSError, Image.DecompressionBombError) as error:
-        raise StmaError(f"{path}: cannot read mask ({error})") from None
 
 
 def image_size(path: Path) -> tuple[int, int]:

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from stma_cli.errors import StmaError
-from stma_cli.evaluation.datasets import DavisDataset, read_label_map
+from stma_cli.evaluation.datasets import DavisDataset
+from stma_cli.io.masks import read_label_map
 from stma_cli.evaluation.metrics import BOUNDARY_THRESHOLD, Statistics, boundary_f_measure, region_similarity, statistics
 from stma_cli.io.atomic import atomic_path
 

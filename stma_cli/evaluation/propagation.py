@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from stma_cli.errors import StmaError
 from stma_cli.evaluation.baselines import Progress, _given_objects, _Writer
 from stma_cli.evaluation.datasets import VosDataset
+from stma_cli.io.video import read_frame
 from stma_cli.model.encoder import MobileNetEncoder
 
 STRIDE = 8
@@ -149,8 +149,7 @@ class _Frame:
 
 
 def _read(path: Path, max_side: int) -> _Frame:
-    with Image.open(path) as image:
-        array = np.array(image.convert("RGB"))
+    array = read_frame(path)
     size = array.shape[:2]
     x = torch.from_numpy(array).permute(2, 0, 1).float().div(255)[None]
     scale = min(1.0, max_side / max(size)) if max_side > 0 else 1.0

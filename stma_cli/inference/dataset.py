@@ -8,10 +8,11 @@ import numpy as np
 from PIL import Image
 
 from stma_cli.errors import StmaError
-from stma_cli.evaluation.datasets import VideoSequence, VosDataset, read_label_map
+from stma_cli.evaluation.datasets import VideoSequence, VosDataset
 from stma_cli.inference.segmenter import Segmenter, SegmenterConfig
 from stma_cli.io.exports import COCO_FILE, CocoWriter, write_object_masks
-from stma_cli.io.masks import write_mask
+from stma_cli.io.masks import read_label_map, write_mask
+from stma_cli.io.video import read_frame
 from stma_cli.model import STMA
 
 
@@ -50,7 +51,7 @@ def _predict_sequence(dataset: VosDataset, sequence: VideoSequence, output_dir: 
         tracking = tracking or frame in sequence.given_masks
         if not tracking and frame not in outputs:
             continue
-        image = _read_frame(path)
+        image = read_frame(path)
         if tracking:
             given = sequence.given_masks.get(frame)
             mask = None if given is None else _given_mask(given, introduced.get(frame, []), path, image.shape[:2])
@@ -67,14 +68,6 @@ def _predict_sequence(dataset: VosDataset, sequence: VideoSequence, output_dir: 
                 coco.write(index, frame, labels)
     if coco is not None:
         coco.close()
-
-
-def _read_frame(path: Path) -> np.ndarray:
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
-    except OSError as error:
-        raise StmaError(f"{path}: cannot read the frame ({error})") from None
 
 
 def _given_mask(path: Path, object_ids: list[int], frame_path: Path, size: tuple[int, int]) -> np.ndarray:

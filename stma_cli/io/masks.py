@@ -579,6 +579,23 @@ def _rle_counts(text: str) -> list[int]:
     return counts
 
 
+_LABEL_MODES = ("P", "L", "1", "I", "I;16")
+
+
+def read_label_map(path: Path) -> np.ndarray:
+    """A dataset's annotation or prediction: a PNG of object ids (indexed or grayscale) as a 2-D integer array,
+    read as it is (255 stays DAVIS's void). Masks that users give go through `read_mask` instead."""
+    try:
+        with Image.open(path) as image:
+            if image.mode not in _LABEL_MODES:
+                raise StmaError(f"{path}: mask must be an indexed (palette) or grayscale PNG, found mode {image.mode}")
+            return np.asarray(image)
+    except FileNotFoundError:
+        raise StmaError(f"{path}: file not found") from None
+    except (OSError, Image.DecompressionBombError) as error:
+        raise StmaError(f"{path}: cannot read mask ({error})") from None
+
+
 def write_mask(path: str | Path, labels: np.ndarray, palette: list[int] | None = None) -> None:
     """Write (H, W) uint8 ids as a palette PNG, atomically; `palette` None means the DAVIS palette. 255 is void
     when read back (the readers give stma no object above MAX_ID to write)."""

@@ -47,6 +47,17 @@ def ffmpeg_reason(exc: BaseException) -> str:
     return str(exc)
 
 
+def read_frame(path: Path) -> np.ndarray:
+    """One image file as an (H, W, 3) uint8 RGB frame; StmaError naming the file if it cannot be read."""
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except Image.DecompressionBombError:
+        raise StmaError(f"{path}: image too large (more than {2 * Image.MAX_IMAGE_PIXELS} pixels)") from None
+    except OSError as exc:
+        raise StmaError(f"{path}: cannot read the frame ({exc})") from None
+
+
 def frame_files(folder: Path) -> list[Path]:
     """The image frames of a frame folder (FRAME_SUFFIXES), in natural order."""
     return sorted((p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES and p.is_file()),
@@ -281,11 +292,7 @@ class _FolderSource(VideoSource):
 
     def _frames(self, start: int, stop: int | None) -> Iterator[np.ndarray]:
         for file in self._files[start:stop]:
-            try:
-                with Image.open(file) as image:
-                    rgb = np.asarray(image.convert("RGB"))
-            except OSError as exc:
-                raise StmaError(f"{file}: cannot read the frame ({exc})") from None
+            rgb = read_frame(file)
             if rgb.shape[:2] != (self.height, self.width):
                 raise StmaError(f"{file}: frame is {rgb.shape[1]}x{rgb.shape[0]}, expected {self.width}x{self.height}")
             yield rgb

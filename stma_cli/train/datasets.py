@@ -1,4 +1,5 @@
-"""Training clips from real annotated video datasets: DAVIS-2017 and YouTube-VOS layouts.
+"""Training clips from real annotated video datasets: DAVIS-2017 and YouTube-VOS layouts, read by the same
+layout classes, frame reader and label reader as `stma eval`.
 
 A clip is num_frames ordered frames with random gaps (1..max_gap), one random crop (with zoom and
 horizontal flip) resized to `size`, and up to max_objects of the objects present in its first frame,
@@ -15,6 +16,9 @@ import torch
 from PIL import Image
 
 from stma_cli.errors import StmaError
+from stma_cli.evaluation.datasets import DavisDataset, YouTubeVOSDataset
+from stma_cli.io.masks import read_label_map
+from stma_cli.io.video import frame_files, read_frame
 from stma_cli.train.synthetic import check_clip_args
 from stma_cli.train.seeded import ClipKey, SeededClips
 
@@ -36,8 +40,7 @@ def _paired_sequence(name: str, image_dir: Path, mask_dir: Path) -> Sequence | N
     if not image_dir.is_dir() or not mask_dir.is_dir():
         return None
     masks = {path.stem: path for path in mask_dir.iterdir() if path.suffix.lower() == ".png"}
-    frames = sorted(path for path in image_dir.iterdir()
-                    if path.suffix.lower() in (".jpg", ".jpeg", ".png") and path.stem in masks)
+    frames = [path for path in frame_files(image_dir) if path.stem in masks]
     if not frames:
         return None
     return Sequence(name, tuple(frames), tuple(masks[path.stem] for path in frames))
@@ -65,22 +68,16 @@ def _crop_box(rng: np.random.Generator, image_hw: tuple[int, int], size: tuple[i
 
 
 def _read_labels(path: Path, box: tuple[float, ...], size: tuple[int, int], flip: bool) -> np.ndarray:
-    try:
-        with Image.open(path) as image:
-            if image.mode not in ("P", "L"):
-                raise StmaError(f"{path}: annotation must be a palette or grayscale PNG, found mode {image.mode}")
-            labels = np.asarray(image.resize((size[1], size[0]), Image.Resampling.NEAREST, box=box))
-    except OSError as error:
-        raise StmaError(f"{path}: cannot read the annotation ({error})") from None
-    return labels[:, ::-1] if flip else labels
+    labels = read_label_map(path)
+    if labels.max(initial=0) > 255:
+        raise StmaError(f"{path}: object ids above 255 (a 16-bit annotation?); expected ids 0-255")
+    cropped = np.asarray(Image.fromarray(labels.astype(np.uint8)).resize((size[1], size[0]), Image.Resampling.NEAREST,
+                                                                        box=box))
+    return cropped[:, ::-1] if flip else cropped
 
 
 def _read_frame(path: Path, box: tuple[float, ...], size: tuple[int, int], flip: bool) -> np.ndarray:
-    try:
-        with Image.open(path) as image:
-            rgb = np.asarray(image.convert("RGB").resize((size[1], size[0]), Image.Resampling.BILINEAR, box=box))
-    except OSError as error:
-        raise StmaError(f"{path}: cannot read the frame ({error})") from None
+    rgb = np.asarray(Image.fromarray(read_frame(path)).resize((size[1], size[0]), Image.Resampling.BILINEAR, box=box))
     return rgb[:, ::-1] if flip else rgb
 
 
@@ -137,43 +134,35 @@ class VosTrainClips(SeededClips):
 
 
 class DavisTrainSet(VosTrainClips):
-    """DAVIS-2017 layout: ROOT/JPEGImages/480p/SEQ/*.jpg, ROOT/Annotations/480p/SEQ/*.png (palette),
-    ROOT/ImageSets/2017/SPLIT.txt."""
+    """DAVIS-2017 layout (read by `DavisDataset`): ROOT/JPEGImages/480p/SEQ/*.jpg, ROOT/Annotations/480p/SEQ/*.png
+    (palette), ROOT/ImageSets/2017/SPLIT.txt."""
 
     def __init__(self, root: str | Path, split: str = "train", num_frames: int = 5,
                  size: tuple[int, int] = (384, 384), max_objects: int = 3, seed: int = 0,
                  length: int | None = None, max_gap: int = 8, min_area: float = 0.002,
                  resolution: str = "480p") -> None:
-        root = Path(root)
-        listing = root / "ImageSets" / "2017" / f"{split}.txt"
-        if not listing.is_file():
-            raise StmaError(f"{listing}: sequence list of split '{split}' not found (not a DAVIS-2017 folder?)")
-        names = [line.strip() for line in listing.read_text().splitlines() if line.strip()]
+        layout = DavisDataset(Path(root), split, resolution)
         sequences = []
-        for name in names:
-            sequence = _paired_sequence(name, root / "JPEGImages" / resolution / name,
-                                        root / "Annotations" / resolution / name)
+        for name in layout.sequence_names:
+            sequence = _paired_sequence(name, layout.image_dir / name, layout.annotation_dir / name)
             if sequence is None:
-                raise StmaError(f"{root / 'JPEGImages' / resolution / name}: sequence '{name}' listed in "
-                                f"{listing.name} has no frames with annotations")
+                raise StmaError(f"{layout.image_dir / name}: sequence '{name}' of split '{split}' has no frames "
+                                "with annotations")
             sequences.append(sequence)
-        super().__init__(root, sequences, num_frames, size, max_objects, seed, length, max_gap, min_area)
+        super().__init__(layout.root, sequences, num_frames, size, max_objects, seed, length, max_gap, min_area)
 
 
 class YouTubeVOSTrainSet(VosTrainClips):
-    """YouTube-VOS layout: ROOT/SPLIT/JPEGImages/VID/*.jpg, ROOT/SPLIT/Annotations/VID/*.png (palette),
-    ROOT/SPLIT/meta.json. Its training frames are already every 5th frame, hence the smaller default gap."""
+    """YouTube-VOS layout (read by `YouTubeVOSDataset`): ROOT/SPLIT/JPEGImages/VID/*.jpg,
+    ROOT/SPLIT/Annotations/VID/*.png (palette), ROOT/SPLIT/meta.json. Its training frames are already every
+    5th frame, hence the smaller default gap."""
 
     def __init__(self, root: str | Path, split: str = "train", num_frames: int = 5,
                  size: tuple[int, int] = (384, 384), max_objects: int = 3, seed: int = 0,
                  length: int | None = None, max_gap: int = 2, min_area: float = 0.002) -> None:
-        root = Path(root)
-        images, annotations = root / split / "JPEGImages", root / split / "Annotations"
-        for folder in (images, annotations):
-            if not folder.is_dir():
-                raise StmaError(f"{folder}: folder not found (not a YouTube-VOS folder?)")
+        layout = YouTubeVOSDataset(Path(root), split)
         sequences = [
-            sequence for folder in sorted(images.iterdir())
-            if (sequence := _paired_sequence(folder.name, folder, annotations / folder.name)) is not None
+            sequence for name in layout.sequence_names
+            if (sequence := _paired_sequence(name, layout.image_dir / name, layout.annotation_dir / name)) is not None
         ]
-        super().__init__(root, sequences, num_frames, size, max_objects, seed, length, max_gap, min_area)
+        super().__init__(layout.root, sequences, num_frames, size, max_objects, seed, length, max_gap, min_area)

@@ -13,7 +13,8 @@ from PIL import Image
 from eval_layouts import make_youtube, png
 from stma_cli.errors import StmaError
 from stma_cli.evaluation.baselines import copy_first_mask, motion_propagation
-from stma_cli.evaluation.datasets import DavisDataset, YouTubeVOSDataset, read_label_map
+from stma_cli.evaluation.datasets import DavisDataset, YouTubeVOSDataset
+from stma_cli.io.masks import read_label_map
 from stma_cli.evaluation.davis import evaluate_folder
 from stma_cli.model import STMA, STMAConfig
 

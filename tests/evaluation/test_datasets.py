@@ -9,7 +9,8 @@ from PIL import Image
 
 from eval_layouts import jpg, make_youtube, png
 from stma_cli.errors import StmaError
-from stma_cli.evaluation.datasets import DavisDataset, YouTubeVOSDataset, read_label_map
+from stma_cli.evaluation.datasets import DavisDataset, YouTubeVOSDataset
+from stma_cli.io.masks import read_label_map
 
 
 def make_davis(root: Path, sequences=("bear", "cows"), frames=3, split="val") -> Path:
