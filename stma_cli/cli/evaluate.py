@@ -57,6 +57,7 @@ def evaluate(
     revision: str | None = typer.Option(None, "--revision", metavar="REV", help=f"{REVISION_HELP} With --output."),
     mem_size: int = typer.Option(SegmenterConfig.mem_size, "--mem-size", min=2, metavar="N", help="With --output: most memory frames kept."),
     mem_every: int = typer.Option(SegmenterConfig.mem_every, "--mem-every", min=1, metavar="K", help="With --output: a new memory frame every K frames."),
+    mem_full: int = typer.Option(SegmenterConfig.mem_full, "--mem-full", min=0, metavar="K", help="With --output: the newest K working memory frames at full resolution, older ones pooled 2x2."),
     max_side: int = typer.Option(SegmenterConfig.max_side, "--max-side", min=0, metavar="PX", help="With --output: longest side the model sees; 0 keeps the input size."),
     device: str = typer.Option("auto", "--device", metavar="DEVICE", help="With --output: auto, cpu, cuda or cuda:N."),
     precision: str = typer.Option(SegmenterConfig.precision, "--precision", metavar="P", help="With --output: auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 or bf16."),
@@ -86,7 +87,8 @@ def evaluate(
     else:
         dataset = DavisDataset(root, split, resolution, names)
     if output is not None:
-        config = SegmenterConfig(mem_size=mem_size, mem_every=mem_every, max_side=max_side, precision=precision)
+        config = SegmenterConfig(mem_size=mem_size, mem_every=mem_every, mem_full=mem_full, max_side=max_side,
+                                 precision=precision)
         formats = parse_mask_formats(mask_format)
         use_threads(threads)
         _predict(dataset, output, weights, revision, device, config, formats)

@@ -63,6 +63,10 @@ def segment(
                                       "K-th frame in between (bounds memory use)."),
     mem_every: int = typer.Option(SegmenterConfig.mem_every, min=1, metavar="K",
                                   help="A new memory frame every K frames."),
+    mem_full: int = typer.Option(SegmenterConfig.mem_full, min=0, metavar="K",
+                                 help="The newest K working memory frames are kept at full resolution; older ones "
+                                      "are pooled 2x2, at a quarter of the cost (nothing is pooled at the default "
+                                      "--mem-size)."),
     max_side: int = typer.Option(SegmenterConfig.max_side, min=0, metavar="PX",
                                  help="Longest side the model sees; 0 keeps the input size."),
     direction: str = typer.Option("forward", metavar="DIR",
@@ -139,7 +143,8 @@ def segment(
         torch_device = resolve_device(local_device(device))
         autocast_dtype(torch_device, precision)  # fp16 without CUDA fails here, before any video
         model, resolved = load_model(weights, revision, device=torch_device)
-        config = SegmenterConfig(mem_size=mem_size, mem_every=mem_every, max_side=max_side, precision=precision)
+        config = SegmenterConfig(mem_size=mem_size, mem_every=mem_every, mem_full=mem_full, max_side=max_side,
+                                 precision=precision)
         segmenter = Segmenter(model, config, copy_model=False)  # the one model in memory, reset for each video
         options = RunOptions(direction=direction, overlay=overlay, logits=logits, overwrite=overwrite,
                              mask_formats=mask_formats, model_id=resolved.model_id, model_revision=resolved.revision,

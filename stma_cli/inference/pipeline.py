@@ -173,7 +173,8 @@ def _write(job: VideoJob, video: VideoSource, masks: dict[int, np.ndarray], pale
         return output.finish({"model": options.model_id, "revision": options.model_revision,
                               "seconds": round(time.perf_counter() - started, 3),
                               "direction": options.direction, "max_side": config.max_side,
-                              "mem_size": config.mem_size, "mem_every": config.mem_every, **extra, **record})
+                              "mem_size": config.mem_size, "mem_every": config.mem_every,
+                              "mem_full": config.mem_full, **extra, **record})
 
 
 def _mask_naming(source: str) -> MaskNames:
@@ -213,6 +214,8 @@ def _provenance(job: VideoJob, segmenter: Segmenter, options: RunOptions, source
     config = segmenter.config
     settings = {"direction": options.direction, "max_side": config.max_side, "mem_size": config.mem_size,
                 "mem_every": config.mem_every, "precision": PRECISION_NAMES[segmenter.dtype]}
+    if config.mem_full < config.mem_size - 1:  # older working frames are pooled (never at the defaults)
+        settings["mem_full"] = config.mem_full
     if job.frames != (0, None):
         settings["frames"] = list(job.frames)
     if job.ends:

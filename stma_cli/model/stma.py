@@ -175,6 +175,23 @@ class MemoryEntry:
     keys: torch.Tensor  # (B, d, h, w) matching keys
     coverage: torch.Tensor  # (B, 1+n, h, w) background + object share of each patch
     object_valid: torch.Tensor | None = None  # (B, n*k) bool, for padded training batches
+    pos: torch.Tensor | None = None  # (1, N, C) positions of the reference tokens; None: the frame's own grid
+
+    def pooled(self) -> "MemoryEntry":
+        """This entry with its reference tokens (and their positions), keys and coverage averaged over 2x2
+        patches: a quarter of the tokens to attend to and to match. Its object tokens stay as they are."""
+        h, w = self.keys.shape[-2:]
+        reference = self.levels[0][0]
+        pos = sine_position_embedding(h, w, reference.shape[-1], reference.device)[None].to(reference.dtype)
+
+        def pool(tokens: torch.Tensor) -> torch.Tensor:  # (B, h*w, C) -> (B, h'*w', C)
+            grid = tokens.transpose(1, 2).unflatten(2, (h, w))
+            return F.avg_pool2d(grid, 2, ceil_mode=True).flatten(2).transpose(1, 2)
+
+        levels = [(pool(reference), objects) for reference, objects in self.levels]
+        keys = F.normalize(F.avg_pool2d(self.keys, 2, ceil_mode=True), dim=1)
+        coverage = F.avg_pool2d(self.coverage, 2, ceil_mode=True)
+        return MemoryEntry(levels, keys, coverage, self.object_valid, pool(pos))
 
 
 class _Unfilled(TorchFunctionMode):
@@ -321,7 +338,7 @@ class STMA(
         presence head) and all levels' outputs as one stride-16 map (B, levels*C, h, w), for the decoder."""
         batch = features.tokens.shape[0]
         memory_pos = torch.cat(
-            [pos.expand(batch, -1, -1)] * len(memory)
+            [(pos if entry.pos is None else entry.pos).expand(batch, -1, -1) for entry in memory]
             + [pos.new_zeros(batch, entry.levels[0][1].shape[1], pos.shape[-1]) for entry in memory],
             dim=1,
         )
@@ -437,9 +454,10 @@ class STMA(
     def _memory_mask(features: FrameFeatures, memory: Sequence[MemoryEntry]) -> torch.Tensor | None:
         if all(entry.object_valid is None for entry in memory):
             return None
-        batch, n_tokens = features.tokens.shape[:2]
+        batch = features.tokens.shape[0]
         device = features.tokens.device
-        parts = [torch.ones(batch, n_tokens * len(memory), dtype=torch.bool, device=device)]
+        n_tokens = sum(entry.levels[0][0].shape[1] for entry in memory)
+        parts = [torch.ones(batch, n_tokens, dtype=torch.bool, device=device)]
         for entry in memory:
             if entry.object_valid is None:
                 parts.append(torch.ones(batch, entry.levels[0][1].shape[1], dtype=torch.bool, device=device))

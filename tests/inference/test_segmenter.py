@@ -180,3 +180,18 @@ def test_a_handed_over_model_is_not_copied(model):
     own.load_state_dict(model.state_dict())
     assert Segmenter(own, copy_model=False).model is own
     assert Segmenter(model).model is not model
+
+
+@pytest.mark.parametrize(("mem_size", "mem_full", "pooled"), [(5, 4, 0), (9, 4, 4), (9, 0, 7)])
+def test_working_frames_beyond_mem_full_are_pooled(model, mem_size, mem_full, pooled):
+    """With --mem-every 1, memory holds the annotated frame, the working frames and the previous frame;
+    all but the newest `mem_full` working frames are pooled (none at the default size)."""
+    segmenter = Segmenter(model, SegmenterConfig(mem_size=mem_size, mem_every=1, mem_full=mem_full))
+    first = np.zeros((48, 64), np.uint8)
+    first[8:24, 8:24] = 1
+    for t in range(12):
+        segmenter.step(noise(48, 64, seed=t), first if t == 0 else None)
+    entries = segmenter.memory.entries()
+    assert len(entries) == mem_size
+    assert sum(entry.pos is not None for entry in entries) == pooled
+    assert entries[0].pos is None and entries[-1].pos is None  # the annotated and the previous frame stay whole

@@ -238,3 +238,20 @@ def test_object_tokens_mark_an_object_the_frame_does_not_show():
     torch.testing.assert_close(shift[2:], torch.ones(2))  # absent: the whole embedding
     assert (shift[:2] < 0.05).all()  # present: 1 - visibility = 0.25 / 6.25
     torch.testing.assert_close(visibility(masks), torch.tensor([[6 / 6.25, 0.0]]))
+
+
+def test_a_pooled_memory_frame_has_a_quarter_of_the_tokens_and_the_same_meaning(model):
+    """Pooling averages 2x2 patches (odd grids rounded up) of reference tokens, positions, keys and
+    coverage; object tokens stay. A memory mixing pooled and full frames is read like any other."""
+    image, ref_images, ref_masks, ids = _inputs(2, size=(80, 112), refs=2)
+    with torch.inference_mode():
+        entries = [model.memorize(model.encode(ref_images[:, i]), ref_masks[:, i], ids) for i in range(2)]
+        pooled = entries[0].pooled()
+        h, w = entries[0].keys.shape[-2:]  # 5 x 7 at stride 16
+        assert pooled.keys.shape[-2:] == (3, 4) and pooled.pos.shape == (1, 12, model.config.dim)
+        for (reference, objects), (full_reference, full_objects) in zip(pooled.levels, entries[0].levels):
+            assert reference.shape[1] == 12 and torch.equal(objects, full_objects)
+        torch.testing.assert_close(pooled.keys.norm(dim=1), torch.ones(1, 3, 4))
+        torch.testing.assert_close(pooled.coverage.sum(1), torch.ones(1, 3, 4))
+        logits, presence = model.predict(model.encode(image), [pooled, entries[1]], ids)
+    assert logits.shape[1] == 3 and presence.shape == (1, 2) and torch.isfinite(logits).all()
