@@ -135,12 +135,12 @@ def run_config(model: STMA, device: torch.device, precision: str, config: Config
                   {key: round(value, 3) for key, value in split.items()})
 
 
-def configs(full: bool, resolutions: list[str]) -> list[Config]:
+def configs(full: bool, resolutions: list[str], mem_sizes: tuple[int, ...] = MEM_SIZES) -> list[Config]:
     """One factor at a time around (480p, 2 objects, --mem-size 5); every resolution with --full."""
     chosen = [Config(resolution, 2) for resolution in resolutions]
     for resolution in resolutions if full else [r for r in resolutions if r == "480p"]:
         chosen += [Config(resolution, objects) for objects in OBJECTS if objects != 2]
-        chosen += [Config(resolution, 2, mem_size, mem_every=1) for mem_size in MEM_SIZES]
+        chosen += [Config(resolution, 2, mem_size, mem_every=1) for mem_size in mem_sizes]
     return chosen
 
 
@@ -163,6 +163,9 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=30, help="frames per video [30]")
     parser.add_argument("--resolutions", nargs="+", choices=list(RESOLUTIONS), default=list(RESOLUTIONS),
                         help="resolutions to run [all]")
+    parser.add_argument("--mem-sizes", default=",".join(map(str, MEM_SIZES)),
+                        help="--mem-size of the memory rows, with --mem-every 1 [2,5,10]; e.g. 2,5,10,20,50 "
+                             "with --frames 60 for the cost of a large memory")
     parser.add_argument("--threads", type=int, help="torch intra-op threads [torch's default]")
     parser.add_argument("--device", default="cpu", help="cpu or cuda [cpu]")
     parser.add_argument("--precisions", nargs="+", default=["auto"], help="e.g. fp32 fp16 on CUDA [auto]")
@@ -178,7 +181,7 @@ def main() -> None:
         print(f"model: {model_name}; machine: {machine()}", flush=True)
         results = []
         for precision in args.precisions:
-            for config in configs(args.full, args.resolutions):
+            for config in configs(args.full, args.resolutions, tuple(int(m) for m in args.mem_sizes.split(","))):
                 result = run_config(model, device, precision, config, args.frames, folder)
                 results.append(result)
                 print(table([result]).splitlines()[-1], flush=True)

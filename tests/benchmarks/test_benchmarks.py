@@ -16,7 +16,7 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 # The JSON-recording benchmarks that run_all.py collects into RESULTS.md.
 RECORDED = {
-    "speed": ["segment_speed.py", "--frames", "2", "--resolutions", "240p", "--threads", "1"],
+    "speed": ["segment_speed.py", "--frames", "2", "--resolutions", "240p", "--threads", "1", "--mem-sizes", "2,20"],
     "memory": ["memory.py", "--runs", "64x48:2", "--threads", "1"],
     "batch": ["batch_scale.py", "--videos", "2", "--frames", "2", "--threads", "1"],
 }
