@@ -63,7 +63,9 @@ class STMAConfig:
     vit_dim: int = 768  # patch-embedding width ("vit" encoder only)
     decoder_widths: tuple[int, int, int] = (64, 48, 32)  # decoder channels at strides 16, 8, 4
     embed_dim: int = 32  # per-pixel embedding matched against ID embeddings
-    learned_key_dim: int = 64  # width of the learned matching keys (matching_keys "learned"); was propagation_dim
+    # Width of the learned keys that the local prior and the memory matching share (matching_keys "learned");
+    # called propagation_dim before.
+    learned_key_dim: int = 64
     propagation_radius: int = 4  # the local prior's search window: (2r+1)^2 stride-16 patches
     matching_keys: str = "learned"  # keys of the local prior and memory matching: "learned" or "encoder"
     matching_top_k: int = 0  # memory matching reads each patch's k best matches (0: all, softmax over every patch)
