@@ -406,3 +406,17 @@ def test_pooling_older_memory_frames_is_part_of_the_provenance_only_where_it_poo
     assert manifest["provenance"]["settings"]["mem_full"] == 4 and manifest["mem_full"] == 4
     again = runner.invoke(app, [*large, "--mem-full", "2"])
     assert again.exit_code == 1 and "mem_full" in again.stderr
+
+
+def test_a_folder_of_bmp_frames_segments(make_video, weights, tmp_path):
+    """Every suffix a frame folder is taken for is also read: .bmp frames give masks named like them."""
+    video = make_video(frames=4, frame_folder=True)
+    for png in sorted(video.path.iterdir()):
+        Image.open(png).save(png.with_suffix(".bmp"))
+        png.unlink()
+    result = runner.invoke(app, ["segment", str(video.path), "--mask", str(video.mask), "--weights", weights,
+                                 "-o", str(tmp_path / "out"), "--no-overlay", "--no-logits", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["frames"] == 4
+    names = sorted(p.name for p in (tmp_path / "out" / "masks").iterdir())
+    assert names == [f"frame_{t:03d}.png" for t in (0, 10, 20, 30)]
