@@ -29,7 +29,7 @@ from stma_cli.device import autocast, autocast_dtype
 from stma_cli.errors import StmaError
 from stma_cli.inference.config import SegmenterConfig
 from stma_cli.inference.memory import MemoryBank
-from stma_cli.model import LOGIT_STRIDE, STMA, MemoryEntry, upsample_logits
+from stma_cli.model import LOGIT_STRIDE, STMA, upsample_logits
 
 
 @dataclass
@@ -87,7 +87,7 @@ class Segmenter:
         if not positions:
             return
         for entry in self.memory.entries():
-            _drop_objects(entry, positions, self.model.config.tokens_per_object)
+            entry.drop_objects(positions, self.model.config.tokens_per_object)
         for position in reversed(positions):
             self.released.append(self.table.pop(self.object_ids.pop(position)))
         if not self.object_ids:
@@ -194,26 +194,6 @@ class Segmenter:
         probs[:, given_channels] = covered[:, given_channels]
         probs[:, 0] = (1 - probs[:, 1:].sum(1)).clamp(min=0)
         return torch.log(probs.clamp(min=1e-4)).to(logits.dtype)
-
-def _drop_objects(entry: MemoryEntry, positions: list[int], tokens_per_object: int) -> None:
-    """Take the objects at `positions` (in the entry's object order) out of a memory entry, in place.
-
-    Their object tokens go from every level; their coverage joins the background's, since what they
-    covered is background for the objects that remain.
-    """
-    held = entry.coverage.shape[1] - 1
-    keep = [p for p in range(held) if p not in positions]
-    gone = [p + 1 for p in positions if p < held]
-    if not gone:
-        return  # the entry was memorized before these objects were added
-    tokens = torch.tensor([p * tokens_per_object + t for p in keep for t in range(tokens_per_object)],
-                          dtype=torch.long, device=entry.coverage.device)
-    entry.levels = [(reference, objects[:, tokens]) for reference, objects in entry.levels]
-    background = entry.coverage[:, :1] + entry.coverage[:, gone].sum(1, keepdim=True)
-    entry.coverage = torch.cat([background, entry.coverage[:, [p + 1 for p in keep]]], dim=1)
-    if entry.object_valid is not None:
-        entry.object_valid = entry.object_valid[:, tokens]
-
 
 def keep_given_mask(labels: np.ndarray, mask: np.ndarray) -> None:
     """The user's mask wins on its frame: its objects are exactly where it puts them, not where the model

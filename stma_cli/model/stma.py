@@ -179,6 +179,42 @@ class MemoryEntry:
     object_valid: torch.Tensor | None = None  # (B, n*k) bool, for padded training batches
     pos: torch.Tensor | None = None  # (1, N, C) positions of the reference tokens; None: the frame's own grid
 
+    @property
+    def held(self) -> int:
+        """How many objects the entry holds: those of the frame it was made from (objects added on later
+        frames are not in it; readers pad them as absent)."""
+        return self.coverage.shape[1] - 1
+
+    def coverage_of(self, num_objects: int, dtype: torch.dtype) -> torch.Tensor:
+        """Background + object coverage (B, 1+num_objects, h, w); objects it does not hold get zero."""
+        return F.pad(self.coverage.to(dtype), (0, 0, 0, 0, 0, num_objects - self.held))
+
+    def last_objects_of(self, num_objects: int, tokens_per_object: int) -> torch.Tensor:
+        """The last level's object tokens (B, num_objects*k, C); objects it does not hold get zero tokens."""
+        return F.pad(self.levels[-1][1], (0, 0, 0, (num_objects - self.held) * tokens_per_object))
+
+    def visibility_of(self, num_objects: int, dtype: torch.dtype) -> torch.Tensor:
+        """How visible each object is on the entry's frame (B, num_objects); zero for objects it does not hold."""
+        return F.pad(visibility(self.coverage[:, 1:].flatten(2)), (0, num_objects - self.held)).to(dtype)
+
+    def drop_objects(self, positions: list[int], tokens_per_object: int) -> None:
+        """Take the objects at `positions` (in the entry's object order) out, in place.
+
+        Their object tokens go from every level; their coverage joins the background's, since what they
+        covered is background for the objects that remain.
+        """
+        keep = [p for p in range(self.held) if p not in positions]
+        gone = [p + 1 for p in positions if p < self.held]
+        if not gone:
+            return  # the entry was memorized before these objects were added
+        tokens = torch.tensor([p * tokens_per_object + t for p in keep for t in range(tokens_per_object)],
+                              dtype=torch.long, device=self.coverage.device)
+        self.levels = [(reference, objects[:, tokens]) for reference, objects in self.levels]
+        background = self.coverage[:, :1] + self.coverage[:, gone].sum(1, keepdim=True)
+        self.coverage = torch.cat([background, self.coverage[:, [p + 1 for p in keep]]], dim=1)
+        if self.object_valid is not None:
+            self.object_valid = self.object_valid[:, tokens]
+
     def pooled(self) -> "MemoryEntry":
         """This entry with its reference tokens (and their positions), keys and coverage averaged over 2x2
         patches: a quarter of the tokens to attend to and to match. Its object tokens stay as they are."""
@@ -359,7 +395,7 @@ class STMA(
         """Where each of the n objects may be, from the previous frame (local prior, gated by how much of the
         object that frame holds, and by whether this frame continues its shot) and from the whole memory
         (readout)."""
-        coverages = [self._coverage(entry, n, features.tokens.dtype) for entry in memory]
+        coverages = [entry.coverage_of(n, features.tokens.dtype) for entry in memory]
         similarity = window_similarity(features.keys, memory[-1].keys, self.config.propagation_radius)
         prior = self.propagation(features.keys, memory[-1].keys, coverages[-1], similarity)
         gate = self.propagation.gate(coverages[-1])  # (B, 1+n): how much of each the previous frame holds
@@ -422,21 +458,11 @@ class STMA(
         id_map = self.ids.id_map if background else self.ids.object_map
         return id_map(maps.flatten(2), ids).transpose(1, 2).reshape(b, -1, h, w)
 
-    @staticmethod
-    def _coverage(entry: MemoryEntry, num_objects: int, dtype: torch.dtype) -> torch.Tensor:
-        """The entry's background + object coverage (B, 1+n, h, w); objects it does not hold yet
-        (added on this frame) get zero coverage."""
-        coverage = entry.coverage.to(dtype)
-        return F.pad(coverage, (0, 0, 0, 0, 0, 1 + num_objects - coverage.shape[1]))
-
     def _presence(self, test: torch.Tensor, pos: torch.Tensor, memory: Sequence[MemoryEntry], n: int) -> torch.Tensor:
         """Presence logits (B, n): each object's memory summary against the frame's last-level tokens."""
         k = self.config.tokens_per_object
-        objects, seen = [], []
-        for entry in memory:
-            held = entry.coverage.shape[1] - 1
-            objects.append(F.pad(entry.levels[-1][1], (0, 0, 0, (n - held) * k)))
-            seen.append(F.pad(visibility(entry.coverage[:, 1:].flatten(2)), (0, n - held)).to(test.dtype))
+        objects = [entry.last_objects_of(n, k) for entry in memory]
+        seen = [entry.visibility_of(n, test.dtype) for entry in memory]
         return self.presence(object_queries(objects, seen, k), test, pos)
 
     def _position(self, features: FrameFeatures) -> torch.Tensor:

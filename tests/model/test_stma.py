@@ -255,3 +255,25 @@ def test_a_pooled_memory_frame_has_a_quarter_of_the_tokens_and_the_same_meaning(
         torch.testing.assert_close(pooled.coverage.sum(1), torch.ones(1, 3, 4))
         logits, presence = model.predict(model.encode(image), [pooled, entries[1]], ids)
     assert logits.shape[1] == 3 and presence.shape == (1, 2) and torch.isfinite(logits).all()
+
+
+def test_a_memory_entry_pads_the_objects_it_does_not_hold_and_drops_objects(model):
+    """An entry made with 2 objects, read by a frame that has 3: the third object gets zero coverage, zero
+    tokens and zero visibility. Dropping the first object moves its coverage to the background."""
+    _, ref_images, ref_masks, ids = _inputs(2, size=(64, 80), refs=1)
+    k = model.config.tokens_per_object
+    with torch.inference_mode():
+        entry = model.memorize(model.encode(ref_images[:, 0]), ref_masks[:, 0], ids)
+        assert entry.held == 2
+        coverage = entry.coverage_of(3, torch.float32)
+        assert coverage.shape[1] == 4 and torch.equal(coverage[:, :3], entry.coverage) and not coverage[:, 3].any()
+        objects = entry.last_objects_of(3, k)
+        assert objects.shape[1] == 3 * k and not objects[:, 2 * k:].any()
+        assert entry.visibility_of(3, torch.float32)[0, 2] == 0
+        before = entry.coverage.clone()
+        second = [level[1][:, k:2 * k] for level in entry.levels]
+        entry.drop_objects([0], k)
+    assert entry.held == 1
+    torch.testing.assert_close(entry.coverage[:, 0], before[:, 0] + before[:, 1])
+    assert torch.equal(entry.coverage[:, 1], before[:, 2])
+    assert all(torch.equal(level[1], tokens) for level, tokens in zip(entry.levels, second))
