@@ -84,13 +84,13 @@ def palette_keeping_colours(palette: list[int] | None, legends: Iterable[dict[st
                if re.fullmatch(r"#[0-9a-f]{6}", key)]
     if not colours:
         return palette
-    full = _full_palette(palette if palette is not None else DAVIS_PALETTE)
+    full = full_palette(palette if palette is not None else DAVIS_PALETTE)
     for key, object_id in colours:
         full[3 * object_id:3 * object_id + 3] = [int(key[i:i + 2], 16) for i in (1, 3, 5)]
     return full
 
 
-def _full_palette(palette: list[int] | None) -> list[int]:
+def full_palette(palette: list[int] | None) -> list[int]:
     """Pad or trim a palette to exactly 256 RGB triplets."""
     if not palette:
         return list(DAVIS_PALETTE)
@@ -307,7 +307,7 @@ def _labels(image: Image.Image, path: Path, numbering: Numbering) -> tuple[np.nd
     if mode == "P" and "A" not in image.getbands():
         labels = np.array(image, dtype=np.uint8)
         labels[labels == VOID] = 0
-        return labels, _full_palette(image.getpalette()), None
+        return labels, full_palette(image.getpalette()), None
     if mode == "1":
         return np.asarray(image, dtype=np.uint8), None, None
     if mode in ("L", "I", "I;16", "I;16L", "I;16B", "I;16N"):
@@ -603,7 +603,7 @@ def write_mask(path: str | Path, labels: np.ndarray, palette: list[int] | None =
         raise ValueError(f"labels must be a 2-D uint8 array, got {labels.dtype} {labels.shape}")
     height, width = labels.shape
     image = Image.frombytes("P", (width, height), np.ascontiguousarray(labels).tobytes())
-    image.putpalette(_full_palette(palette))
+    image.putpalette(full_palette(palette))
     try:
         with atomic_path(path) as tmp:
             image.save(tmp, format="PNG")

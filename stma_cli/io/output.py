@@ -36,7 +36,7 @@ from stma_cli.io.atomic import atomic_write_text, is_temporary
 from stma_cli.io.exports import COCO_FILE, CocoWriter, write_object_masks
 from stma_cli.io.claim import LOCK_FILE, read_record
 from stma_cli.io.logits import LogitsWriter
-from stma_cli.io.masks import DAVIS_PALETTE, write_mask
+from stma_cli.io.masks import full_palette, write_mask
 from stma_cli.io.overlay import overlay as draw_overlay
 from stma_cli.io.tracks import ObjectTracks
 from stma_cli.io.safe_fs import check_output_path, read_json
@@ -102,7 +102,7 @@ class VideoOutput:
         self.frame_count = len(self.frame_names) if frame_count is None and self.frame_names else frame_count
         self.fps = Fraction(fps)
         self.size = (int(size[0]), int(size[1]))
-        self.palette = (list(palette) + [0] * 768)[:768] if palette is not None else list(DAVIS_PALETTE)
+        self.palette = full_palette(palette)
         self.object_ids = [int(i) for i in object_ids]
         self.frames_written = 0
         self.tracks = ObjectTracks(self.object_ids, first_frame)
@@ -181,7 +181,8 @@ class VideoOutput:
         """Close the overlay and logits, then write manifest.json last; return the manifest written.
 
         The manifest holds `frames`, `objects`, `mask_formats`, `colors` (each object's palette colour),
-        `tracks` (per object: see `ObjectTracks.summary`), `fps`, `size`, `files`, `stma_version`, updated with the caller's entries (model, seconds, provenance, ...).
+        `tracks` (per object: see `ObjectTracks.summary`), `fps`, `size`, `files`, `stma_version`, updated
+        with the caller's entries (model, seconds, provenance, ...).
         """
         if self.frame_count is not None and self.frames_written != self.frame_count:
             raise ValueError(f"wrote {self.frames_written} frames of {self.frame_count}")

@@ -19,7 +19,7 @@ from PIL import Image
 
 from stma_cli.errors import StmaError
 from stma_cli.io.exports import COCO_FILE
-from stma_cli.io.masks import DAVIS_PALETTE, rle_region
+from stma_cli.io.masks import DAVIS_PALETTE, palette_keeping_colours, rle_region
 from stma_cli.io.output import MANIFEST, MASK_FORMATS, MASKS, NUMBERED, read_manifest
 from stma_cli.io.safe_fs import read_json
 
@@ -93,17 +93,17 @@ class FinishedFolder:
         if "png" in formats:
             path = self.mask_path(index)
             labels, palette = _read_png(path, palette=True)
-        elif "objects" in formats:
-            path, labels = self.folder / MASKS, np.zeros(self.size[::-1], np.uint8)
+            self._check_size(path, labels)
+            return labels, palette
+        if "objects" in formats:
+            labels = np.zeros(self.size[::-1], np.uint8)
             for object_id in self.object_ids:
-                inside, _ = _read_png(path / str(object_id) / f"{self.mask_name(index)}.png", palette=False)
-                self._check_size(path / str(object_id), inside)
+                path = self.folder / MASKS / str(object_id) / f"{self.mask_name(index)}.png"
+                inside, _ = _read_png(path, palette=False)
+                self._check_size(path, inside)
                 labels[inside > 127] = object_id
-            palette = self._palette()
-        else:
-            path, labels, palette = self.folder / COCO_FILE, self._coco_labels(index), self._palette()
-        self._check_size(path, labels)
-        return labels, palette
+            return labels, self._palette()
+        return self._coco_labels(index), self._palette()
 
     def _check_size(self, path: Path, labels: np.ndarray) -> None:
         width, height = self.size
@@ -112,15 +112,10 @@ class FinishedFolder:
 
     def _palette(self) -> list[int]:
         """The DAVIS palette with the objects' colours that the manifest records."""
-        palette = list(DAVIS_PALETTE)
         colors = self.manifest.get("colors")
-        for key, value in (colors.items() if isinstance(colors, dict) else ()):
-            if key.isdecimal() and 0 < int(key) < 256 and isinstance(value, str) and len(value) == 7:
-                try:
-                    palette[3 * int(key):3 * int(key) + 3] = bytes.fromhex(value[1:])
-                except ValueError:
-                    continue
-        return palette
+        legends = [{value: int(key)} for key, value in (colors.items() if isinstance(colors, dict) else ())
+                   if key.isdecimal() and 0 < int(key) < 256 and isinstance(value, str)]
+        return palette_keeping_colours(None, legends) or list(DAVIS_PALETTE)
 
     def _coco_labels(self, index: int) -> np.ndarray:
         """Frame `index` drawn from masks.json (read once)."""

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from stma_cli.errors import StmaError
-from stma_cli.evaluation.datasets import DavisDataset, YouTubeVOSDataset
+from stma_cli.evaluation.datasets import DavisDataset, YouTubeVOSDataset, image_size
 from stma_cli.io.masks import read_label_map
 from stma_cli.io.video import frame_files, read_frame
 from stma_cli.train.synthetic import check_clip_args
@@ -107,8 +107,7 @@ class VosTrainClips(SeededClips):
             number = index if attempt == 0 else int(rng.integers(len(self.sequences)))
             sequence = self.sequences[number % len(self.sequences)]
             indices = sample_frame_indices(rng, len(sequence.frames), self.num_frames, max_gap)
-            with Image.open(sequence.frames[indices[0]]) as image:
-                image_hw = (image.height, image.width)
+            image_hw = image_size(sequence.frames[indices[0]])
             for _ in range(_CROP_TRIES):
                 box, flip = _crop_box(rng, image_hw, self.size), bool(rng.random() < 0.5)
                 first = _read_labels(sequence.masks[indices[0]], box, self.size, flip)
