@@ -10,8 +10,9 @@ three cheaper attentions, each a separate module:
   tokens of every memory frame, carrying target information into the current frame.
 
 An `STMLBlock` holds one level of all three. The reference side (`memorize`) does not depend on the
-test frame, so it runs once when a frame enters the memory and its per-level outputs are cached;
-the test side (`read`) runs once per frame against that cache.
+test frame, so it runs once when a frame enters the memory and its per-level outputs are cached, as
+are their keys and values for the test side (`correlation.project_frame`); the test side (`read`)
+runs once per frame against that cache.
 """
 from __future__ import annotations
 
@@ -53,10 +54,19 @@ class Attention(nn.Module):
         key_pos: torch.Tensor | None = None,
         key_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        xq, xkv = self.norm_q(x), self.norm_kv(context)
+        return self.attend(x, *self.project(context, key_pos), query_pos=query_pos, key_mask=key_mask)
+
+    def project(self, context: torch.Tensor, key_pos: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values (B, Nk, C) of `context`: token by token, so the projections of parts of a context,
+        concatenated, are those of the whole (what lets memory frames be projected once)."""
+        xkv = self.norm_kv(context)
+        return self.k(xkv if key_pos is None else xkv + key_pos), self.v(xkv)
+
+    def attend(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, query_pos: torch.Tensor | None = None,
+               key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """`x` (B, N, C) attends to projected keys and values (B, Nk, C)."""
+        xq = self.norm_q(x)
         q = self.q(xq if query_pos is None else xq + query_pos)
-        k = self.k(xkv if key_pos is None else xkv + key_pos)
-        v = self.v(xkv)
         mask = None if key_mask is None else key_mask[:, None, None, :]
         out = F.scaled_dot_product_attention(self._split(q), self._split(k), self._split(v), attn_mask=mask)
         b, n = x.shape[:2]
@@ -80,22 +90,27 @@ class ReferenceObjectEnhancement(Attention):
 
 
 class TestReferenceCorrelation(Attention):
-    """Test tokens (B, N, C) attend to memory tokens: reference tokens and object tokens.
+    """Test tokens (B, N, C) attend to memory tokens: every memory frame's reference tokens, then their
+    object tokens, projected once per memory frame (`project_frame`) and concatenated per read.
 
-    `memory` is (B, m*N + m*n*k, C) (every memory frame's reference tokens, then their object tokens) with
-    `memory_pos` of the same shape, zero on object tokens; `memory_mask` (B, m*N + m*n*k)
-    is False for padded objects.
+    `memory_mask` (B, Nk) is False for padded objects.
     """
+
+    def project_frame(self, reference: torch.Tensor, objects: torch.Tensor,
+                      pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Keys and values of one memory frame: of its reference tokens (B, N, C) at their positions `pos`,
+        and of its object tokens (B, n*k, C), which have none."""
+        return *self.project(reference, pos), *self.project(objects)
 
     def forward(  # type: ignore[override]
         self,
         test: torch.Tensor,
         pos: torch.Tensor,
-        memory: torch.Tensor,
-        memory_pos: torch.Tensor,
+        keys: torch.Tensor,
+        values: torch.Tensor,
         memory_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        return super().forward(test, memory, query_pos=pos, key_pos=memory_pos, key_mask=memory_mask)
+        return self.attend(test, keys, values, query_pos=pos, key_mask=memory_mask)
 
 
 class FrameSelfAttention(Attention):
@@ -169,14 +184,14 @@ class STMLBlock(nn.Module):
         test: torch.Tensor,
         pos: torch.Tensor,
         size: tuple[int, int],
-        memory: torch.Tensor,
-        memory_pos: torch.Tensor,
+        keys: torch.Tensor,
+        values: torch.Tensor,
         memory_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Test side: (B, N, C) test tokens against this level's memory tokens."""
+        """Test side: (B, N, C) test tokens against this level's projected memory (`correlation.project_frame`)."""
         if self.frame_attention is not None:
             test = test + self.frame_attention(test, pos)
-        test = test + self.correlation(test, pos, memory, memory_pos, memory_mask)
+        test = test + self.correlation(test, pos, keys, values, memory_mask)
         return test + self.patch_mlp(test, size)
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -178,6 +178,8 @@ class MemoryEntry:
     coverage: torch.Tensor  # (B, 1+n, h, w) background + object share of each patch
     object_valid: torch.Tensor | None = None  # (B, n*k) bool, for padded training batches
     pos: torch.Tensor | None = None  # (1, N, C) positions of the reference tokens; None: the frame's own grid
+    projected: list[tuple[torch.Tensor, ...]] | None = field(default=None, repr=False)
+    """Per level, the keys and values that test frames read (`STMA._projected`): made on the first read."""
 
     @property
     def held(self) -> int:
@@ -210,6 +212,7 @@ class MemoryEntry:
         tokens = torch.tensor([p * tokens_per_object + t for p in keep for t in range(tokens_per_object)],
                               dtype=torch.long, device=self.coverage.device)
         self.levels = [(reference, objects[:, tokens]) for reference, objects in self.levels]
+        self.projected = None
         background = self.coverage[:, :1] + self.coverage[:, gone].sum(1, keepdim=True)
         self.coverage = torch.cat([background, self.coverage[:, [p + 1 for p in keep]]], dim=1)
         if self.object_valid is not None:
@@ -375,19 +378,15 @@ class STMA(
         """The frame's tokens after each level has read the memory (the last level's (B, N, C), for the
         presence head) and all levels' outputs as one stride-16 map (B, levels*C, h, w), for the decoder."""
         batch = features.tokens.shape[0]
-        memory_pos = torch.cat(
-            [(pos if entry.pos is None else entry.pos).expand(batch, -1, -1) for entry in memory]
-            + [pos.new_zeros(batch, entry.levels[0][1].shape[1], pos.shape[-1]) for entry in memory],
-            dim=1,
-        )
         memory_mask = self._memory_mask(features, memory)
         test, outputs = features.tokens, []
         with record_function("stma.association"):
+            projected = [self._projected(entry, pos) for entry in memory]
             for level, block in enumerate(self.blocks):
-                tokens = torch.cat(
-                    [entry.levels[level][0] for entry in memory] + [entry.levels[level][1] for entry in memory], dim=1
-                )
-                test = block.read(test, pos, features.grid, tokens, memory_pos, memory_mask)
+                parts = [entry[level] for entry in projected]  # per frame: reference keys, values; object keys, values
+                keys = torch.cat([part[0] for part in parts] + [part[2] for part in parts], dim=1)
+                values = torch.cat([part[1] for part in parts] + [part[3] for part in parts], dim=1)
+                test = block.read(test, pos, features.grid, keys, values, memory_mask)
                 outputs.append(test)
         return test, torch.cat(outputs, dim=2).transpose(1, 2).reshape(batch, -1, *features.grid)
 
@@ -457,6 +456,15 @@ class STMA(
         b, _, h, w = maps.shape
         id_map = self.ids.id_map if background else self.ids.object_map
         return id_map(maps.flatten(2), ids).transpose(1, 2).reshape(b, -1, h, w)
+
+    def _projected(self, entry: MemoryEntry, pos: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
+        """The entry's keys and values for each level's test side, projected on its first read and kept
+        (a memory frame is read by many frames: with them cached, a frame projects only what is new)."""
+        if entry.projected is None:
+            reference_pos = pos if entry.pos is None else entry.pos
+            entry.projected = [block.correlation.project_frame(reference, objects, reference_pos)
+                               for block, (reference, objects) in zip(self.blocks, entry.levels)]
+        return entry.projected
 
     def _presence(self, test: torch.Tensor, pos: torch.Tensor, memory: Sequence[MemoryEntry], n: int) -> torch.Tensor:
         """Presence logits (B, n): each object's memory summary against the frame's last-level tokens."""

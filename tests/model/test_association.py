@@ -49,14 +49,21 @@ def test_reference_object_enhancement_matches_naive():
 
 
 def test_test_reference_correlation_matches_naive():
+    """Two memory frames, each projected on its own (reference tokens at their positions, then object tokens)
+    and concatenated as STMA reads them: the same as attending to the whole memory at once."""
     module = ReferenceCorrelation(DIM, HEADS)
-    test, memory = torch.randn(2, 12, DIM), torch.randn(2, 30, DIM)
+    test = torch.randn(2, 12, DIM)
+    references, objects = torch.randn(2, 2, 12, DIM), torch.randn(2, 2, 3, DIM)
     pos = sine_position_embedding(3, 4, DIM)[None]
+    memory = torch.cat([references[:, 0], references[:, 1], objects[:, 0], objects[:, 1]], dim=1)
     memory_pos = torch.cat([pos, pos, torch.zeros(1, 6, DIM)], dim=1).expand(2, -1, -1)
     mask = torch.ones(2, 30, dtype=torch.bool)
     mask[1, -3:] = False
     expected = naive_attention(module, test, memory, query_pos=pos, key_pos=memory_pos, key_mask=mask)
-    torch.testing.assert_close(module(test, pos, memory, memory_pos, mask), expected, rtol=1e-5, atol=1e-5)
+    frames = [module.project_frame(references[:, i], objects[:, i], pos) for i in range(2)]
+    keys = torch.cat([f[0] for f in frames] + [f[2] for f in frames], dim=1)
+    values = torch.cat([f[1] for f in frames] + [f[3] for f in frames], dim=1)
+    torch.testing.assert_close(module(test, pos, keys, values, mask), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_position_embedding_shape_and_distinct_positions():

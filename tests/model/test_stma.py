@@ -277,3 +277,31 @@ def test_a_memory_entry_pads_the_objects_it_does_not_hold_and_drops_objects(mode
     torch.testing.assert_close(entry.coverage[:, 0], before[:, 0] + before[:, 1])
     assert torch.equal(entry.coverage[:, 1], before[:, 2])
     assert all(torch.equal(level[1], tokens) for level, tokens in zip(entry.levels, second))
+
+
+def test_a_memory_frame_is_projected_once_and_again_after_a_change(model):
+    """The keys and values that test frames read are made on an entry's first read and reused; dropping an
+    object makes them anew. Either way a read equals one from an entry never read before."""
+    image, ref_images, ref_masks, ids = _inputs(2, size=(64, 80), refs=2)
+    k = model.config.tokens_per_object
+
+    def fresh() -> list:
+        return [model.memorize(model.encode(ref_images[:, i]), ref_masks[:, i], ids) for i in range(2)]
+
+    with torch.inference_mode():
+        features = model.encode(image)
+        entries = fresh()
+        first = model.predict(features, entries, ids)[0]
+        cached = [entry.projected for entry in entries]
+        assert all(c is not None and len(c) == len(model.blocks) for c in cached)
+        again = model.predict(features, entries, ids)[0]
+        assert all(entry.projected is c for entry, c in zip(entries, cached))
+        torch.testing.assert_close(again, first, rtol=0, atol=0)
+        for entry in entries:
+            entry.drop_objects([0], k)
+        assert all(entry.projected is None for entry in entries)
+        dropped = model.predict(features, entries, ids[:, 1:])[0]
+        unread = fresh()
+        for entry in unread:
+            entry.drop_objects([0], k)
+        torch.testing.assert_close(dropped, model.predict(features, unread, ids[:, 1:])[0])
