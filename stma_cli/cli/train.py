@@ -36,6 +36,10 @@ def train(
         None, metavar="ID|PATH",
         help="Start from these weights: a local folder (config.json + model.safetensors), a model shipped in "
              "weights/ (e.g. stma-tiny) or a Hub repo id. Default: the ImageNet encoder, the rest from scratch."),
+    train_only: Optional[str] = typer.Option(
+        None, metavar="PREFIX,...",
+        help="Train only the parameters whose names start with these prefixes (e.g. presence. to tune the presence "
+             "head of --init weights); the rest stay frozen."),
     workers: int = typer.Option(1, min=0, metavar="N", help="Data-loading processes per training process."),
     device: str = typer.Option("auto", metavar="DEVICE", help="auto, cpu, cuda or cuda:N (under torchrun: LOCAL_RANK's GPU)."),
     amp: bool = typer.Option(True, "--amp/--no-amp", help="Mixed precision on CUDA (bf16, else fp16)."),
@@ -76,7 +80,8 @@ def train(
                              f"{model_config.num_ids} objects ({init or '--config ' + config})")
         settings = TrainConfig(out=out, model=config, data=data, steps=steps, batch=batch, crop=crop, frames=frames,
                                skip_schedule=parse_skip_schedule(skip_schedule), max_objects=max_objects, lr=lr,
-                               warmup=default_warmup(steps) if warmup is None else warmup, init=init, workers=workers, device=device, amp=amp, eval_every=eval_every,
+                               warmup=default_warmup(steps) if warmup is None else warmup, init=init,
+                               train_only=tuple(p for p in (train_only or "").split(",") if p), workers=workers, device=device, amp=amp, eval_every=eval_every,
                                checkpoint_minutes=checkpoint_minutes, max_minutes=max_minutes, seed=seed)
         evaluator = None
         if eval_sequences or eval_long_sequences:

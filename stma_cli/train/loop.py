@@ -68,6 +68,8 @@ class TrainConfig:
     encoder_lr_scale: float = 0.25
     fast_lr_scale: float = 10.0  # for FAST_MODULES
     frozen_encoder_blocks: int = 7  # MobileNetV2 blocks up to stride 8 keep their ImageNet weights
+    train_only: tuple[str, ...] = ()
+    """Parameter-name prefixes that train (e.g. "presence."); the rest stay as --init gave them. Empty: all."""
     weight_decay: float = 0.05
     warmup: int = 300
     grad_clip: float = 2.0
@@ -102,7 +104,7 @@ class TrainConfig:
 
 
 RUN_KEYS = ("model", "data", "init", "seed", "steps", "batch", "crop", "frames", "max_objects", "skip_schedule",
-            "lr", "warmup")
+            "lr", "warmup", "train_only")
 """The recipe entries that make a run what it is: resuming with other values needs `force`."""
 
 
@@ -228,6 +230,16 @@ def build_model(config: TrainConfig) -> STMA:
     return model
 
 
+def freeze_all_but(model: nn.Module, prefixes: tuple[str, ...]) -> None:
+    """Only the parameters whose names start with one of `prefixes` keep training; UsageError if none does."""
+    names = [name for name, _ in model.named_parameters() if name.startswith(prefixes)]
+    if not names:
+        raise UsageError(f"--train-only {','.join(prefixes)}: no parameter of the model starts with that")
+    for name, param in model.named_parameters():
+        if name not in names:
+            param.requires_grad_(False)
+
+
 def make_optimizer(model: STMA, config: TrainConfig) -> torch.optim.Optimizer:
     """AdamW; the pretrained encoder learns more slowly, FAST_MODULES faster; no decay on norms, biases and
     embeddings."""
@@ -268,6 +280,8 @@ def train(config: TrainConfig, dataset: Dataset | None = None,
         model.encoder.requires_grad_(False)  # its features are the matching keys: they keep their ImageNet meaning
     elif model.config.encoder == "mobilenetv2":
         model.encoder.features[: config.frozen_encoder_blocks].requires_grad_(False)
+    if config.train_only:
+        freeze_all_but(model, config.train_only)
     optimizer = make_optimizer(model, config)
     amp_dtype = None
     if config.amp and device.type == "cuda":

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from safetensors.torch import save_file
 
-from stma_cli.errors import StmaError
+from stma_cli.errors import StmaError, UsageError
 from stma_cli.hub import load_weights_folder
 from stma_cli.model import STMA, STMAConfig
 from stma_cli.train.loop import (NEW_MODULES, ClipModel, StepSampler, TrainConfig, build_model, collate, hard_pixel_fraction,
@@ -107,6 +107,22 @@ def test_an_encoder_that_gives_the_matching_keys_stays_frozen(tmp_path):
     encoder = [k for k in trained if k.startswith("encoder.")]
     assert encoder and all(torch.equal(trained[k], fresh[k]) for k in encoder)
     assert not all(torch.equal(trained[k], fresh[k]) for k in trained if k.startswith("decoder."))
+
+
+def test_train_only_tunes_the_named_parts_and_leaves_the_rest(tmp_path):
+    """--train-only presence. changes the presence head and nothing else; a prefix that names no parameter is refused."""
+    config = _config(tmp_path, 2)
+    config.lr, config.train_only = 1e-3, ("presence.",)
+    train(config, dataset=MovingSquares(), log=lambda _: None)
+    trained = load_file(tmp_path / "checkpoint" / "model.safetensors")
+    torch.manual_seed(config.seed)  # as train() does before it builds the model
+    fresh = build_model(config).state_dict()
+    changed = {k for k in trained if not torch.equal(trained[k], fresh[k])}
+    assert changed and all(k.startswith("presence.") for k in changed)
+    config = _config(tmp_path / "other", 2)
+    config.train_only = ("no_such_module.",)
+    with pytest.raises(UsageError, match="--train-only no_such_module."):
+        train(config, dataset=MovingSquares(), log=lambda _: None)
 
 
 def test_max_minutes_stops_with_a_checkpoint(tmp_path):
