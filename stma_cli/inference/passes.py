@@ -120,7 +120,7 @@ class _DiskArray:
 
     def allocate(self, count: int) -> None:
         """Make room for `count` items, their space reserved on disk now: a full disk fails here, not midway."""
-        if hasattr(os, "posix_fallocate"):  # where there is none (macOS), a full disk fails the writes
+        if count and hasattr(os, "posix_fallocate"):  # where there is none (macOS), a full disk fails the writes
             with self._reporting("reserve space for"):
                 os.posix_fallocate(self._file.fileno(), 0, count * self.item_bytes)
         self.count = count
@@ -160,8 +160,9 @@ def propagate(video: VideoSource, frame_range: tuple[int, int | None], masks: di
     """(index, frame, result) for every frame of `frame_range` in order; result None where no object is tracked.
 
     Runs the passes of `plan_passes`. A backward pass needs the frames up to its start at once: they are
-    kept in a scratch file in `scratch` (removed at the end), with the backward results, so that a long
-    stretch does not fill the memory.
+    kept in scratch files in `scratch` (removed at the end), so that a long stretch does not fill the memory,
+    with what the backward pass gives each frame: its result where it is the only pass, and where the
+    forward pass crosses it too, the objects' probabilities that the merge takes (see `_merge`).
     """
     config = segmenter.config
     passes = plan_passes(direction, masks, ends)
@@ -177,51 +178,53 @@ def propagate(video: VideoSource, frame_range: tuple[int, int | None], masks: di
                 return
             yield index, frame, None
         return
+    size = (video.height, video.width)
     with contextlib.ExitStack() as stack:
-        buffer = _scratch_array(stack, scratch, "frames", (video.height, video.width, 3), np.uint8)
+        buffer = _scratch_array(stack, scratch, "frames", (*size, 3), np.uint8)
         for index, frame in frames:
             buffer.append(frame)
             if index == backward.start:
                 break
         if first + buffer.count <= backward.start:
             return  # the video ends before the last mask: the caller reports it
-        labels = _scratch_array(stack, scratch, "labels", (video.height, video.width), np.uint8)
-        labels.allocate(buffer.count)
-        shape = logits_shape(video.height, video.width, config.max_side)
-        logits = _scratch_array(stack, scratch, "logits", (len(object_ids) + 1, *shape), np.float32)
-        logits.allocate(buffer.count)
+        crossed = range(backward.start + 1 if forward is None else forward.start, backward.start + 1)  # merged
+        alone = range(first, crossed.start)  # the frames that only the backward pass crosses
+        shape = logits_shape(*size, config.max_side)
+        labels = _scratch_array(stack, scratch, "labels", size, np.uint8, len(alone))
+        logits = _scratch_array(stack, scratch, "logits", (len(object_ids) + 1, *shape), np.float32, len(alone))
+        behind = _scratch_array(stack, scratch, "probabilities", (len(object_ids), *shape), np.float32, len(crossed))
         presence: dict[int, np.ndarray] = {}  # frames x objects: small enough to keep in memory
         for index, _, result in run_pass(backward, ((i, buffer[i - first]) for i in range(backward.start, first - 1, -1)),
                                          segmenter, video.name):
-            labels[index - first] = result.labels
-            logits[index - first] = logits_for(result, object_ids, shape)
+            if index in alone:
+                labels[index - first] = result.labels
+                logits[index - first] = logits_for(result, object_ids, shape)
+            else:
+                behind[index - crossed.start] = _probabilities(result, object_ids, shape)[1:]
             presence[index] = presence_for(result, object_ids)
-
-        def behind(index: int) -> FrameResult:
-            return FrameResult(labels[index - first], torch.from_numpy(logits[index - first]), object_ids,
-                               presence[index])
-
-        buffered = range(first, first + buffer.count)
+        for index in alone:
+            result = FrameResult(labels[index - first], torch.from_numpy(logits[index - first]), object_ids,
+                                 presence[index])
+            yield index, buffer[index - first], result
         if forward is None:
-            for index in buffered:
-                yield index, buffer[index - first], behind(index)
             yield from ((index, frame, None) for index, frame in frames)
             return
-        for index in range(first, forward.start):
-            yield index, buffer[index - first], behind(index)
-        ahead = itertools.chain(((i, buffer[i - first]) for i in range(forward.start, buffered.stop)), frames)
+        ahead = itertools.chain(((i, buffer[i - first]) for i in crossed), frames)
         choose = _NearestMask(masks, ends, object_ids)
         for index, frame, result in run_pass(forward, ahead, segmenter, video.name):
-            if index <= backward.start:
-                result = _merge(result, behind(index), choose.backward_objects(index), masks.get(index),
-                                (video.height, video.width), config.max_side)
+            if index in crossed:
+                result = _merge(result, behind[index - crossed.start], presence[index], choose.backward_objects(index),
+                                object_ids, masks.get(index), size, config.max_side)
             yield index, frame, result
 
 
 def _scratch_array(stack: contextlib.ExitStack, folder: Path, name: str, shape: tuple[int, ...],
-                   dtype: type) -> _DiskArray:
+                   dtype: type, count: int | None = None) -> _DiskArray:
+    """A scratch file in `folder`, removed when `stack` closes; with `count`, that many items allocated."""
     array = _DiskArray(temporary_path(folder / f"{name}.npy"), shape, dtype)
     stack.callback(array.close)
+    if count is not None:
+        array.allocate(count)
     return array
 
 
@@ -253,25 +256,27 @@ class _NearestMask:
         return chosen
 
 
-def _merge(ahead: FrameResult, behind: FrameResult, from_behind: list[int], mask: np.ndarray | None,
-           size: tuple[int, int], max_side: int) -> FrameResult:
-    """One frame from the two passes: the objects `from_behind` from the backward pass, the others from
-    the forward pass, combined as probabilities (renormalised where they overlap)."""
+def _probabilities(result: FrameResult, object_ids: list[int], shape: tuple[int, int]) -> torch.Tensor:
+    """Probabilities (1+K, H', W') of the background and the objects, in the output's object order."""
+    return torch.from_numpy(logits_for(result, object_ids, shape)).softmax(0)
+
+
+def _merge(ahead: FrameResult, behind: np.ndarray, behind_presence: np.ndarray, from_behind: list[int],
+           object_ids: list[int], mask: np.ndarray | None, size: tuple[int, int], max_side: int) -> FrameResult:
+    """One frame from the two passes: the objects `from_behind` from the backward pass (`behind`: the objects'
+    probabilities (K, H', W'), and `behind_presence` (K,), in the order of `object_ids`), the others from
+    the forward pass `ahead`, combined as probabilities (renormalised where they overlap)."""
     if not from_behind:
         return ahead
-    object_ids = behind.object_ids
-    own = logits_for(ahead, object_ids, tuple(behind.logits.shape[1:]))
-    probs_ahead = torch.from_numpy(own).softmax(0)
-    probs_behind = behind.logits.softmax(0)
-    take = torch.tensor([0] + [int(i in from_behind) for i in object_ids], dtype=torch.bool)[:, None, None]
-    probs = torch.where(take, probs_behind, probs_ahead)
-    objects = probs[1:].sum(0, keepdim=True)
-    probs[1:] /= objects.clamp(min=1)
-    probs[0] = (1 - probs[1:].sum(0)).clamp(min=0)
-    own_presence = presence_for(ahead, object_ids)
-    presence = np.where(take[1:, 0, 0].numpy(), behind.presence, own_presence)
-    merged = frame_result(torch.log(probs.clamp(min=1e-4))[None], object_ids,
-                          processing_size(*size, max_side), size, torch.from_numpy(presence))
+    take = torch.tensor([i in from_behind for i in object_ids])
+    probs = _probabilities(ahead, object_ids, behind.shape[1:])
+    objects = probs[1:]
+    objects[take] = torch.from_numpy(behind)[take]
+    objects /= objects.sum(0, keepdim=True).clamp(min=1)
+    probs[0] = (1 - objects.sum(0)).clamp(min=0)
+    presence = np.where(take.numpy(), behind_presence, presence_for(ahead, object_ids))
+    merged = frame_result(probs.clamp_(min=1e-4).log_()[None], object_ids, processing_size(*size, max_side), size,
+                          torch.from_numpy(presence))
     if mask is not None:  # as on every frame that holds one
         keep_given_mask(merged.labels, mask)
     return merged

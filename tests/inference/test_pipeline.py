@@ -1,21 +1,25 @@
-"""`segment_video` and `run_batch`: directions, masks on several frames, errors and reports (random weights)."""
+"""`segment_video` and `run_batch`: directions, masks on several frames, errors and reports; how `propagate`
+merges the two directions (random weights)."""
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from stma_cli.errors import StmaError
 from stma_cli.inference.jobs import VideoJob
-from stma_cli.inference.passes import ABSENT, plan_passes
+from stma_cli.inference.passes import ABSENT, _merge, logits_for, logits_shape, plan_passes, propagate
 from stma_cli.inference.pipeline import RunOptions, run_batch, segment_video
-from stma_cli.inference.segmenter import Segmenter
+from stma_cli.inference.segmenter import FrameResult, Segmenter, frame_result, keep_given_mask
 from stma_cli.io.logits import read_logits
 from stma_cli.io.masks import write_mask
+from stma_cli.io.video import open_video
 
 HEIGHT, WIDTH = 48, 64
 FRAMES = 5
@@ -268,3 +272,71 @@ def test_a_range_that_misses_the_masks(frames, tmp_path, segmenter, frames_range
                    frames=frames_range)
     with pytest.raises(StmaError, match=re.escape(message)):
         segment_video(job, segmenter, RunOptions())
+
+
+# -- how the two directions make one frame -----------------------------------------------------------
+
+
+def propagated(frames: Path, masks: dict[int, np.ndarray], direction: str, segmenter: Segmenter,
+               scratch: Path) -> list[FrameResult]:
+    """The results of `propagate` for objects 1 and 2; its scratch files in `scratch` are gone after it."""
+    scratch.mkdir(exist_ok=True)
+    with open_video(frames) as video:
+        found = [result for _, _, result in propagate(video, (0, None), masks, {}, [1, 2], segmenter, direction,
+                                                       scratch)]
+    assert list(scratch.iterdir()) == []
+    return found
+
+
+def test_both_takes_each_object_as_probabilities_from_its_pass(frames, tmp_path, segmenter):
+    """Object 1 given on the first frame, object 2 on the last. On frames 0-3, object 2 comes from the
+    backward pass, object 1 and the background from the forward pass: their probabilities, renormalised
+    where the objects' sum passes 1, the background what is left; the labels are those of these logits,
+    with the given mask kept on frame 0. On the last frame both passes hold object 2's mask: a tie, so
+    the forward pass gives the frame as it is."""
+    masks = {0: square(1, 4, 4), FRAMES - 1: square(2, 28, 40)}
+    ahead, behind, both = (propagated(frames, masks, direction, segmenter, tmp_path / "scratch")
+                           for direction in ("forward", "backward", "both"))
+
+    shape = logits_shape(HEIGHT, WIDTH, segmenter.config.max_side)
+    for t in range(FRAMES - 1):
+        forward = torch.from_numpy(logits_for(ahead[t], [1, 2], shape)).softmax(0)
+        backward = torch.from_numpy(logits_for(behind[t], [1, 2], shape)).softmax(0)
+        objects = torch.stack([forward[1], backward[2]])
+        objects = objects / objects.sum(0).clamp(min=1)
+        expected = torch.cat([(1 - objects.sum(0)).clamp(min=0)[None], objects]).clamp(min=1e-4).log()
+        presence = np.array([ahead[t].presence[0], behind[t].presence[1]])
+        labels = frame_result(expected[None], [1, 2], (HEIGHT, WIDTH), (HEIGHT, WIDTH),
+                              torch.from_numpy(presence)).labels
+        if t in masks:
+            keep_given_mask(labels, masks[t])
+        assert both[t].object_ids == [1, 2]
+        torch.testing.assert_close(both[t].logits, expected, rtol=0, atol=1e-6)
+        np.testing.assert_array_equal(both[t].labels, labels)
+        np.testing.assert_array_equal(both[t].presence, presence)
+    np.testing.assert_array_equal(both[0].labels == 1, masks[0] == 1)
+    np.testing.assert_array_equal(both[-1].labels, ahead[-1].labels)
+    torch.testing.assert_close(both[-1].logits, ahead[-1].logits, rtol=0, atol=0)
+
+
+def test_merge_renormalises_where_the_objects_overlap():
+    """Object 1 at 0.8 from the forward pass, object 2 from the backward pass at 0.6 on the left half
+    (together past 1: scaled down to sum to 1, no background left) and at 0.1 on the right half (kept,
+    the background 0.1); a given mask of object 2 wins on its pixels."""
+    logits = torch.stack([torch.zeros(2, 2), torch.full((2, 2), math.log(4))])  # object 1 at 0.8
+    ahead = FrameResult(np.zeros((8, 8), np.uint8), logits, [1], np.array([0.9], np.float32))
+    behind = np.zeros((2, 2, 2), np.float32)
+    behind[0] = 0.5  # object 1 from the backward pass: not taken
+    behind[1] = [[0.6, 0.1], [0.6, 0.1]]
+    mask = np.zeros((8, 8), np.uint8)
+    mask[0, 0] = 2
+    merged = _merge(ahead, behind, np.array([0.3, 0.7], np.float32), [2], [1, 2], mask, (8, 8), 480)
+
+    probs = merged.logits.exp()
+    torch.testing.assert_close(probs[:, 0, 0], torch.tensor([1e-4, 0.8 / 1.4, 0.6 / 1.4]))
+    torch.testing.assert_close(probs[:, 0, 1], torch.tensor([0.1, 0.8, 0.1]))
+    expected = np.ones((8, 8), np.uint8)
+    expected[0, 0] = 2
+    np.testing.assert_array_equal(merged.labels, expected)
+    np.testing.assert_array_equal(merged.presence, np.array([0.9, 0.7], np.float32))
+    assert merged.object_ids == [1, 2]
