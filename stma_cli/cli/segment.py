@@ -65,8 +65,7 @@ def segment(
                                   help="A new memory frame every K frames."),
     mem_full: int = typer.Option(SegmenterConfig.mem_full, min=0, metavar="K",
                                  help="The newest K working memory frames are kept at full resolution; older ones "
-                                      "are pooled 2x2, at a quarter of the cost (nothing is pooled at the default "
-                                      "--mem-size)."),
+                                      "are pooled 2x2, at a quarter of the cost."),
     max_side: int = typer.Option(SegmenterConfig.max_side, min=0, metavar="PX",
                                  help="Longest side the model sees; 0 keeps the input size."),
     direction: str = typer.Option("forward", metavar="DIR",

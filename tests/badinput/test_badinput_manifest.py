@@ -108,7 +108,7 @@ CASES: dict[str, Case] = {
     "same_run_is_skipped": Case("clip", [], 0, "skipped", untouched=True),
     "without_overlay_is_skipped": Case("clip", ["--no-overlay"], 0, "skipped", untouched=True),
     "other_mask": Case("clip", ["--mask", "other.png"], FAILED, "error", ANOTHER_RUN.format("masks"), True),
-    "other_mem_size": Case("clip", ["--mem-size", "3"], FAILED, "error", ANOTHER_RUN.format("mem_size 5 -> 3"), True),
+    "other_mem_size": Case("clip", ["--mem-size", "3"], FAILED, "error", ANOTHER_RUN.format("mem_size 20 -> 3"), True),
     "other_direction": Case("clip", ["--direction", "both"], FAILED, "error",
                             ANOTHER_RUN.format("direction forward -> both"), True),
     "other_model": Case("clip", ["--weights", "other-weights"], FAILED, "error", ANOTHER_RUN.format("model"), True),

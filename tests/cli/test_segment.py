@@ -391,20 +391,20 @@ def test_coco_mask_of_a_frame_folder(make_video, weights, tmp_path):
 
 
 def test_pooling_older_memory_frames_is_part_of_the_provenance_only_where_it_pools(make_video, weights, tmp_path):
-    """At the default --mem-size nothing is pooled, and the provenance is as before (finished folders of earlier
-    versions stay finished); where older frames are pooled, --mem-full makes another run."""
+    """Where older frames are pooled (at the default --mem-size), --mem-full is part of the provenance, and
+    another --mem-full makes another run; a memory too small to pool leaves it out."""
     video = make_video(frames=6)
     base = ["segment", str(video.path), "--mask", str(video.mask), "--weights", weights, "--no-overlay",
             "--no-logits", "--json"]
-    result = runner.invoke(app, [*base, "-o", str(tmp_path / "default")])
+    result = runner.invoke(app, [*base, "-o", str(tmp_path / "small"), "--mem-size", "5"])
     assert result.exit_code == 0, result.output
-    settings = json.loads((tmp_path / "default" / "manifest.json").read_text())["provenance"]["settings"]
+    settings = json.loads((tmp_path / "small" / "manifest.json").read_text())["provenance"]["settings"]
     assert "mem_full" not in settings
-    large = [*base, "-o", str(tmp_path / "large"), "--mem-size", "8", "--mem-every", "1"]
-    assert runner.invoke(app, large).exit_code == 0
-    manifest = json.loads((tmp_path / "large" / "manifest.json").read_text())
+    default = [*base, "-o", str(tmp_path / "default")]
+    assert runner.invoke(app, default).exit_code == 0
+    manifest = json.loads((tmp_path / "default" / "manifest.json").read_text())
     assert manifest["provenance"]["settings"]["mem_full"] == 4 and manifest["mem_full"] == 4
-    again = runner.invoke(app, [*large, "--mem-full", "2"])
+    again = runner.invoke(app, [*default, "--mem-full", "2"])
     assert again.exit_code == 1 and "mem_full" in again.stderr
 
 
