@@ -148,14 +148,19 @@ def window_similarity(keys: torch.Tensor, previous_keys: torch.Tensor, radius: i
 @functools.lru_cache(maxsize=16)
 def _windows(h: int, w: int, radius: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """For each window position k (row-major, as F.unfold) and patch n of an (h, w) grid: the index of the
-    patch it covers, (k, N), and whether that lies inside the grid, (k, N) (index 0 where it does not)."""
-    size = 2 * radius + 1
-    ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
-    dy, dx = torch.meshgrid(torch.arange(size) - radius, torch.arange(size) - radius, indexing="ij")
-    y = ys.flatten()[None] + dy.flatten()[:, None]
-    x = xs.flatten()[None] + dx.flatten()[:, None]
-    inside = (y >= 0) & (y < h) & (x >= 0) & (x < w)
-    return torch.where(inside, y * w + x, 0).to(device), inside.to(device)
+    patch it covers, (k, N), and whether that lies inside the grid, (k, N) (index 0 where it does not).
+
+    Made outside inference mode whatever the caller's mode: the cached tables serve inference and training
+    alike, and autograd refuses tensors made in inference mode.
+    """
+    with torch.inference_mode(False):
+        size = 2 * radius + 1
+        ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+        dy, dx = torch.meshgrid(torch.arange(size) - radius, torch.arange(size) - radius, indexing="ij")
+        y = ys.flatten()[None] + dy.flatten()[:, None]
+        x = xs.flatten()[None] + dx.flatten()[:, None]
+        inside = (y >= 0) & (y < h) & (x >= 0) & (x < w)
+        return torch.where(inside, y * w + x, 0).to(device), inside.to(device)
 
 
 def shot_continuity(similarity: torch.Tensor) -> torch.Tensor:

@@ -151,3 +151,14 @@ def test_window_similarity_is_unfold_of_the_previous_keys():
         windows = torch.nn.functional.unfold(previous, size, padding=radius).view(2, 8, size * size, 35)
         expected = (keys.flatten(2)[:, :, None] * windows).sum(1)
         torch.testing.assert_close(window_similarity(keys, previous, radius), expected)
+
+
+def test_window_tables_made_in_inference_mode_serve_training_too():
+    """The cached window tables of a grid first seen under inference mode (validation during training) are
+    used by a later training step on the same grid, where autograd saves them for backward."""
+    keys = torch.nn.functional.normalize(torch.randn(1, 8, 6, 9), dim=1)
+    with torch.inference_mode():
+        window_similarity(keys, keys, 2)
+    trained = keys.clone().requires_grad_(True)
+    window_similarity(trained, keys, 2).sum().backward()
+    assert trained.grad is not None and torch.isfinite(trained.grad).all()
