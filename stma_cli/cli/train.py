@@ -81,7 +81,8 @@ def train(
         settings = TrainConfig(out=out, model=config, data=data, steps=steps, batch=batch, crop=crop, frames=frames,
                                skip_schedule=parse_skip_schedule(skip_schedule), max_objects=max_objects, lr=lr,
                                warmup=default_warmup(steps) if warmup is None else warmup, init=init,
-                               train_only=tuple(p for p in (train_only or "").split(",") if p), workers=workers, device=device, amp=amp, eval_every=eval_every,
+                               train_only=tuple(p for p in (train_only or "").split(",") if p), workers=workers,
+                               device=device, amp=amp, eval_every=eval_every,
                                checkpoint_minutes=checkpoint_minutes, max_minutes=max_minutes, seed=seed)
         evaluator = None
         if eval_sequences or eval_long_sequences:

