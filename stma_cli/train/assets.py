@@ -7,7 +7,6 @@ Each process loads its bank once, on first use (DataLoader workers each load the
 """
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from stma_cli.errors import StmaError
+from stma_cli.model.encoder import wheel_file
 
 _INSTALL = {
     "skimage": "pip install scikit-image",
@@ -72,10 +72,10 @@ def split_assets(split: str) -> tuple[Asset, ...]:
 
 def package_dir(package: str) -> Path:
     """Folder of an installed package, found without importing it."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
+    folder = wheel_file(package, ".")
+    if folder is None:
         raise StmaError(f"synthetic training data needs the {package} package: {_INSTALL[package]}")
-    return Path(list(spec.submodule_search_locations)[0])
+    return folder
 
 
 def asset_file(asset: Asset) -> Path:
