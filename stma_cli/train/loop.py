@@ -3,8 +3,12 @@
 A clip's first frame comes with its ground-truth masks and enters the memory as its anchor; every
 later frame is segmented from the memory, and its predicted (soft) masks then enter the memory too,
 through the same `MemoryBank` that inference uses (the anchor, a working frame every `mem_every`
-frames, the previous frame, at most `mem_size` frames; both drawn per step). So the network learns
-from its own mistakes as it will meet them at inference. Clips sample frames with gaps, up to a
+frames, the previous frame, at most `mem_size` frames, working frames beyond the newest `mem_full`
+pooled; size and interval drawn per step). So the network learns from its own mistakes as it will
+meet them at inference. Before the supervised frames, `mem_size - 2` context frames are segmented
+without gradient and each kept as a working frame, so that every step reads a memory of the size it
+drew, up to the largest sizes users set (20 by default), at the cost of forward passes only.
+Clips sample frames with gaps, up to a
 maximum that follows a curriculum (`skip_schedule`), so the memory must bridge long absences.
 Checkpoints (`stma_cli.train.checkpoint`) hold everything needed to resume exactly: model, optimiser,
 schedule, step (the data is a pure function of the step).
@@ -27,6 +31,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from stma_cli.device import autocast, resolve_device
 from stma_cli.errors import StmaError, UsageError
+from stma_cli.inference.config import SegmenterConfig
 from stma_cli.inference.memory import MemoryBank
 from stma_cli.model import STMA, STMAConfig, upsample_logits
 from stma_cli.train.checkpoint import BEST, CHECKPOINT, checkpoint_in, load_checkpoint, save_checkpoint
@@ -36,6 +41,7 @@ from stma_cli.train.losses import presence_loss, vos_loss
 from stma_cli.train.seeded import ClipKey
 
 LOG = "log.jsonl"
+MAX_MEM_SIZE = 64  # the largest memory a training step may draw (each size above 2 adds a context frame)
 MAX_SKIP = 100  # the largest gap of --skip-schedule: generated clips plan every frame of the span they sample
 # Modules that weights from before their introduction lack; `--init` from such weights starts them fresh.
 NEW_MODULES = ("propagation.", "decoder.prior.", "presence.", "tokenizer.absent", "matching.", "decoder.readout.")
@@ -55,14 +61,17 @@ class TrainConfig:
     steps: int = 20000
     batch: int = 4
     crop: int = 384
-    frames: int = 8
+    frames: int = 8  # supervised frames of a clip, the annotated first one included (context frames come on top)
     max_objects: int = 3
     skip_schedule: tuple[tuple[float, int], ...] = ((0.0, 3), (0.1, 6), (0.3, 10), (0.8, 4))
     """(fraction of the steps, largest gap between a clip's sampled frames from there on)."""
-    mem_size: tuple[int, int] = (2, 5)
-    """Range of the memory size, drawn per step."""
+    mem_size: tuple[int, int] = (2, 20)
+    """Range of the memory size, drawn per step; a step of size M first fills the memory with M - 2 context
+    frames, so clips hold `frames + mem_size[1] - 2` frames."""
     mem_every: tuple[int, int] = (1, 3)
-    """Range of the working-memory interval in sampled frames, drawn per step."""
+    """Range of the working-memory interval in sampled frames (of the supervised frames), drawn per step."""
+    mem_full: int = SegmenterConfig.mem_full
+    """Working frames kept whole; older ones are pooled, as at inference."""
     presence_weight: float = 0.5
     lr: float = 4e-4
     encoder_lr_scale: float = 0.25
@@ -97,6 +106,11 @@ class TrainConfig:
         every = int(torch.randint(self.mem_every[0], self.mem_every[1] + 1, (1,), generator=rng))
         return size, every
 
+    @property
+    def clip_frames(self) -> int:
+        """Frames of each training clip: the anchor, the most context frames a step uses, the supervised ones."""
+        return self.frames + self.mem_size[1] - 2
+
     def recipe(self) -> dict[str, Any]:
         data = asdict(self)
         data["out"] = str(self.out)
@@ -104,7 +118,7 @@ class TrainConfig:
 
 
 RUN_KEYS = ("model", "data", "init", "seed", "steps", "batch", "crop", "frames", "max_objects", "skip_schedule",
-            "lr", "warmup", "train_only")
+            "lr", "warmup", "train_only", "mem_size")
 """The recipe entries that make a run what it is: resuming with other values needs `force`."""
 
 
@@ -120,6 +134,17 @@ def recipe_changes(saved: Any, config: TrainConfig) -> list[str]:
     now = json.loads(json.dumps(config.recipe(), default=str))
     return [f"{key} {saved.get(key)} -> {now.get(key)}" for key in RUN_KEYS
             if key in saved and saved.get(key) != now.get(key)]
+
+
+def parse_mem_sizes(text: str) -> tuple[int, int]:
+    """"2:20" -> (2, 20), "5" -> (5, 5): the range of memory sizes that training draws from."""
+    try:
+        low, high = (int(part) for part in (text.split(":") if ":" in text else (text, text)))
+    except ValueError:
+        raise UsageError(f"--mem-size {text}: expected MIN:MAX, e.g. 2:20") from None
+    if not 2 <= low <= high <= MAX_MEM_SIZE:
+        raise UsageError(f"--mem-size {text}: sizes from 2 to {MAX_MEM_SIZE}, MIN at most MAX")
+    return low, high
 
 
 def parse_skip_schedule(text: str) -> tuple[tuple[float, int], ...]:
@@ -139,29 +164,52 @@ def parse_skip_schedule(text: str) -> tuple[tuple[float, int], ...]:
 class ClipModel(nn.Module):
     """Unrolls a clip through STMA and a `MemoryBank` (the module DistributedDataParallel wraps)."""
 
-    def __init__(self, model: STMA) -> None:
+    def __init__(self, model: STMA, mem_full: int | None = None) -> None:
         super().__init__()
         self.model = model
+        self.mem_full = mem_full
 
     def forward(self, frames: torch.Tensor, labels: torch.Tensor, ids: torch.Tensor, valid: torch.Tensor,
-                mem_size: int, mem_every: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+                mem_size: int, mem_every: int, context: int = 0) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """frames (B, T, 3, H, W), labels (B, T, H, W), ids/valid (B, n) -> logits (B, 1+n, H, W) and
-        presence logits (B, n) of frames 1..T-1."""
+        presence logits (B, n) of frames 1+context..T-1.
+
+        Frames 1..context are context: segmented without gradient, each then kept as a working frame (with
+        the masks the model predicted, as at inference), so that the supervised frames read a full memory.
+        """
         b, t = frames.shape[:2]
         n = ids.shape[1]
-        features = self.model.encode(frames.transpose(0, 1).flatten(0, 1)).chunk(t)
+        images = frames.transpose(0, 1)
+        with torch.no_grad():
+            context_features = self.model.encode(images[1:1 + context].flatten(0, 1)).chunk(context) if context else []
+        features = self.model.encode(torch.cat([images[:1], images[1 + context:]]).flatten(0, 1)).chunk(t - context)
         first = F.one_hot(labels[:, 0], n + 1).permute(0, 3, 1, 2)[:, 1:].to(frames.dtype)
-        memory = MemoryBank(mem_size, mem_every)
+        memory = MemoryBank(mem_size, mem_every, self.mem_full)
         memory.add(self.model.memorize(features[0], first, ids, valid), annotated=True)
+        with torch.no_grad():
+            for frame in context_features:
+                logits, _ = self.model.predict(frame, memory.entries(), ids, valid)
+                masks = upsample_logits(logits, frame.size).softmax(1)[:, 1:]
+                memory.add(self.model.memorize(frame, masks, ids, valid), annotated=False, working=True)
         outputs, presences = [], []
-        for i in range(1, t):
+        for i in range(1, len(features)):
             logits, presence = self.model.predict(features[i], memory.entries(), ids, valid)
             logits = upsample_logits(logits, features[i].size)
             outputs.append(logits)
             presences.append(presence)
-            if i < t - 1:
+            if i < len(features) - 1:
                 memory.add(self.model.memorize(features[i], logits.softmax(1)[:, 1:], ids, valid), annotated=False)
         return outputs, presences
+
+
+def step_clip(frames: torch.Tensor, labels: torch.Tensor, mem_size: int,
+              supervised: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """A batch's clips (B, T, ...) cut for a step of memory size `mem_size`: the anchor, the last context
+    frames (up to mem_size - 2, as many as the clips hold) and the `supervised - 1` frames after the anchor
+    that the loss sees. Returns the frames, the labels and the number of context frames kept."""
+    context = max(0, min(mem_size - 2, frames.shape[1] - supervised))
+    keep = [0] + list(range(max(1, frames.shape[1] - (supervised - 1) - context), frames.shape[1]))
+    return frames[:, keep], labels[:, keep], context
 
 
 class StepSampler(Sampler[list[ClipKey]]):
@@ -305,14 +353,14 @@ def train(config: TrainConfig, dataset: Dataset | None = None,
     if dataset is None:
         from stma_cli.train.data import make_dataset
 
-        dataset = make_dataset(config.data, seed=config.seed, num_frames=config.frames,
+        dataset = make_dataset(config.data, seed=config.seed, num_frames=config.clip_frames,
                                size=(config.crop, config.crop), max_objects=config.max_objects)
     sampler = StepSampler(len(dataset), config.batch, state["step"], config, context)
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=config.workers,
                         collate_fn=functools.partial(collate, max_objects=config.max_objects),
                         pin_memory=device.type == "cuda", persistent_workers=False,
                         prefetch_factor=4 if config.workers else None)
-    clip_model: nn.Module = ClipModel(model)
+    clip_model: nn.Module = ClipModel(model, config.mem_full)
     if context.enabled:
         clip_model = DistributedDataParallel(clip_model, device_ids=[device.index] if device.type == "cuda" else None)
     clip_model.train()
@@ -322,17 +370,19 @@ def train(config: TrainConfig, dataset: Dataset | None = None,
     run_started = last_checkpoint = time.monotonic()
     running: dict[str, float] = {}
     for batch in loader:
-        frames = batch["frames"].to(device, non_blocking=True)
-        labels = batch["labels"].to(device, non_blocking=True)
+        mem_size, mem_every = config.memory(step)
+        frames, labels, context_frames = step_clip(batch["frames"], batch["labels"], mem_size, config.frames)
+        frames, labels = frames.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         valid = batch["valid"].to(device, non_blocking=True)
         ids = random_ids(batch["valid"], model.config.num_ids, step, config.seed).to(device)
         for group in optimizer.param_groups:
             group["lr"] = group["initial_lr"] * learning_rate_factor(step, config)
         with autocast(device, amp_dtype):
-            outputs, presences = clip_model(frames, labels, ids, valid, *config.memory(step))
+            outputs, presences = clip_model(frames, labels, ids, valid, mem_size, mem_every, context_frames)
+        supervised = labels[:, -len(outputs):]
         fraction = hard_pixel_fraction(step, config)
-        terms = [vos_loss(logits, labels[:, i + 1], valid, fraction) for i, logits in enumerate(outputs)]
-        presence = sum(presence_loss(p, labels[:, i + 1], valid) for i, p in enumerate(presences)) / len(presences)
+        terms = [vos_loss(logits, supervised[:, i], valid, fraction) for i, logits in enumerate(outputs)]
+        presence = sum(presence_loss(p, supervised[:, i], valid) for i, p in enumerate(presences)) / len(presences)
         loss = sum(t["loss"] for t in terms) / len(terms) + config.presence_weight * presence
         if all_reduce_mean({"finite": float(torch.isfinite(loss).item())}, context, device)["finite"] < 1:
             raise StmaError(f"step {step + 1}: the loss is not finite (NaN or inf); training stops, the last "
@@ -347,7 +397,7 @@ def train(config: TrainConfig, dataset: Dataset | None = None,
 
         with torch.no_grad():
             pred = torch.stack([o.argmax(1) for o in outputs], 1)
-            target = labels[:, 1:]
+            target = supervised
             iou = ((pred == target) & (target > 0)).sum() / ((pred > 0) | (target > 0)).sum().clamp(min=1)
         for key, value in {"loss": loss.item(), "ce": sum(t["ce"].item() for t in terms) / len(terms),
                            "dice": sum(t["dice"].item() for t in terms) / len(terms), "presence": presence.item(),

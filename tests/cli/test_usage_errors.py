@@ -107,6 +107,8 @@ def test_an_edited_config_is_another_model(make_video, tiny_weights, tmp_path: P
     (["--skip-schedule", "0:3,nan:4"], "--skip-schedule 0:3,nan:4: fractions must start at 0"),
     (["--skip-schedule", "nan:3"], "--skip-schedule nan:3: fractions must start at 0"),
     (["--lr", "nan"], "--lr nan: expected a finite number > 0"),
+    (["--mem-size", "20:2"], "--mem-size 20:2: sizes from 2 to 64, MIN at most MAX"),
+    (["--mem-size", "2-20"], "--mem-size 2-20: expected MIN:MAX, e.g. 2:20"),
 ])
 def test_train_options_out_of_bounds(args: list[str], says: str, tmp_path: Path) -> None:
     one_error(stma("train", "--out", tmp_path / "run", *args), USAGE, says)

@@ -1,5 +1,6 @@
 """The memory bank keeps the anchor, samples every k-th frame and stays within its bound."""
 import pytest
+import torch
 
 from stma_cli.inference.memory import MemoryBank
 from stma_cli.model import MemoryEntry
@@ -55,3 +56,31 @@ def test_invalid_settings():
         MemoryBank(mem_size=1)
     with pytest.raises(ValueError):
         MemoryBank(mem_every=0)
+
+
+def test_a_frame_kept_as_working_whatever_the_interval():
+    bank = MemoryBank(mem_size=6, mem_every=5)
+    bank.add(_Named("f0"), annotated=True)
+    bank.add(_Named("f1"), annotated=False, working=True)
+    bank.add(_Named("f2"), annotated=False, working=True)
+    bank.add(_Named("f3"), annotated=False)
+    assert names(bank) == ["f0", "f1", "f2", "f3"] and list(bank.working) == [bank.entries()[1], bank.entries()[2]]
+
+
+def _entry() -> MemoryEntry:
+    levels = [(torch.randn(1, 16, 8), torch.randn(1, 4, 8))]
+    return MemoryEntry(levels, torch.nn.functional.normalize(torch.randn(1, 2, 4, 4), dim=1), torch.rand(1, 2, 4, 4))
+
+
+@pytest.mark.parametrize(("mem_full", "pooled"), [(None, 0), (4, 4), (1, 7), (0, 7)])
+def test_working_frames_beyond_mem_full_are_pooled_and_the_previous_frame_stays_whole(mem_full, pooled):
+    bank = MemoryBank(mem_size=9, mem_every=1, mem_full=mem_full)
+    bank.add(_entry(), annotated=True)
+    for _ in range(12):
+        bank.add(_entry(), annotated=False)
+    entries = bank.entries()
+    assert len(entries) == 9 and sum(entry.pos is not None for entry in entries) == pooled
+    assert entries[0].pos is None and entries[-1].pos is None and entries[-1] is bank.latest
+    assert all(entry.levels[0][0].shape[1] == (4 if entry.pos is not None else 16) for entry in entries)
+    with pytest.raises(ValueError):
+        MemoryBank(mem_full=-1)

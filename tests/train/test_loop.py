@@ -16,7 +16,7 @@ from stma_cli.errors import StmaError, UsageError
 from stma_cli.hub import load_weights_folder
 from stma_cli.model import STMA, STMAConfig
 from stma_cli.train.loop import (NEW_MODULES, ClipModel, StepSampler, TrainConfig, build_model, collate, hard_pixel_fraction,
-                                 learning_rate_factor, parse_skip_schedule, train)
+                                 learning_rate_factor, parse_mem_sizes, parse_skip_schedule, step_clip, train)
 from stma_cli.train.distributed import DistributedContext
 from stma_cli.train.losses import presence_loss, vos_loss
 from stma_cli.train.seeded import ClipKey
@@ -166,6 +166,55 @@ def test_memory_settings_are_drawn_per_step_within_their_ranges():
     assert {size for size, _ in drawn} == {2, 3, 4, 5} and {every for _, every in drawn} == {1, 2, 3}
 
 
+def test_mem_size_parsing():
+    assert parse_mem_sizes("2:20") == (2, 20) and parse_mem_sizes("5") == (5, 5)
+    for bad in ("1:5", "6:5", "2:65", "x", "2:"):
+        with pytest.raises(UsageError):
+            parse_mem_sizes(bad)
+
+
+def test_clips_are_long_enough_to_fill_the_largest_memory():
+    config = TrainConfig(out=Path("x"), frames=8, mem_size=(2, 20))
+    assert config.clip_frames == 8 + 18
+
+
+def test_step_clip_keeps_the_anchor_the_last_context_frames_and_the_supervised_ones():
+    frames = torch.arange(10).view(1, 10, 1).float()  # clip frame t holds t
+    labels = torch.arange(10).view(1, 10)
+    cut, cut_labels, context = step_clip(frames, labels, mem_size=5, supervised=4)
+    assert context == 3 and cut.flatten().tolist() == [0, 4, 5, 6, 7, 8, 9] == cut_labels.flatten().tolist()
+    cut, _, context = step_clip(frames, labels, mem_size=2, supervised=4)
+    assert context == 0 and cut.flatten().tolist() == [0, 7, 8, 9]
+    cut, _, context = step_clip(frames[:, :5], labels[:, :5], mem_size=20, supervised=4)  # a short clip: what it holds
+    assert context == 1 and cut.flatten().tolist() == [0, 1, 2, 3, 4]
+    cut, _, context = step_clip(frames[:, :3], labels[:, :3], mem_size=20, supervised=4)
+    assert context == 0 and cut.flatten().tolist() == [0, 1, 2]
+
+
+def test_training_steps_use_context_frames_up_to_the_memory_drawn(tmp_path, monkeypatch):
+    """Clips of 5 frames, 3 supervised, a memory of 4: each step segments 2 context frames first."""
+    calls = []
+    forward = ClipModel.forward
+
+    def recording(self, frames, labels, ids, valid, mem_size, mem_every, context=0):
+        outputs, presences = forward(self, frames, labels, ids, valid, mem_size, mem_every, context)
+        calls.append((frames.shape[1], mem_size, context, len(outputs), self.mem_full))
+        return outputs, presences
+
+    monkeypatch.setattr(ClipModel, "forward", recording)
+
+    class LongerSquares(MovingSquares):
+        def __getitem__(self, key: ClipKey) -> dict:
+            item = super().__getitem__(key)
+            order = [0, 1, 2, 1, 2]
+            return {**item, "frames": item["frames"][order], "masks": item["masks"][order]}
+
+    config = _config(tmp_path, 2)
+    config.mem_size, config.mem_full = (4, 4), 1
+    state = train(config, dataset=LongerSquares(), log=lambda _: None)
+    assert state["step"] == 2 and calls == [(5, 4, 2, 2, 1)] * 2
+
+
 def test_skip_schedule_parsing():
     assert parse_skip_schedule("0:3,0.1:6,0.8:4") == ((0.0, 3), (0.1, 6), (0.8, 4))
     for bad in ("0.1:3", "0:3,0.5", "0:0", "0:3,0.9:2,0.5:1", "x"):
@@ -302,11 +351,13 @@ def test_clip_model_reads_memory_as_inference_builds_it():
 
     model.predict = recording
     written: list[int] = []
+    made = []
     memorize = model.memorize
 
     def remembering(*args, **kwargs):
         entry = memorize(*args, **kwargs)
         written.append(id(entry))
+        made.append(entry)
         return entry
 
     model.memorize = remembering
@@ -318,6 +369,15 @@ def test_clip_model_reads_memory_as_inference_builds_it():
     assert len(outputs) == len(presences) == 5 and presences[0].shape == (1, 2)
     frame = {entry: index for index, entry in enumerate(written)}  # memory entry -> clip frame
     assert [[frame[e] for e in memory] for memory in read] == [[0], [0, 1], [0, 2], [0, 2, 3], [0, 2, 4]]
+
+    read.clear(), written.clear(), made.clear()
+    outputs, _ = ClipModel(model)(frames, labels, torch.tensor([[4, 9]]), torch.tensor([[True, True]]), 5, 2, 3)
+    assert len(outputs) == 2 and all(output.requires_grad for output in outputs)  # frames 4 and 5 are supervised
+    frame = {entry: index for index, entry in enumerate(written)}
+    # Context frames 1-3 each join the working memory; then a working frame every 2nd frame again.
+    assert [[frame[e] for e in memory] for memory in read] == [[0], [0, 1], [0, 1, 2], [0, 1, 2, 3], [0, 1, 2, 3, 4]]
+    # Only the anchor and the supervised frames carry gradients: context frames cost forward passes only.
+    assert [entry.levels[-1][1].requires_grad for entry in made] == [True, False, False, False, True]
 
 
 def test_presence_loss_targets_visibility():
