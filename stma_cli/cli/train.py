@@ -84,7 +84,8 @@ def train(
             raise UsageError(f"--max-objects {max_objects}: the model's ID table holds at most "
                              f"{model_config.num_ids} objects ({init or '--config ' + config})")
         settings = TrainConfig(out=out, model=config, data=data, steps=steps, batch=batch, crop=crop, frames=frames,
-                               mem_size=parse_mem_sizes(mem_size), skip_schedule=parse_skip_schedule(skip_schedule), max_objects=max_objects, lr=lr,
+                               mem_size=parse_mem_sizes(mem_size), skip_schedule=parse_skip_schedule(skip_schedule),
+                               max_objects=max_objects, lr=lr,
                                warmup=default_warmup(steps) if warmup is None else warmup, init=init,
                                train_only=tuple(p for p in (train_only or "").split(",") if p), workers=workers,
                                device=device, amp=amp, eval_every=eval_every,

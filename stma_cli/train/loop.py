@@ -177,28 +177,28 @@ class ClipModel(nn.Module):
         Frames 1..context are context: segmented without gradient, each then kept as a working frame (with
         the masks the model predicted, as at inference), so that the supervised frames read a full memory.
         """
-        b, t = frames.shape[:2]
         n = ids.shape[1]
         images = frames.transpose(0, 1)
         with torch.no_grad():
             context_features = self.model.encode(images[1:1 + context].flatten(0, 1)).chunk(context) if context else []
-        features = self.model.encode(torch.cat([images[:1], images[1 + context:]]).flatten(0, 1)).chunk(t - context)
+        supervised = self.model.encode(torch.cat([images[:1], images[1 + context:]]).flatten(0, 1))
+        anchor, *later = supervised.chunk(frames.shape[1] - context)
+        clip = [anchor, *context_features, *later]
         first = F.one_hot(labels[:, 0], n + 1).permute(0, 3, 1, 2)[:, 1:].to(frames.dtype)
         memory = MemoryBank(mem_size, mem_every, self.mem_full)
-        memory.add(self.model.memorize(features[0], first, ids, valid), annotated=True)
-        with torch.no_grad():
-            for frame in context_features:
-                logits, _ = self.model.predict(frame, memory.entries(), ids, valid)
-                masks = upsample_logits(logits, frame.size).softmax(1)[:, 1:]
-                memory.add(self.model.memorize(frame, masks, ids, valid), annotated=False, working=True)
+        memory.add(self.model.memorize(anchor, first, ids, valid), annotated=True)
+        grad = torch.is_grad_enabled()
         outputs, presences = [], []
-        for i in range(1, len(features)):
-            logits, presence = self.model.predict(features[i], memory.entries(), ids, valid)
-            logits = upsample_logits(logits, features[i].size)
-            outputs.append(logits)
-            presences.append(presence)
-            if i < len(features) - 1:
-                memory.add(self.model.memorize(features[i], logits.softmax(1)[:, 1:], ids, valid), annotated=False)
+        for i in range(1, len(clip)):
+            with torch.set_grad_enabled(grad and i > context):
+                logits, presence = self.model.predict(clip[i], memory.entries(), ids, valid)
+                logits = upsample_logits(logits, clip[i].size)
+                if i > context:
+                    outputs.append(logits)
+                    presences.append(presence)
+                if i < len(clip) - 1:
+                    memory.add(self.model.memorize(clip[i], logits.softmax(1)[:, 1:], ids, valid), annotated=False,
+                               working=i <= context)
         return outputs, presences
 
 
