@@ -83,13 +83,14 @@ class Segmenter:
         entries never used first, because the memory frames' patches still carry the old ones. An id
         may come back later in a mask: it is then a new object.
         """
-        positions = sorted({self.object_ids.index(i) for i in object_ids if i in self.object_ids})
-        if not positions:
+        gone = [i for i in self.object_ids if i in set(object_ids)]
+        if not gone:
             return
         for entry in self.memory.entries():
-            entry.drop_objects(positions, self.model.config.tokens_per_object)
-        for position in reversed(positions):
-            self.released.append(self.table.pop(self.object_ids.pop(position)))
+            entry.drop_objects([self.table[i] for i in gone])
+        for object_id in gone:
+            self.object_ids.remove(object_id)
+            self.released.append(self.table.pop(object_id))
         if not self.object_ids:
             self.reset()  # nothing left to follow: the next mask starts afresh
 

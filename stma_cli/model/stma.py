@@ -166,16 +166,18 @@ class FrameFeatures:
 
 @dataclass
 class MemoryEntry:
-    """What one memory frame contributes.
+    """What one memory frame contributes, its objects keyed by their ID-table entries (`object_ids`).
 
     Per level its reference tokens and object tokens (for the association), and its matching keys
     and background + object coverage on the token grid (for local propagation when it is the
-    previous frame).
+    previous frame). Readers ask for objects by ID-table entry (`coverage_of`, `last_objects_of`,
+    `visibility_of`): an object the entry does not hold (one added on a later frame) reads as absent.
     """
 
     levels: list[tuple[torch.Tensor, torch.Tensor]]  # per block: reference tokens (B, N, C), object tokens (B, n*k, C)
     keys: torch.Tensor  # (B, d, h, w) matching keys
     coverage: torch.Tensor  # (B, 1+n, h, w) background + object share of each patch
+    object_ids: torch.Tensor  # (B, n) ID-table entries of the objects held, in the order of their tokens
     object_valid: torch.Tensor | None = None  # (B, n*k) bool, for padded training batches
     pos: torch.Tensor | None = None  # (1, N, C) positions of the reference tokens; None: the frame's own grid
     projected: list[tuple[torch.Tensor, ...]] | None = field(default=None, repr=False)
@@ -183,40 +185,55 @@ class MemoryEntry:
 
     @property
     def held(self) -> int:
-        """How many objects the entry holds: those of the frame it was made from (objects added on later
-        frames are not in it; readers pad them as absent)."""
-        return self.coverage.shape[1] - 1
+        """How many objects the entry holds: those of the frame it was made from."""
+        return self.object_ids.shape[1]
 
-    def coverage_of(self, num_objects: int, dtype: torch.dtype) -> torch.Tensor:
-        """Background + object coverage (B, 1+num_objects, h, w); objects it does not hold get zero."""
-        return F.pad(self.coverage.to(dtype), (0, 0, 0, 0, 0, num_objects - self.held))
+    def coverage_of(self, ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """Background + coverage of the objects `ids` (B, n): (B, 1+n, h, w), zero for those it does not hold."""
+        objects = self._gather(self.coverage[:, 1:].to(dtype), ids)
+        return torch.cat([self.coverage[:, :1].to(dtype), objects], dim=1)
 
-    def last_objects_of(self, num_objects: int, tokens_per_object: int) -> torch.Tensor:
-        """The last level's object tokens (B, num_objects*k, C); objects it does not hold get zero tokens."""
-        return F.pad(self.levels[-1][1], (0, 0, 0, (num_objects - self.held) * tokens_per_object))
+    def last_objects_of(self, ids: torch.Tensor, tokens_per_object: int) -> torch.Tensor:
+        """The last level's object tokens of `ids` (B, n): (B, n*k, C), zero for objects it does not hold."""
+        tokens = self.levels[-1][1].unflatten(1, (self.held, tokens_per_object))
+        return self._gather(tokens, ids).flatten(1, 2)
 
-    def visibility_of(self, num_objects: int, dtype: torch.dtype) -> torch.Tensor:
-        """How visible each object is on the entry's frame (B, num_objects); zero for objects it does not hold."""
-        return F.pad(visibility(self.coverage[:, 1:].flatten(2)), (0, num_objects - self.held)).to(dtype)
+    def visibility_of(self, ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """How visible each object of `ids` (B, n) is on the entry's frame (B, n); zero for those it does not hold."""
+        return self._gather(visibility(self.coverage[:, 1:].flatten(2)), ids).to(dtype)
 
-    def drop_objects(self, positions: list[int], tokens_per_object: int) -> None:
-        """Take the objects at `positions` (in the entry's object order) out, in place.
+    def drop_objects(self, ids: list[int]) -> None:
+        """Take the objects with these ID-table entries out, in place (inference: one video, batch 1).
 
         Their object tokens go from every level; their coverage joins the background's, since what they
-        covered is background for the objects that remain.
+        covered is background for the objects that remain. Objects the entry does not hold are ignored.
         """
-        keep = [p for p in range(self.held) if p not in positions]
-        gone = [p + 1 for p in positions if p < self.held]
+        if self.object_ids.shape[0] != 1:
+            raise ValueError("drop_objects works on a memory entry of one video (batch 1)")
+        held = self.object_ids[0].tolist()
+        keep = [p for p, i in enumerate(held) if i not in ids]
+        gone = [p + 1 for p, i in enumerate(held) if i in ids]
         if not gone:
-            return  # the entry was memorized before these objects were added
-        tokens = torch.tensor([p * tokens_per_object + t for p in keep for t in range(tokens_per_object)],
-                              dtype=torch.long, device=self.coverage.device)
+            return
+        k = self.levels[0][1].shape[1] // self.held
+        tokens = torch.tensor([p * k + t for p in keep for t in range(k)], dtype=torch.long,
+                              device=self.coverage.device)
         self.levels = [(reference, objects[:, tokens]) for reference, objects in self.levels]
         self.projected = None
         background = self.coverage[:, :1] + self.coverage[:, gone].sum(1, keepdim=True)
         self.coverage = torch.cat([background, self.coverage[:, [p + 1 for p in keep]]], dim=1)
+        self.object_ids = self.object_ids[:, keep]
         if self.object_valid is not None:
             self.object_valid = self.object_valid[:, tokens]
+
+    def _gather(self, values: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Per row, the slices of `values` (B, held, ...) of the objects `ids` (B, n), in that order; zeros
+        for ids the entry does not hold."""
+        match = F.pad(ids[:, :, None] == self.object_ids[:, None, :], (0, 1), value=True)  # (B, n, held+1)
+        index = match.int().argmax(2)  # the first match; `held`, the zero slice, for ids it does not hold
+        padded = F.pad(values, (0, 0) * (values.dim() - 2) + (0, 1))
+        index = index.view(*index.shape, *([1] * (values.dim() - 2))).expand(-1, -1, *values.shape[2:])
+        return padded.gather(1, index)
 
     def pooled(self) -> "MemoryEntry":
         """This entry with its reference tokens (and their positions), keys and coverage averaged over 2x2
@@ -232,7 +249,7 @@ class MemoryEntry:
         levels = [(pool(reference), objects) for reference, objects in self.levels]
         keys = F.normalize(F.avg_pool2d(self.keys, 2, ceil_mode=True), dim=1)
         coverage = F.avg_pool2d(self.coverage, 2, ceil_mode=True)
-        return MemoryEntry(levels, keys, coverage, self.object_valid, pool(pos))
+        return MemoryEntry(levels, keys, coverage, self.object_ids, self.object_valid, pool(pos))
 
 
 class _Unfilled(TorchFunctionMode):
@@ -328,7 +345,7 @@ class STMA(
             levels.append((reference, objects))
         background = (1 - masks.sum(1, keepdim=True)).clamp(min=0)
         coverage = torch.cat([background, masks], dim=1).unflatten(2, features.grid)
-        return MemoryEntry(levels, features.keys, coverage, object_valid)
+        return MemoryEntry(levels, features.keys, coverage, ids, object_valid)
 
     def segment(
         self,
@@ -360,13 +377,12 @@ class STMA(
         whether each object is in the frame at all.
         """
         pos = self._position(features)
-        n = ids.shape[1]
         test, x16 = self._associate(features, memory, pos)
         with record_function("stma.propagation"):
-            places = self._locate(features, memory, n)
+            places = self._locate(features, memory, ids)
         with record_function("stma.decoder"):
             logits = self._decode(features, x16, places, ids)
-            presence = self._presence(test, pos, memory, n)
+            presence = self._presence(test, pos, memory, ids)
             logits = torch.cat([logits[:, :1], logits[:, 1:] + F.logsigmoid(presence)[:, :, None, None]], dim=1)
         if valid is not None:
             keep = torch.cat([torch.ones_like(valid[:, :1]), valid], dim=1)[:, :, None, None]
@@ -390,11 +406,11 @@ class STMA(
                 outputs.append(test)
         return test, torch.cat(outputs, dim=2).transpose(1, 2).reshape(batch, -1, *features.grid)
 
-    def _locate(self, features: FrameFeatures, memory: Sequence[MemoryEntry], n: int) -> ObjectPlaces:
+    def _locate(self, features: FrameFeatures, memory: Sequence[MemoryEntry], ids: torch.Tensor) -> ObjectPlaces:
         """Where each of the n objects may be, from the previous frame (local prior, gated by how much of the
         object that frame holds, and by whether this frame continues its shot) and from the whole memory
         (readout)."""
-        coverages = [entry.coverage_of(n, features.tokens.dtype) for entry in memory]
+        coverages = [entry.coverage_of(ids, features.tokens.dtype) for entry in memory]
         similarity = window_similarity(features.keys, memory[-1].keys, self.config.propagation_radius)
         prior = self.propagation(features.keys, memory[-1].keys, coverages[-1], similarity)
         gate = self.propagation.gate(coverages[-1])  # (B, 1+n): how much of each the previous frame holds
@@ -466,11 +482,12 @@ class STMA(
                                for block, (reference, objects) in zip(self.blocks, entry.levels)]
         return entry.projected
 
-    def _presence(self, test: torch.Tensor, pos: torch.Tensor, memory: Sequence[MemoryEntry], n: int) -> torch.Tensor:
+    def _presence(self, test: torch.Tensor, pos: torch.Tensor, memory: Sequence[MemoryEntry],
+                  ids: torch.Tensor) -> torch.Tensor:
         """Presence logits (B, n): each object's memory summary against the frame's last-level tokens."""
         k = self.config.tokens_per_object
-        objects = [entry.last_objects_of(n, k) for entry in memory]
-        seen = [entry.visibility_of(n, test.dtype) for entry in memory]
+        objects = [entry.last_objects_of(ids, k) for entry in memory]
+        seen = [entry.visibility_of(ids, test.dtype) for entry in memory]
         return self.presence(object_queries(objects, seen, k), test, pos)
 
     def _position(self, features: FrameFeatures) -> torch.Tensor:

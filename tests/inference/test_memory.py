@@ -8,7 +8,7 @@ from stma_cli.model import MemoryEntry
 
 class _Named(MemoryEntry):
     def __init__(self, name: str) -> None:
-        super().__init__(levels=[], keys=None, coverage=None)
+        super().__init__(levels=[], keys=None, coverage=None, object_ids=None)
         self.name = name
 
     def __repr__(self) -> str:
@@ -69,7 +69,8 @@ def test_a_frame_kept_as_working_whatever_the_interval():
 
 def _entry() -> MemoryEntry:
     levels = [(torch.randn(1, 16, 8), torch.randn(1, 4, 8))]
-    return MemoryEntry(levels, torch.nn.functional.normalize(torch.randn(1, 2, 4, 4), dim=1), torch.rand(1, 2, 4, 4))
+    return MemoryEntry(levels, torch.nn.functional.normalize(torch.randn(1, 2, 4, 4), dim=1), torch.rand(1, 2, 4, 4),
+                       torch.tensor([[1]]))
 
 
 @pytest.mark.parametrize(("mem_full", "pooled"), [(None, 0), (4, 4), (1, 7), (0, 7)])

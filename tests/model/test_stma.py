@@ -262,28 +262,52 @@ def test_a_memory_entry_pads_the_objects_it_does_not_hold_and_drops_objects(mode
     tokens and zero visibility. Dropping the first object moves its coverage to the background."""
     _, ref_images, ref_masks, ids = _inputs(2, size=(64, 80), refs=1)
     k = model.config.tokens_per_object
+    three = torch.cat([ids, ids.max(1, keepdim=True).values + 1], dim=1)
     with torch.inference_mode():
         entry = model.memorize(model.encode(ref_images[:, 0]), ref_masks[:, 0], ids)
-        assert entry.held == 2
-        coverage = entry.coverage_of(3, torch.float32)
+        assert entry.held == 2 and torch.equal(entry.object_ids, ids)
+        coverage = entry.coverage_of(three, torch.float32)
         assert coverage.shape[1] == 4 and torch.equal(coverage[:, :3], entry.coverage) and not coverage[:, 3].any()
-        objects = entry.last_objects_of(3, k)
-        assert objects.shape[1] == 3 * k and not objects[:, 2 * k:].any()
-        assert entry.visibility_of(3, torch.float32)[0, 2] == 0
+        objects = entry.last_objects_of(three, k)
+        assert objects.shape[1] == 3 * k and torch.equal(objects[:, :2 * k], entry.levels[-1][1])
+        assert not objects[:, 2 * k:].any()
+        assert entry.visibility_of(three, torch.float32)[0, 2] == 0
         before = entry.coverage.clone()
         second = [level[1][:, k:2 * k] for level in entry.levels]
-        entry.drop_objects([0], k)
-    assert entry.held == 1
+        entry.drop_objects([int(ids[0, 0])])
+    assert entry.held == 1 and torch.equal(entry.object_ids, ids[:, 1:])
     torch.testing.assert_close(entry.coverage[:, 0], before[:, 0] + before[:, 1])
     assert torch.equal(entry.coverage[:, 1], before[:, 2])
     assert all(torch.equal(level[1], tokens) for level, tokens in zip(entry.levels, second))
+
+
+def test_a_memory_entry_is_read_by_object_id_in_any_order(model):
+    """Readers name objects by ID-table entry: asked in another order, or for an id it never held, the entry
+    answers per id, so reading objects in reverse order gives the reverse of each object's coverage, tokens
+    and visibility, and a prediction with the objects reversed is the same prediction, reversed."""
+    image, ref_images, ref_masks, ids = _inputs(2, size=(64, 80), refs=2)
+    k = model.config.tokens_per_object
+    reverse = ids.flip(1)
+    with torch.inference_mode():
+        entries = [model.memorize(model.encode(ref_images[:, i]), ref_masks[:, i], ids) for i in range(2)]
+        entry = entries[0]
+        assert torch.equal(entry.coverage_of(reverse, torch.float32)[:, 1:], entry.coverage[:, 1:].flip(1))
+        tokens = entry.levels[-1][1].unflatten(1, (2, k))
+        assert torch.equal(entry.last_objects_of(reverse, k), tokens.flip(1).flatten(1, 2))
+        assert torch.equal(entry.visibility_of(reverse, torch.float32), entry.visibility_of(ids, torch.float32).flip(1))
+        unknown = torch.tensor([[next(i for i in range(1, model.config.num_ids + 1) if i not in ids)]])
+        assert not entry.coverage_of(unknown, torch.float32)[:, 1:].any() and not entry.last_objects_of(unknown, k).any()
+        features = model.encode(image)
+        logits, presence = model.predict(features, entries, ids)
+        reversed_logits, reversed_presence = model.predict(features, entries, reverse)
+    torch.testing.assert_close(reversed_logits[:, 1:], logits[:, 1:].flip(1))
+    torch.testing.assert_close(reversed_presence, presence.flip(1))
 
 
 def test_a_memory_frame_is_projected_once_and_again_after_a_change(model):
     """The keys and values that test frames read are made on an entry's first read and reused; dropping an
     object makes them anew. Either way a read equals one from an entry never read before."""
     image, ref_images, ref_masks, ids = _inputs(2, size=(64, 80), refs=2)
-    k = model.config.tokens_per_object
 
     def fresh() -> list:
         return [model.memorize(model.encode(ref_images[:, i]), ref_masks[:, i], ids) for i in range(2)]
@@ -298,10 +322,10 @@ def test_a_memory_frame_is_projected_once_and_again_after_a_change(model):
         assert all(entry.projected is c for entry, c in zip(entries, cached))
         torch.testing.assert_close(again, first, rtol=0, atol=0)
         for entry in entries:
-            entry.drop_objects([0], k)
+            entry.drop_objects([int(ids[0, 0])])
         assert all(entry.projected is None for entry in entries)
         dropped = model.predict(features, entries, ids[:, 1:])[0]
         unread = fresh()
         for entry in unread:
-            entry.drop_objects([0], k)
+            entry.drop_objects([int(ids[0, 0])])
         torch.testing.assert_close(dropped, model.predict(features, unread, ids[:, 1:])[0])
