@@ -1,7 +1,7 @@
 """J&F and per-event figures on the long set: full occlusions, exits and re-entries, look-alikes.
 
-Run: python benchmarks/long.py [--root runs/long-test] [--seed 10000103] [--sequences 8] [--frames 90]
-     [--size 480x854] [--weights stma-tiny] [--weights OTHER ...] [--mem-sizes 5] [--mem-every 5]
+Run: python benchmarks/long.py [--kind long|cuts] [--root runs/long-test] [--seed 10000103] [--sequences 8]
+     [--frames 90] [--size 480x854] [--weights stma-tiny] [--weights OTHER ...] [--mem-sizes 5] [--mem-every 5]
      [--max-side 640] [--no-copy] [--results NAME=DIR ...] [--device auto] [--workers N]
 
 The long set (`write_davis_layout(root, "long", ...)`) is made of event clips rendered from held-out
@@ -12,13 +12,18 @@ hold a crowd of 5-10 look-alikes of which only some are annotated. The default s
 set, which is only reported; choose checkpoints and settings on the validation seed
 (`--seed 10000141 --root runs/long-validation`).
 
+`--kind cuts` scores the cut set instead (`runs/cuts-test`, seed 10000189; validation: `--seed 10000223
+--root runs/cuts-validation`): the same kind of clips, with a hard cut to another shot (another background,
+the unannotated look-alikes, none of the annotated objects) and a cut back instead of the occlusion and
+the exit, so that its absences are the other shot's frames.
+
 Per-event figures come from the ground truth. An object is absent on a frame where it has no pixel
 (fully hidden, or out of view). For every run of absent frames after frame 0:
 - IoU before: the object's IoU on the (up to) 10 frames before the run;
 - absent FP: the share of the run's frames on which the prediction still gives the object a mask
   (the right answer there is an empty mask);
 - IoU after: the object's IoU on the 10 frames after it is back (a run that ends the video has none).
-Frames are pooled over runs. A run is put down to the planned event (occlusion, exit) whose frames
+Frames are pooled over runs. A run is put down to the planned event (occlusion, exit, cut) whose frames
 it overlaps, else to "other" (an object hidden by another one, or carried out of view by the camera).
 
 `--results NAME=DIR` also scores predictions made elsewhere, e.g. by another version of stma with
@@ -49,11 +54,11 @@ from stma_cli.evaluation.davis import evaluate_folder
 from stma_cli.hub import DEFAULT_WEIGHTS, load_model
 from stma_cli.inference.dataset import predict_dataset
 from stma_cli.inference.segmenter import SegmenterConfig
-from stma_cli.train.data import LONG_TEST_SEED, LONG_VALIDATION_SEED
+from stma_cli.train.data import CUTS_TEST_SEED, CUTS_VALIDATION_SEED, LONG_TEST_SEED, LONG_VALIDATION_SEED
 
 WINDOW = 10
 """Frames before and after an absence that its IoU figures look at."""
-KINDS = ("occlusion", "exit", "other")
+KINDS = ("occlusion", "exit", "cut", "other")
 
 
 @dataclass
@@ -125,9 +130,12 @@ def set_figures(dataset: DavisDataset, predictions: Path, events: dict[str, list
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", type=Path, default=Path("runs/long-test"), help="long set folder")
-    parser.add_argument("--seed", type=int, default=LONG_TEST_SEED,
-                        help=f"{LONG_TEST_SEED} (default): the test set; {LONG_VALIDATION_SEED}: the validation set")
+    parser.add_argument("--kind", choices=("long", "cuts"), default="long",
+                        help="long (occlusions and exits) or cuts (a cut to another shot and back)")
+    parser.add_argument("--root", type=Path, default=None, help="set folder (default runs/long-test, runs/cuts-test)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help=f"the test set by default ({LONG_TEST_SEED}, cuts {CUTS_TEST_SEED}); the validation set: "
+                             f"{LONG_VALIDATION_SEED} (cuts {CUTS_VALIDATION_SEED})")
     parser.add_argument("--sequences", type=int, default=8)
     parser.add_argument("--frames", type=int, default=90)
     parser.add_argument("--size", type=_size, default=(480, 854), help="HEIGHTxWIDTH (default 480x854)")
@@ -142,6 +150,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--device", default="auto", help="device of the model: auto, cpu, cuda or cuda:N")
     parser.add_argument("--workers", type=int, default=None, help="scoring processes (default: one per CPU)")
     args = parser.parse_args(argv)
+    args.root = args.root or Path(f"runs/{args.kind}-test")
+    if args.seed is None:
+        args.seed = LONG_TEST_SEED if args.kind == "long" else CUTS_TEST_SEED
     args.weights = args.weights or ([] if args.results else [DEFAULT_WEIGHTS])
     try:
         args.mem_sizes = [int(m) for m in args.mem_sizes.split(",")]
@@ -179,7 +190,7 @@ def report(args: argparse.Namespace, argv: list[str], dataset: DavisDataset, res
     objects = sum(dataset.num_objects(name) for name in dataset.sequence_names)
     threads = f", {torch.get_num_threads()} CPU threads" if resolve_device(args.device).type == "cpu" else ""
     lines = [
-        f"Long set: {len(dataset.sequence_names)} sequences x {args.frames} frames at {width}x{height}, {objects} "
+        f"{args.kind.capitalize()} set: {len(dataset.sequence_names)} sequences x {args.frames} frames at {width}x{height}, {objects} "
         f"objects, seed {args.seed} ({args.root}, fingerprint {fingerprint(dataset)}). J&F: DAVIS-2017 metrics over "
         f"frames 1 .. N-2. Event figures over runs of frames where an object is absent (see benchmarks/long.py).",
         "",
@@ -191,11 +202,12 @@ def report(args: argparse.Namespace, argv: list[str], dataset: DavisDataset, res
         cells = [cell(r[key], 3) for key in ("J&F-Mean", "J-Mean", "F-Mean")]
         cells += [cell(e[key]) for key in ("IoU before", "absent FP", "IoU after")] + [cell(r["fps"], 1)]
         lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
+    kinds = [kind for kind in KINDS if kind == "other" or any(r["events"][kind]["runs"] for r in results)]
     lines += ["", "By kind of absence (runs; IoU before / absent FP / IoU after):", "",
-              "| method | " + " | ".join(KINDS) + " |", "|---|" + "---:|" * len(KINDS)]
+              "| method | " + " | ".join(kinds) + " |", "|---|" + "---:|" * len(kinds)]
     for r in results:
         cells = [f"{e['runs']}: " + " / ".join(cell(e[key]) for key in ("IoU before", "absent FP", "IoU after"))
-                 for e in (r["events"][kind] for kind in KINDS)]
+                 for e in (r["events"][kind] for kind in kinds)]
         lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
     lines += ["", f"fps: predicting the set at --max-side {args.max_side}, reading JPEGs and writing PNGs "
                   f"included ({resolve_device(args.device)}{threads}).",
@@ -207,7 +219,7 @@ def main(argv: list[str] | None = None) -> str:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     rows = methods(args)
-    dataset = heldout_set(args.root, args.sequences, args.frames, args.size, args.seed, kind="long")
+    dataset = heldout_set(args.root, args.sequences, args.frames, args.size, args.seed, kind=args.kind)
     events = json.loads((args.root / "events.json").read_text())
     predictions = Path(f"{args.root}-predictions")
     frames = args.sequences * args.frames

@@ -173,6 +173,27 @@ def shot_continuity(similarity: torch.Tensor) -> torch.Tensor:
     return similarity.float().max(1).values.mean(1)
 
 
+def shown_share(keys: torch.Tensor, memory_keys: list[torch.Tensor], memory_coverage: list[torch.Tensor],
+                previous_coverage: torch.Tensor, threshold: float) -> torch.Tensor:
+    """How much of each object a frame shows again, (B, n): the count of the frame's patches whose key matches
+    one of the object's patches in memory (coverage over one half) at cosine `threshold` or more, over the
+    object's area in the previous frame, in patches. NaN for an object the previous frame does not hold.
+
+    keys (B, d, h, w); per memory frame its keys (B, d, h', w') and object coverage (B, n, h', w');
+    previous_coverage (B, n, h, w). Across a hard cut to a shot without the object this is near 0 even
+    when the new shot has things of its colour; on a cut back to the object's shot, or to another view of
+    it, it is a large share (`STMA._locate`).
+    """
+    query = keys.flatten(2).transpose(1, 2).float()  # (B, N, d)
+    memory = torch.cat([k.flatten(2) for k in memory_keys], dim=2).float()  # (B, d, M)
+    objects = torch.cat([c.flatten(2) for c in memory_coverage], dim=2) > 0.5  # (B, n, M)
+    similarity = query @ memory  # (B, N, M)
+    shown = torch.stack([similarity.masked_fill(~objects[:, None, i], -1).amax(2) >= threshold
+                         for i in range(objects.shape[1])], dim=1).sum(2)  # (B, n)
+    area = previous_coverage.float().flatten(2).sum(2)
+    return torch.where(area >= 1, shown / area.clamp(min=1), torch.nan)
+
+
 def gated_log_prior(maps: torch.Tensor, gate: torch.Tensor, weight: torch.Tensor, log_floor: torch.Tensor,
                     scale: int) -> torch.Tensor:
     """weight * gate * log(maps + floor), at `scale` times the resolution of maps (B, c, h, w); gate (B, c)."""

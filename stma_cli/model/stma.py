@@ -35,7 +35,7 @@ from stma_cli.model.decoder import Decoder, IDAssociation
 from stma_cli.model.encoder import MobileNetEncoder, PatchEncoder
 from stma_cli.model.presence import ObjectPresence, object_queries
 from stma_cli.model.propagation import (LocalPropagation, MemoryMatching, encoder_keys, shot_continuity,
-                                        window_similarity)
+                                        shown_share, window_similarity)
 from stma_cli.model.tokens import BACKGROUND_ID, IDEmbedding, ObjectTokenizer, visibility
 
 ARCHITECTURE = "stma"
@@ -70,6 +70,10 @@ class STMAConfig:
     matching_keys: str = "learned"  # keys of the local prior and memory matching: "learned" or "encoder"
     matching_top_k: int = 0  # memory matching reads each patch's k best matches (0: all, softmax over every patch)
     cut_threshold: float = 0.0  # below this match with the previous frame, a frame starts a new shot (0: never)
+    # At inference, across a cut, an object goes on only if the new shot shows again at least cut_share of its
+    # previous area: patches that match its patches in memory at cosine cut_match or more (0: every object goes on).
+    cut_match: float = 0.0
+    cut_share: float = 0.15
     readout_all: bool = False  # the memory readout informs every object, not only those the previous frame lacks
 
     PRESETS = ("tiny", "base")
@@ -101,7 +105,7 @@ class STMAConfig:
                 least = 0 if item.name in ("propagation_radius", "matching_top_k") else 1
                 ok, expected = isinstance(value, int) and not isinstance(value, bool) and least <= value <= most, \
                     f"an integer from {least} to {most}"
-            elif item.name == "cut_threshold":
+            elif item.name in ("cut_threshold", "cut_match", "cut_share"):
                 ok, expected = isinstance(value, (int, float)) and not isinstance(value, bool) and \
                     0 <= value < 1, "a number from 0 to below 1"
             elif isinstance(default, float):
@@ -122,7 +126,7 @@ class STMAConfig:
     def preset(cls, name: str) -> "STMAConfig":
         """A named configuration: `tiny` or `base`."""
         if name == "tiny":
-            return cls(matching_keys="encoder", matching_top_k=10, cut_threshold=0.7, readout_all=True)
+            return cls(matching_keys="encoder", matching_top_k=10, cut_threshold=0.7, cut_match=0.8, readout_all=True)
         if name == "base":
             return cls(encoder="vit", dim=768, depth=12, heads=12, mlp_ratio=4.0, tokens_per_object=8,
                        num_ids=64, frame_self_attention=True, vit_dim=768,
@@ -271,6 +275,7 @@ class ObjectPlaces:
     gate: torch.Tensor  # (B, 1+n): how far the prior holds (background 1; 0 across a cut)
     readout: torch.Tensor  # (B, 1+n, h, w): read from every memory frame by global matching
     reading: torch.Tensor  # (B, n): how much the readout informs each object
+    left: torch.Tensor | None = None  # (B, n) bool: objects that a cut leaves behind (no mask on this frame)
 
 
 class STMA(
@@ -384,6 +389,8 @@ class STMA(
             logits = self._decode(features, x16, places, ids)
             presence = self._presence(test, pos, memory, ids)
             logits = torch.cat([logits[:, :1], logits[:, 1:] + F.logsigmoid(presence)[:, :, None, None]], dim=1)
+            if places.left is not None:
+                logits = logits.masked_fill(F.pad(places.left, (1, 0))[:, :, None, None], -1e4)
         if valid is not None:
             keep = torch.cat([torch.ones_like(valid[:, :1]), valid], dim=1)[:, :, None, None]
             logits = logits.masked_fill(~keep, -1e4)
@@ -414,14 +421,27 @@ class STMA(
         similarity = window_similarity(features.keys, memory[-1].keys, self.config.propagation_radius)
         prior = self.propagation(features.keys, memory[-1].keys, coverages[-1], similarity)
         gate = self.propagation.gate(coverages[-1])  # (B, 1+n): how much of each the previous frame holds
+        left = None
         if self.config.cut_threshold:  # across a cut, the previous frame says nothing of where objects are
-            same_shot = shot_continuity(similarity)
-            gate = torch.cat([gate[:, :1], gate[:, 1:] * (same_shot >= self.config.cut_threshold)[:, None]], 1)
+            cut = shot_continuity(similarity) < self.config.cut_threshold
+            gate = torch.cat([gate[:, :1], gate[:, 1:] * ~cut[:, None]], 1)
+            if self.config.cut_match and not self.training and cut.any():  # a rule of inference, not learned
+                left = cut[:, None] & self._left_behind(features, memory, coverages)
         readout = self.matching(features.keys, [entry.keys for entry in memory], coverages)
         # The readout informs the objects the previous frame lacks or (readout_all) every object, so that the
         # memory can restore what one frame lost.
         reading = torch.ones_like(gate[:, 1:]) if self.config.readout_all else 1 - gate[:, 1:]
-        return ObjectPlaces(prior, gate, readout, reading)
+        return ObjectPlaces(prior, gate, readout, reading, left)
+
+    def _left_behind(self, features: FrameFeatures, memory: Sequence[MemoryEntry],
+                     coverages: list[torch.Tensor]) -> torch.Tensor:
+        """(B, n) bool: the objects of the previous frame that a frame starting a new shot shows too little of
+        (`shown_share` under `cut_share`). The memory readout cannot say so: it gives every patch the labels
+        of its best matches, however poor, so the first frame of an unrelated shot gets patches of the old
+        objects, which its successors then carry on."""
+        share = shown_share(features.keys, [entry.keys for entry in memory], [c[:, 1:] for c in coverages],
+                            coverages[-1][:, 1:], self.config.cut_match)
+        return share < self.config.cut_share  # NaN (not in the previous frame): False, found from memory as ever
 
     def _decode(self, features: FrameFeatures, x16: torch.Tensor, places: ObjectPlaces,
                 ids: torch.Tensor) -> torch.Tensor:

@@ -20,7 +20,7 @@ from stma_cli.io.atomic import atomic_path, atomic_write_text
 from stma_cli.io.masks import write_mask
 from stma_cli.io.video_writer import VideoWriter
 from stma_cli.train.datasets import DavisTrainSet, YouTubeVOSTrainSet
-from stma_cli.train.events import LONG_EVENTS, EventVideos
+from stma_cli.train.events import CUT_EVENTS, LONG_EVENTS, EventVideos
 from stma_cli.train.pseudo import PseudoVideos
 from stma_cli.train.seeded import ClipKey, SeededClips
 from stma_cli.train.synthetic import SyntheticVideos
@@ -35,8 +35,12 @@ LONG_TEST_SEED = 10_000_103
 """Seed of the long test sequences (`benchmarks/long.py`): only reported."""
 LONG_VALIDATION_SEED = 10_000_141
 """Seed of the long validation sequences, which choose checkpoints and defaults with the short ones."""
+CUTS_TEST_SEED = 10_000_189
+"""Seed of the cut test sequences (`benchmarks/long.py --kind cuts`): only reported."""
+CUTS_VALIDATION_SEED = 10_000_223
+"""Seed of the cut validation sequences."""
 GENERATED = ("synthetic", "pseudo", "events")
-HELD_OUT_KINDS = ("synthetic", "pseudo", "long")
+HELD_OUT_KINDS = ("synthetic", "pseudo", "long", "cuts")
 
 
 class MixtureDataset(SeededClips):
@@ -125,12 +129,14 @@ def heldout_dataset(kind: str = "synthetic", seed: int = HELDOUT_SEED, num_seque
 
     "synthetic" and "pseudo": milder per-frame changes, 2-3 objects. "long": consecutive frames of event
     clips (`stma_cli.train.events.LONG_EVENTS`: occlusion, exit and re-entry, twins, fast motion, scale
-    change, some crowds), 2-4 objects.
+    change, some crowds), 2-4 objects. "cuts": the same clips with a cut to another shot and back
+    instead of the occlusion and the exit (`CUT_EVENTS`).
     """
     if kind not in HELD_OUT_KINDS:
         raise StmaError(f"held-out data '{kind}': expected one of {', '.join(HELD_OUT_KINDS)}")
-    if kind == "long":
-        return EventVideos(seed, num_sequences, frames, size, max(max_objects, 4), "heldout", LONG_EVENTS)
+    if kind in ("long", "cuts"):
+        events = LONG_EVENTS if kind == "long" else CUT_EVENTS
+        return EventVideos(seed, num_sequences, frames, size, max(max_objects, 4), "heldout", events)
     make = SyntheticVideos if kind == "synthetic" else PseudoVideos
     return make(seed, num_sequences, frames, size, max_objects, "heldout")
 

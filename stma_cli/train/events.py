@@ -10,7 +10,9 @@ planned around them:
 - twins: two annotated objects with the same texture family, shape kind and size;
 - crowd: 5-10 look-alike instances walking across the scene, only some of them annotated, so that
   only position and motion tell the annotated ones apart;
-- fast motion (one object much faster than the others), a moving camera, and a scale change.
+- fast motion (one object much faster than the others), a moving camera, and a scale change;
+- a cut: a hard cut to another shot (another background, the unannotated look-alikes but none of the
+  annotated objects) and, a while later, a cut back to the first shot, where the objects are found again.
 
 A clip is planned over `span` frames and rendered at chosen frame times only, so training can
 sample a few frames far apart (the gaps inference bridges from memory) at the cost of a few.
@@ -27,7 +29,7 @@ from stma_cli.train.assets import AssetBank, asset_bank, split_assets
 from stma_cli.train.seeded import ClipKey, SeededClips
 from stma_cli.train.sprites import Look, random_look, similar_look
 from stma_cli.train.synthetic import (
-    HELDOUT_CONFIG, TRAIN_CONFIG, Scene, SceneObject, SyntheticConfig, check_clip_args, plan_background,
+    HELDOUT_CONFIG, TRAIN_CONFIG, Scene, SceneObject, SyntheticConfig, check_clip_args, cut_in, plan_background,
     plan_object, render_scene, sample_times, walk,
 )
 
@@ -55,6 +57,9 @@ class EventConfig:
     p_scale: float = 0.4
     scale_change: tuple[float, float] = (1.5, 2.5)
     """Range of the factor by which one object grows or shrinks over the clip."""
+    p_cut: float = 0.0
+    cut: tuple[float, float] = (0.15, 0.35)
+    """How long the other shot lasts, before the cut back."""
     require_all: bool = False
     """Plan again until every annotated object shows in frame 0 (so that every planned event happens)."""
 
@@ -65,6 +70,8 @@ LONG_EVENTS = EventConfig(
     p_occlusion=1.0, p_exit=1.0, p_twins=1.0, p_crowd=0.4, p_fast=1.0, p_scale=1.0, require_all=True,
 )
 """Settings of the long benchmark: every clip holds every event; 40% of them hold a crowd."""
+CUT_EVENTS = replace(LONG_EVENTS, p_occlusion=0.0, p_exit=0.0, p_cut=1.0)
+"""Settings of the cut benchmark: every clip cuts to another shot and back; its only absences are the cuts'."""
 
 _EDGE = 0.15
 """No event starts in the first or ends in the last 15% of the span, so there is a before and an after."""
@@ -72,8 +79,8 @@ _EDGE = 0.15
 
 @dataclass
 class Event:
-    """An object's absence: `kind` "occlusion" or "exit", from frame `start` (it starts going) to `end`
-    (it is fully back)."""
+    """An object's absence: `kind` "occlusion", "exit" or "cut", from frame `start` (it starts going) to
+    `end` (it is fully back)."""
 
     kind: str
     target: SceneObject
@@ -154,10 +161,25 @@ def plan_events(rng: np.random.Generator, bank: AssetBank, cfg: EventConfig, spa
     objects = annotated + unannotated
     objects = [objects[k] for k in rng.permutation(len(objects))] + occluders
     scene = Scene([(background, 0, span)], cameras, objects, front=len(occluders))
+    if cfg.p_cut and rng.random() < cfg.p_cut:
+        _script_cut(plan, scene, annotated)
     return scene, plan.events
 
 
 # -- events ----------------------------------------------------------------------------------------
+
+
+def _script_cut(plan: _Plan, scene: Scene, annotated: list[SceneObject]) -> None:
+    """Cut to another shot for a while and back: every annotated object is away meanwhile."""
+    span, rng = plan.span, plan.rng
+    length = max(1, round(rng.uniform(*plan.cfg.cut) * span))
+    earliest = max(1, round(_EDGE * span))
+    start = int(rng.integers(earliest, max(earliest, span - earliest - length) + 1))
+    end = min(span, start + length)
+    other = plan_background(rng, plan.bank, plan.cfg.scene, span, plan.size, plan.soft)
+    scene.backgrounds = cut_in(scene.backgrounds, other, start, end)
+    scene.away = (start, end)
+    plan.events += [Event("cut", obj, start, end) for obj in annotated]
 
 
 def _plan_crowd(plan: _Plan) -> list[SceneObject]:

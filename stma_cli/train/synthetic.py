@@ -512,12 +512,12 @@ def _plan_scene(rng: np.random.Generator, bank: AssetBank, cfg: SyntheticConfig,
         start = int(rng.integers(1, steps - 1))
         end = int(rng.integers(start + 1, steps + 1)) if rng.random() < 0.8 else steps  # mostly a cut back
         other = plan_background(rng, bank, cfg, steps, size, soft)
-        backgrounds = _cut_in(backgrounds, other, start, end)
+        backgrounds = cut_in(backgrounds, other, start, end)
         away = (start, end)
     return Scene(backgrounds, cameras, objects, away=away)
 
 
-def _cut_in(backgrounds: list[tuple[_Background, int, int]], other: _Background, start: int,
+def cut_in(backgrounds: list[tuple[_Background, int, int]], other: _Background, start: int,
             end: int) -> list[tuple[_Background, int, int]]:
     """The background ranges with `other` shown on frames [start, end) instead."""
     ranges = [(b, first, min(last, start)) for b, first, last in backgrounds if first < start]

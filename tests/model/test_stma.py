@@ -1,4 +1,6 @@
 """The STMA network: shapes, objects as a set, Hub serialisation."""
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -176,7 +178,8 @@ def test_across_a_cut_the_previous_frame_gives_no_prior(model):
     masks = torch.zeros(1, 2, 96, 128)
     masks[:, 0, 16:48, 16:48] = 1
     masks[:, 1, 48:80, 64:112] = 1
-    strong, none = STMA(model.config).eval(), STMA(model.config).eval()
+    config = replace(model.config, cut_match=0.0)  # every object goes on across the cut
+    strong, none = STMA(config).eval(), STMA(config).eval()
     with torch.no_grad():
         for copy, weight in ((strong, 20.0), (none, 0.0)):
             copy.load_state_dict(model.state_dict())
@@ -188,6 +191,34 @@ def test_across_a_cut_the_previous_frame_gives_no_prior(model):
         cut = [m.segment(features, [previous], ids) for m in (strong, none)]
     assert (continued[0] - continued[1]).abs().max() > 1
     torch.testing.assert_close(cut[0][:, 1:], cut[1][:, 1:])
+
+
+@pytest.mark.parametrize("cut_match", [0.0, 0.8])
+def test_across_a_cut_an_object_the_new_shot_does_not_show_is_left_behind(model, cut_match):
+    """A new shot that shows object 1's patches again but nothing of object 2: with `cut_match`, object 2
+    gets no mask on that frame and object 1 goes on; without it, or in training, both go on. Within a shot
+    nothing changes."""
+    image = _inputs(2, size=(96, 128), refs=1)[0]
+    masks = torch.zeros(1, 2, 96, 128)
+    masks[:, 0, 16:48, 16:48] = 1
+    masks[:, 1, 48:80, 64:112] = 1
+    ids = torch.tensor([[3, 5]])
+    cutter = STMA(replace(model.config, cut_match=cut_match)).eval()
+    cutter.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        features = cutter.encode(image)
+        features.keys = torch.nn.functional.normalize(torch.randn_like(features.keys), dim=1)  # distinct patches
+        previous = cutter.memorize(features, masks, ids)
+        within = cutter.segment(features, [previous], ids)
+        other = torch.nn.functional.normalize(torch.randn_like(features.keys), dim=1)  # another shot ...
+        other[:, :, 1:3, 1:3] = features.keys[:, :, 1:3, 1:3]  # ... that shows object 1's patches
+        features.keys = other
+        cut = cutter.segment(features, [previous], ids)
+        training = cutter.train().segment(features, [previous], ids)
+    assert within[:, 1:].amax((2, 3)).min() > -1e3
+    assert cut[:, 1].max() > -1e3
+    assert (cut[:, 2].max() <= -1e3) == (cut_match > 0)
+    assert training[:, 2].max() > -1e3  # a rule of inference: training sees the model's own logits
 
 
 @pytest.mark.parametrize("readout_all", [False, True])

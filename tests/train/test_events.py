@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from stma_cli.train.data import make_dataset
-from stma_cli.train.events import LONG_EVENTS, TRAIN_EVENTS, EventVideos
+from stma_cli.train.events import CUT_EVENTS, LONG_EVENTS, TRAIN_EVENTS, EventVideos
 from stma_cli.train.seeded import ClipKey
 from stma_cli.train.synthetic import SyntheticVideos
 
@@ -47,6 +47,24 @@ def test_long_clips_hold_every_planned_event_as_planned(long_items) -> None:
             gone = (track[event["start"]: event["end"]] == 0).nonzero().flatten()
             assert len(gone) >= 1, event  # fully hidden or out of view for a while
             assert (track[: event["start"]] > 0).any() and track[0] > 0
+
+
+def test_cut_clips_take_every_object_away_for_the_other_shot_and_bring_it_back() -> None:
+    """The cut set's clips: one cut event per annotated object, all over the same frames; no annotated
+    object shows there, every one shows before, and the background changes at both cuts."""
+    clips = EventVideos(seed=7, length=2, num_frames=40, size=SIZE, max_objects=4, assets="heldout",
+                        config=CUT_EVENTS)
+    for item in (clips[0], clips[1]):
+        areas = _areas(item)
+        assert [e["kind"] for e in item["events"]] == ["cut"] * item["num_objects"]
+        start, end = item["events"][0]["start"], item["events"][0]["end"]
+        assert all((e["start"], e["end"]) == (start, end) for e in item["events"])
+        assert 0 < start < end < 40
+        assert not areas[:, start:end].any() and areas[:, start - 1].all()
+        assert areas[:, end:].any(1).all()  # every object is back after the cut back
+        frames = item["frames"]
+        jump = (frames[1:] - frames[:-1]).abs().mean((1, 2, 3))
+        assert jump[start - 1] > 2 * jump[: start - 1].median() and jump[end - 1] > 2 * jump[start:end - 1].median()
 
 
 def test_the_occluder_is_not_annotated_and_hides_its_target_completely(long_items) -> None:
