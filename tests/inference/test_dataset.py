@@ -3,11 +3,15 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -15,6 +19,7 @@ from stma_cli.cli.app import app
 from stma_cli.evaluation.datasets import DavisDataset, YouTubeVOSDataset
 from stma_cli.inference.dataset import predict_dataset
 from stma_cli.inference.segmenter import SegmenterConfig
+from stma_cli.model import STMA, STMAConfig
 
 HEIGHT, WIDTH = 48, 64
 PALETTE = [0, 0, 0, 200, 30, 30, 30, 200, 30, 30, 30, 200] + [128, 128, 128] * 252
@@ -171,3 +176,49 @@ def test_eval_output_error_is_one_line_and_nothing_else(tmp_path, tiny_weights):
     assert result.exit_code == 1
     assert result.stderr.startswith(f"stma: error: {broken}: cannot read the frame")
     assert result.stderr.count("\n") == 1
+
+
+_RSS_WHILE_SEGMENTING = """
+import atexit, os, runpy, sys
+from pathlib import Path
+from stma_cli.inference.segmenter import Segmenter
+out, most, step = Path(sys.argv.pop(1)), [0], Segmenter.step
+def measured(self, *args, **kwargs):
+    result = step(self, *args, **kwargs)
+    most[0] = max(most[0], int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE"))
+    return result
+Segmenter.step = measured
+atexit.register(lambda: out.write_text(str(most[0])))
+sys.argv[0] = "stma"
+runpy.run_module("stma_cli", run_name="__main__")
+"""
+
+
+def _rss_while_segmenting_mib(arguments: list[str], record: Path) -> float:
+    """The most resident memory of a fresh `stma` process after any frame it segmented (the process must
+    succeed): what it holds while it segments, past the transient peak of loading the weights."""
+    result = subprocess.run([sys.executable, "-c", _RSS_WHILE_SEGMENTING, str(record), *arguments],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return int(record.read_text()) / 2**20
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="reads /proc/self/statm")
+def test_eval_output_holds_one_copy_of_the_weights(tmp_path):
+    """`stma eval --output` and `stma segment` on the same frames, with weights large enough (53 M
+    parameters, 203 MiB) that a second copy in memory would show: while they segment, they hold about
+    the same memory, far less apart than the weights' size."""
+    torch.manual_seed(0)
+    config = replace(STMAConfig.preset("tiny"), dim=768, depth=4, heads=8)
+    STMA(config).save_pretrained(tmp_path / "large")
+    weights_mib = (tmp_path / "large" / "model.safetensors").stat().st_size / 2**20
+    root = make_davis(tmp_path / "davis")
+    (root / "ImageSets" / "2017" / "val.txt").write_text("one\n")
+    common = ["--weights", str(tmp_path / "large"), "--max-side", "48", "--threads", "1"]
+    evaluating = _rss_while_segmenting_mib(
+        ["eval", str(root), "--output", str(tmp_path / "pred"), "--workers", "1", *common], tmp_path / "eval.rss")
+    segmenting = _rss_while_segmenting_mib(
+        ["segment", str(root / "JPEGImages" / "480p" / "one"), "--mask", str(root / "Annotations" / "480p" / "one" /
+         "00000.png"), "--output", str(tmp_path / "seg"), "--no-overlay", "--no-logits", *common], tmp_path / "seg.rss")
+    assert weights_mib > 150
+    assert abs(evaluating - segmenting) < weights_mib / 2, (evaluating, segmenting, weights_mib)
