@@ -377,9 +377,9 @@ class STMA(
 
         Four stages: `_associate`, the paper's three attentions (the frame's tokens read the memory's
         reference and object tokens, level by level); `_locate`, where each object is, which the paper
-        does not have (the local prior from the previous frame, the memory readout, and the gate between
-        them); `_decode`, the decoder and the ID association with the two log-priors; and `_presence`,
-        whether each object is in the frame at all.
+        does not have (the local prior from the previous frame, the memory readout, the gate between
+        them, and at inference the objects a cut leaves behind); `_decode`, the decoder and the ID
+        association with the two log-priors; and `_presence`, whether each object is in the frame at all.
         """
         pos = self._position(features)
         test, x16 = self._associate(features, memory, pos)
