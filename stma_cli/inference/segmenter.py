@@ -83,7 +83,8 @@ class Segmenter:
         entries never used first, because the memory frames' patches still carry the old ones. An id
         may come back later in a mask: it is then a new object.
         """
-        gone = [i for i in self.object_ids if i in set(object_ids)]
+        ending = set(object_ids)
+        gone = [i for i in self.object_ids if i in ending]
         if not gone:
             return
         for entry in self.memory.entries():

@@ -418,6 +418,7 @@ class STMA(
         object that frame holds, and by whether this frame continues its shot) and from the whole memory
         (readout)."""
         coverages = [entry.coverage_of(ids, features.tokens.dtype) for entry in memory]
+        memory_keys = [entry.keys for entry in memory]
         similarity = window_similarity(features.keys, memory[-1].keys, self.config.propagation_radius)
         prior = self.propagation(features.keys, memory[-1].keys, coverages[-1], similarity)
         gate = self.propagation.gate(coverages[-1])  # (B, 1+n): how much of each the previous frame holds
@@ -426,21 +427,21 @@ class STMA(
             cut = shot_continuity(similarity) < self.config.cut_threshold
             gate = torch.cat([gate[:, :1], gate[:, 1:] * ~cut[:, None]], 1)
             if self.config.cut_match and not self.training and cut.any():  # a rule of inference, not learned
-                left = cut[:, None] & self._left_behind(features, memory, coverages)
-        readout = self.matching(features.keys, [entry.keys for entry in memory], coverages)
+                left = cut[:, None] & self._left_behind(features, memory_keys, coverages)
+        readout = self.matching(features.keys, memory_keys, coverages)
         # The readout informs the objects the previous frame lacks or (readout_all) every object, so that the
         # memory can restore what one frame lost.
         reading = torch.ones_like(gate[:, 1:]) if self.config.readout_all else 1 - gate[:, 1:]
         return ObjectPlaces(prior, gate, readout, reading, left)
 
-    def _left_behind(self, features: FrameFeatures, memory: Sequence[MemoryEntry],
+    def _left_behind(self, features: FrameFeatures, memory_keys: list[torch.Tensor],
                      coverages: list[torch.Tensor]) -> torch.Tensor:
         """(B, n) bool: the objects of the previous frame that a frame starting a new shot shows too little of
         (`shown_share` under `cut_share`). The memory readout cannot say so: it gives every patch the labels
         of its best matches, however poor, so the first frame of an unrelated shot gets patches of the old
         objects, which its successors then carry on."""
-        share = shown_share(features.keys, [entry.keys for entry in memory], [c[:, 1:] for c in coverages],
-                            coverages[-1][:, 1:], self.config.cut_match)
+        share = shown_share(features.keys, memory_keys, [c[:, 1:] for c in coverages], coverages[-1][:, 1:],
+                            self.config.cut_match)
         return share < self.config.cut_share  # NaN (not in the previous frame): False, found from memory as ever
 
     def _decode(self, features: FrameFeatures, x16: torch.Tensor, places: ObjectPlaces,

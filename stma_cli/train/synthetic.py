@@ -518,7 +518,7 @@ def _plan_scene(rng: np.random.Generator, bank: AssetBank, cfg: SyntheticConfig,
 
 
 def cut_in(backgrounds: list[tuple[_Background, int, int]], other: _Background, start: int,
-            end: int) -> list[tuple[_Background, int, int]]:
+           end: int) -> list[tuple[_Background, int, int]]:
     """The background ranges with `other` shown on frames [start, end) instead."""
     ranges = [(b, first, min(last, start)) for b, first, last in backgrounds if first < start]
     ranges.append((other, start, end))

@@ -169,7 +169,7 @@ def test_a_removed_id_can_come_back_as_a_new_object(model):
 def test_removing_every_object_starts_afresh(model):
     segmenter = Segmenter(model)
     segmenter.step(noise(96, 96), squares([1, 2]))
-    segmenter.remove([1, 2])
+    segmenter.remove(i for i in (1, 2))  # any iterable, a generator too
     assert segmenter.object_ids == [] and segmenter.memory.empty and segmenter.table == {}
     result = segmenter.step(noise(96, 96, seed=1))
     assert result.object_ids == [] and not result.labels.any()
