@@ -82,6 +82,9 @@ class STMAConfig:
               "propagation_radius": 32, "matching_top_k": 4096}
     """The largest value of each size, many times the presets': a hand-edited or hostile config.json cannot
     ask for an absurd network (and `stma_cli.hub` checks the sizes against the weights file before building)."""
+    INFERENCE_ONLY = ("cut_match", "cut_share")
+    """Settings of rules that apply at inference only: training computes the same with any value, so a run
+    resumes across a change in them."""
     RENAMED = {"propagation_dim": "learned_key_dim"}
     """Keys of older config.json files and their names now; `from_dict` reads both."""
 

@@ -109,8 +109,10 @@ def load_checkpoint(folder: Path, model: STMA, optimizer: torch.optim.Optimizer,
         saved = STMAConfig.from_dict(read_json(config_path, "model config")).to_dict()
     except (ValueError, TypeError, AttributeError) as error:
         raise StmaError(f"{config_path}: unreadable model config ({error})") from None
-    if saved != model.config.to_dict():
-        different = sorted(k for k in {*saved, *model.config.to_dict()} if saved.get(k) != model.config.to_dict().get(k))
+    current = model.config.to_dict()
+    different = sorted(k for k in {*saved, *current}
+                       if saved.get(k) != current.get(k) and k not in STMAConfig.INFERENCE_ONLY)
+    if different:  # the inference-only rules take the model's (today's) values
         raise StmaError(f"{folder}: this run was trained with another model config (differs in "
                         f"{', '.join(different)}); resume it with the same --config, or use a new --out")
     weights = folder / "model.safetensors"

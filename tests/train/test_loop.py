@@ -339,6 +339,18 @@ def test_resuming_with_another_config_is_refused(tmp_path):
         train(config, dataset=MovingSquares(), log=lambda _: None)
 
 
+def test_a_run_resumes_across_a_change_in_the_inference_only_rules(tmp_path):
+    """cut_match and cut_share do not change what training computes: a run started before the shipped
+    config.json gained them resumes, and its checkpoint takes today's values."""
+    train(_config(tmp_path, 1), dataset=MovingSquares(), log=lambda _: None)
+    saved = tmp_path / "checkpoint" / "config.json"
+    saved.write_text(json.dumps({**json.loads(saved.read_text()), "cut_match": 0.0, "cut_share": 0.3}))
+    assert train(_config(tmp_path, 2), dataset=MovingSquares(), log=lambda _: None, force=True)["step"] == 2
+    resumed = json.loads((tmp_path / "checkpoint" / "config.json").read_text())
+    today = STMAConfig.preset("tiny")
+    assert (resumed["cut_match"], resumed["cut_share"]) == (today.cut_match, today.cut_share) == (0.8, 0.15)
+
+
 def test_clip_model_reads_memory_as_inference_builds_it():
     """The anchor, a working frame every mem_every frames, and the previous frame, at most mem_size frames."""
     model = STMA(STMAConfig.preset("tiny"))
