@@ -187,9 +187,8 @@ def shown_share(keys: torch.Tensor, memory_keys: list[torch.Tensor], memory_cove
     query = keys.flatten(2).transpose(1, 2).float()  # (B, N, d)
     memory = torch.cat([k.flatten(2) for k in memory_keys], dim=2).float()  # (B, d, M)
     objects = torch.cat([c.flatten(2) for c in memory_coverage], dim=2) > 0.5  # (B, n, M)
-    similarity = query @ memory  # (B, N, M)
-    shown = torch.stack([similarity.masked_fill(~objects[:, None, i], -1).amax(2) >= threshold
-                         for i in range(objects.shape[1])], dim=1).sum(2)  # (B, n)
+    matched = (query @ memory >= threshold).float()  # (B, N, M)
+    shown = (matched @ objects.transpose(1, 2).float() > 0).sum(1)  # (B, n): patches matching one of its own
     area = previous_coverage.float().flatten(2).sum(2)
     return torch.where(area >= 1, shown / area.clamp(min=1), torch.nan)
 
