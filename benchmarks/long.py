@@ -191,8 +191,9 @@ def report(args: argparse.Namespace, argv: list[str], dataset: DavisDataset, res
     threads = f", {torch.get_num_threads()} CPU threads" if resolve_device(args.device).type == "cpu" else ""
     lines = [
         f"{args.kind.capitalize()} set: {len(dataset.sequence_names)} sequences x {args.frames} frames at "
-        f"{width}x{height}, {objects} objects, seed {args.seed} ({args.root}, fingerprint {fingerprint(dataset)}). J&F: DAVIS-2017 metrics over "
-        f"frames 1 .. N-2. Event figures over runs of frames where an object is absent (see benchmarks/long.py).",
+        f"{width}x{height}, {objects} objects, seed {args.seed} ({args.root}, fingerprint {fingerprint(dataset)}). "
+        "J&F: DAVIS-2017 metrics over frames 1 .. N-2. Event figures over runs of frames where an object is absent "
+        "(see benchmarks/long.py).",
         "",
         "| method | J&F | J | F | IoU before | absent FP | IoU after | fps |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
