@@ -17,7 +17,8 @@ library labels with `torch.profiler.record_function` (all threads): resize = "st
 the model's size); encoder = "stma.encoder"; association = "stma.memorize" + "stma.association" (the
 memory side and the reading of the memory); propagation = "stma.propagation" (the local prior from the
 previous frame and the matching against every memory frame); decoder = "stma.decoder" (decoder, ID
-association and object presence); labels = "stma.labels" (logits to the frame's size and label map);
+association and object presence); refinement = "stma.refine" (thin parts from the given masks, in models
+with `refine_radius`); labels = "stma.labels" (logits to the frame's size and label map);
 writing = "stma.writing" (mask PNG, overlay frame and logits, in the writer thread); other = the rest of
 the profiled run's wall-clock time outside the main thread's stages (waiting for frames or for the
 writer, opening and finishing the output). decode = one pass over the video with the reader alone (it
@@ -54,12 +55,14 @@ from stma_cli.model import STMA
 RESOLUTIONS = {"240p": (426, 240), "480p": (854, 480), "720p": (1280, 720)}
 OBJECTS = (1, 2, 5, 10)
 MEM_SIZES = (2, 5, 10)
-STAGES = ("decode", "resize", "encoder", "association", "propagation", "decoder", "labels", "writing", "other")
+STAGES = ("decode", "resize", "encoder", "association", "propagation", "decoder", "refinement", "labels", "writing",
+          "other")
 # The labelled ranges that make up each stage (see the module docstring).
 LABELS = {"resize": ("stma.resize",), "encoder": ("stma.encoder",),
           "association": ("stma.memorize", "stma.association"), "propagation": ("stma.propagation",),
-          "decoder": ("stma.decoder",), "labels": ("stma.labels",), "writing": ("stma.writing",)}
-MAIN_THREAD_STAGES = ("resize", "encoder", "association", "propagation", "decoder", "labels")
+          "decoder": ("stma.decoder",), "refinement": ("stma.refine",), "labels": ("stma.labels",),
+          "writing": ("stma.writing",)}
+MAIN_THREAD_STAGES = ("resize", "encoder", "association", "propagation", "decoder", "refinement", "labels")
 
 
 @dataclass

@@ -11,8 +11,8 @@ Everything the next frame needs lives in the object (memory bank, object ids, th
 entries), so a script drives it without the CLI; `reset()` starts a new video with the same model.
 
 The stages of a step are labelled for `torch.profiler` ("stma.resize", "stma.encoder",
-"stma.memorize", "stma.labels"; the model labels "stma.association", "stma.propagation" and
-"stma.decoder" inside `segment`), which is how benchmarks/segment_speed.py splits the time.
+"stma.memorize", "stma.labels"; the model labels "stma.association", "stma.propagation", "stma.decoder"
+and "stma.refine" inside `segment`), which is how benchmarks/segment_speed.py splits the time.
 """
 from __future__ import annotations
 
@@ -120,7 +120,8 @@ class Segmenter:
             if self.object_ids:
                 with record_function("stma.memorize"):
                     probs = upsample_logits(logits, features.size).softmax(1)
-                    self.memory.add(self.model.memorize(features, probs[:, 1:], ids), annotated=bool(given))
+                    entry = self.model.memorize(features, probs[:, 1:], ids, given=bool(given))
+                    self.memory.add(entry, annotated=bool(given))
         with record_function("stma.labels"):
             result = frame_result(logits.float(), self.object_ids, features.size, (height, width), presence[0])
         if not torch.isfinite(result.logits).all():

@@ -36,6 +36,7 @@ from stma_cli.model.encoder import MobileNetEncoder, PatchEncoder
 from stma_cli.model.presence import ObjectPresence, object_queries
 from stma_cli.model.propagation import (LocalPropagation, MemoryMatching, encoder_keys, shot_continuity,
                                         shown_share, window_similarity)
+from stma_cli.model.refinement import FineMemory, fine_keys, fine_labels, refine, thin_parts
 from stma_cli.model.tokens import BACKGROUND_ID, IDEmbedding, ObjectTokenizer, visibility
 
 ARCHITECTURE = "stma"
@@ -75,14 +76,18 @@ class STMAConfig:
     cut_match: float = 0.0
     cut_share: float = 0.15
     readout_all: bool = False  # the memory readout informs every object, not only those the previous frame lacks
+    # At inference, label propagation from the given masks on the encoder's stride-8 features (within refine_radius
+    # cells) adds pixels to an object within refine_band cells of its mask (`stma_cli.model.refinement`; 0: never).
+    refine_radius: int = 0
+    refine_band: int = 1
 
     PRESETS = ("tiny", "base")
     MAXIMA = {"dim": 4096, "depth": 64, "heads": 64, "mlp_ratio": 16.0, "tokens_per_object": 64, "num_ids": 1024,
               "vit_dim": 4096, "decoder_widths": 4096, "embed_dim": 4096, "learned_key_dim": 4096,
-              "propagation_radius": 32, "matching_top_k": 4096}
+              "propagation_radius": 32, "matching_top_k": 4096, "refine_radius": 64, "refine_band": 64}
     """The largest value of each size, many times the presets': a hand-edited or hostile config.json cannot
     ask for an absurd network (and `stma_cli.hub` checks the sizes against the weights file before building)."""
-    INFERENCE_ONLY = ("cut_match", "cut_share")
+    INFERENCE_ONLY = ("cut_match", "cut_share", "refine_radius", "refine_band")
     """Settings of rules that apply at inference only: training computes the same with any value, so a run
     resumes across a change in them."""
     RENAMED = {"propagation_dim": "learned_key_dim"}
@@ -97,6 +102,8 @@ class STMAConfig:
         if self.matching_keys not in MATCHING_KEYS:
             raise ValueError(f"unknown matching_keys {self.matching_keys!r} ({' or '.join(MATCHING_KEYS)})")
         self._check_values()
+        if self.refine_radius and self.matching_keys != "encoder":
+            raise ValueError("refine_radius needs matching_keys \"encoder\" (it matches the encoder's own features)")
 
     def _check_values(self) -> None:
         """Types and ranges (`MAXIMA`), so that a hand-edited config.json fails here, naming its key."""
@@ -105,7 +112,7 @@ class STMAConfig:
             if isinstance(default, bool):
                 ok, expected = isinstance(value, bool), "true or false"
             elif isinstance(default, int):
-                least = 0 if item.name in ("propagation_radius", "matching_top_k") else 1
+                least = 0 if item.name in ("propagation_radius", "matching_top_k", "refine_radius") else 1
                 ok, expected = isinstance(value, int) and not isinstance(value, bool) and least <= value <= most, \
                     f"an integer from {least} to {most}"
             elif item.name in ("cut_threshold", "cut_match", "cut_share"):
@@ -164,6 +171,7 @@ class FrameFeatures:
     keys: torch.Tensor  # (B, d, h, w) unit-length matching keys, used when segmenting and memorizing
     grid: tuple[int, int]  # (h, w) of the token grid
     size: tuple[int, int]  # (H, W) of the input before padding
+    fine_keys: torch.Tensor | None = field(default=None, repr=False)  # (B, C, H/8, W/8): `STMA.fine_keys` keeps them
 
     def chunk(self, parts: int) -> list["FrameFeatures"]:
         """Split along the batch into `parts` equal batches (e.g. the frames of a clip)."""
@@ -187,6 +195,7 @@ class MemoryEntry:
     object_ids: torch.Tensor  # (B, n) ID-table entries of the objects held, in the order of their tokens
     object_valid: torch.Tensor | None = None  # (B, n*k) bool, for padded training batches
     pos: torch.Tensor | None = None  # (1, N, C) positions of the reference tokens; None: the frame's own grid
+    fine: FineMemory | None = None  # stride-4 labels (background + held objects), keys if given, for `refine`
     projected: list[tuple[torch.Tensor, ...]] | None = field(default=None, repr=False)
     """Per level, the keys and values that test frames read (`STMA._projected`): made on the first read."""
 
@@ -199,6 +208,14 @@ class MemoryEntry:
         """Background + coverage of the objects `ids` (B, n): (B, 1+n, h, w), zero for those it does not hold."""
         objects = self._gather(self.coverage[:, 1:].to(dtype), ids)
         return torch.cat([self.coverage[:, :1].to(dtype), objects], dim=1)
+
+    def fine_of(self, ids: torch.Tensor) -> FineMemory:
+        """`fine` with the labels (and thin parts) of background + the objects `ids` (B, n), zero for those it
+        does not hold."""
+        def of(labels: torch.Tensor | None) -> torch.Tensor | None:
+            return None if labels is None else torch.cat([labels[:, :1], self._gather(labels[:, 1:], ids)], dim=1)
+
+        return FineMemory(of(self.fine.labels), self.fine.keys, of(self.fine.parts))
 
     def last_objects_of(self, ids: torch.Tensor, tokens_per_object: int) -> torch.Tensor:
         """The last level's object tokens of `ids` (B, n): (B, n*k, C), zero for objects it does not hold."""
@@ -227,8 +244,10 @@ class MemoryEntry:
                               device=self.coverage.device)
         self.levels = [(reference, objects[:, tokens]) for reference, objects in self.levels]
         self.projected = None
-        background = self.coverage[:, :1] + self.coverage[:, gone].sum(1, keepdim=True)
-        self.coverage = torch.cat([background, self.coverage[:, [p + 1 for p in keep]]], dim=1)
+        self.coverage = _drop_channels(self.coverage, keep, gone)
+        if self.fine is not None:
+            parts = None if self.fine.parts is None else _drop_channels(self.fine.parts, keep, gone)
+            self.fine = FineMemory(_drop_channels(self.fine.labels, keep, gone), self.fine.keys, parts)
         self.object_ids = self.object_ids[:, keep]
         if self.object_valid is not None:
             self.object_valid = self.object_valid[:, tokens]
@@ -257,6 +276,13 @@ class MemoryEntry:
         keys = F.normalize(F.avg_pool2d(self.keys, 2, ceil_mode=True), dim=1)
         coverage = F.avg_pool2d(self.coverage, 2, ceil_mode=True)
         return MemoryEntry(levels, keys, coverage, self.object_ids, self.object_valid, pool(pos))
+
+
+def _drop_channels(coverage: torch.Tensor, keep: list[int], gone: list[int]) -> torch.Tensor:
+    """Background + object shares (B, 1+held, ...) without the objects at channels `gone`, which join the
+    background; `keep`: positions (from 0) of the objects that stay."""
+    background = coverage[:, :1] + coverage[:, gone].sum(1, keepdim=True)
+    return torch.cat([background, coverage[:, [p + 1 for p in keep]]], dim=1)
 
 
 class _Unfilled(TorchFunctionMode):
@@ -335,13 +361,20 @@ class STMA(
         return FrameFeatures(f4, f8, tokens, keys, grid, size)
 
     def memorize(
-        self, features: FrameFeatures, masks: torch.Tensor, ids: torch.Tensor, valid: torch.Tensor | None = None
+        self, features: FrameFeatures, masks: torch.Tensor, ids: torch.Tensor, valid: torch.Tensor | None = None,
+        given: bool = False,
     ) -> MemoryEntry:
         """Turn a frame and its object masks (B, n, H, W) in [0, 1] into a memory entry.
 
         `ids` (B, n) are the objects' ID-table indices (1..num_ids); `valid` (B, n) marks real
-        objects when a batch is padded to a common object count.
+        objects when a batch is padded to a common object count. `given`: the masks were given, not
+        predicted; with `refine_radius`, at inference, the entry then keeps the keys that `refine` matches.
         """
+        fine = None
+        if self.config.refine_radius and not self.training:  # for `refine`, a rule of inference
+            fine = FineMemory(fine_labels(self._pad_masks(masks, features)))
+            if given:
+                fine.keys, fine.parts = self.fine_keys(features), thin_parts(fine.labels)
         masks = self._pool_masks(masks, features)
         reference = features.tokens + self.ids.id_map(masks, ids)
         objects = self.tokenizer(features.tokens, masks, self.ids(ids))
@@ -353,7 +386,7 @@ class STMA(
             levels.append((reference, objects))
         background = (1 - masks.sum(1, keepdim=True)).clamp(min=0)
         coverage = torch.cat([background, masks], dim=1).unflatten(2, features.grid)
-        return MemoryEntry(levels, features.keys, coverage, ids, object_valid)
+        return MemoryEntry(levels, features.keys, coverage, ids, object_valid, fine=fine)
 
     def segment(
         self,
@@ -383,6 +416,7 @@ class STMA(
         does not have (the local prior from the previous frame, the memory readout, the gate between
         them, and at inference the objects a cut leaves behind); `_decode`, the decoder and the ID
         association with the two log-priors; and `_presence`, whether each object is in the frame at all.
+        At inference, with `refine_radius`, `refine` then adds back thin parts from the given masks.
         """
         pos = self._position(features)
         test, x16 = self._associate(features, memory, pos)
@@ -394,6 +428,12 @@ class STMA(
             logits = torch.cat([logits[:, :1], logits[:, 1:] + F.logsigmoid(presence)[:, :, None, None]], dim=1)
             if places.left is not None:
                 logits = logits.masked_fill(F.pad(places.left, (1, 0))[:, :, None, None], -1e4)
+        given = [entry.fine_of(ids) for entry in memory if entry.fine is not None and entry.fine.parts is not None]
+        if given and not self.training:  # a rule of inference, not learned (memorize keeps `fine` only with it)
+            with record_function("stma.refine"):
+                previous = memory[-1].fine_of(ids).labels if memory[-1].fine is not None else None
+                logits = refine(logits, self.fine_keys(features), given, previous, self.config.refine_radius,
+                                self.config.refine_band)
         if valid is not None:
             keep = torch.cat([torch.ones_like(valid[:, :1]), valid], dim=1)[:, :, None, None]
             logits = logits.masked_fill(~keep, -1e4)
@@ -518,14 +558,25 @@ class STMA(
         h, w = features.grid
         return sine_position_embedding(h, w, self.config.dim, features.tokens.device)[None].to(features.tokens.dtype)
 
+    def fine_keys(self, features: FrameFeatures) -> torch.Tensor:
+        """The frame's stride-8 keys for `refine` (B, C, H/8, W/8), made once per frame."""
+        if features.fine_keys is None:
+            features.fine_keys = fine_keys(features.f8, features.keys)
+        return features.fine_keys
+
     @staticmethod
-    def _pool_masks(masks: torch.Tensor, features: FrameFeatures) -> torch.Tensor:
+    def _pad_masks(masks: torch.Tensor, features: FrameFeatures) -> torch.Tensor:
+        """Masks (B, n, H, W) padded with zeros to the padded frame's size."""
+        h, w = features.grid
+        pad_h, pad_w = h * STRIDE - masks.shape[-2], w * STRIDE - masks.shape[-1]
+        return F.pad(masks.to(features.tokens.dtype), (0, pad_w, 0, pad_h))
+
+    @classmethod
+    def _pool_masks(cls, masks: torch.Tensor, features: FrameFeatures) -> torch.Tensor:
         """Object coverage of each token, (B, n, N), from masks (B, n, H, W)."""
         b, n = masks.shape[:2]
         h, w = features.grid
-        pad_h, pad_w = h * STRIDE - masks.shape[-2], w * STRIDE - masks.shape[-1]
-        masks = F.pad(masks.to(features.tokens.dtype), (0, pad_w, 0, pad_h))
-        return F.avg_pool2d(masks.flatten(0, 1)[:, None], STRIDE).view(b, n, h * w)
+        return F.avg_pool2d(cls._pad_masks(masks, features).flatten(0, 1)[:, None], STRIDE).view(b, n, h * w)
 
     @staticmethod
     def _memory_mask(features: FrameFeatures, memory: Sequence[MemoryEntry]) -> torch.Tensor | None:

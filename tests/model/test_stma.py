@@ -360,3 +360,45 @@ def test_a_memory_frame_is_projected_once_and_again_after_a_change(model):
         for entry in unread:
             entry.drop_objects([int(ids[0, 0])])
         torch.testing.assert_close(dropped, model.predict(features, unread, ids[:, 1:])[0])
+
+
+def test_memory_frames_keep_stride_4_labels_for_the_refinement_only_when_it_is_on(model):
+    """With `refine_radius`, every memory frame keeps its stride-4 labels, and a frame with given masks its
+    stride-8 keys too: dropped with an object like its coverage, not kept by a pooled frame, read by object id."""
+    refining = STMA(replace(STMAConfig.preset("tiny"), refine_radius=4)).eval()
+    _, ref_images, ref_masks, ids = _inputs(2, size=(64, 80), refs=1)
+    with torch.inference_mode():
+        features = refining.encode(ref_images[:, 0])
+        predicted = refining.memorize(features, ref_masks[:, 0], ids)
+        assert predicted.fine.labels.shape == (1, 3, 16, 20) and predicted.fine.keys is predicted.fine.parts is None
+        entry = refining.memorize(features, ref_masks[:, 0], ids, given=True)
+        assert entry.fine.keys.shape[-2:] == (8, 10) and torch.equal(entry.fine.labels, predicted.fine.labels)
+        assert entry.fine.parts.shape == (1, 3, 16, 20)
+        torch.testing.assert_close(entry.fine.labels.sum(1), torch.ones(1, 16, 20))
+        assert entry.pooled().fine is None
+        three = torch.cat([ids, ids.max(1, keepdim=True).values + 1], dim=1)
+        read = entry.fine_of(three[:, [2, 1, 0]]).labels
+        assert not read[:, 1].any() and torch.equal(read[:, 2:], entry.fine.labels[:, [2, 1]])
+        assert torch.equal(entry.fine_of(three[:, [2, 1, 0]]).parts[:, 2:], entry.fine.parts[:, [2, 1]])
+        before = entry.fine.labels.clone()
+        entry.drop_objects([int(ids[0, 0])])
+        assert model.memorize(model.encode(ref_images[:, 0]), ref_masks[:, 0], ids, given=True).fine is None  # off
+    assert entry.fine.parts.shape[1] == 2
+    torch.testing.assert_close(entry.fine.labels[:, 0], before[:, 0] + before[:, 1])
+    assert torch.equal(entry.fine.labels[:, 1], before[:, 2])
+
+
+def test_the_refinement_only_adds_pixels_and_needs_the_encoder_keys(model):
+    refining = STMA(replace(model.config, refine_radius=4))
+    refining.load_state_dict(model.state_dict())
+    refining.eval()
+    image, ref_images, ref_masks, ids = _inputs(2, size=(64, 80), refs=1)
+    with torch.inference_mode():
+        features = model.encode(ref_images[:, 0])
+        entry = model.memorize(features, ref_masks[:, 0], ids)
+        refined_entry = refining.memorize(features, ref_masks[:, 0], ids, given=True)
+        plain = model.segment(model.encode(image), [entry], ids).argmax(1)
+        refined = refining.segment(refining.encode(image), [refined_entry], ids).argmax(1)
+    assert ((refined == plain) | (plain == 0)).all()
+    with pytest.raises(ValueError, match="refine_radius"):
+        STMAConfig(refine_radius=4)  # learned matching keys
