@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-FINE_STRIDE = 8
+LABEL_STRIDE = 4  # the labels' grid: the logits' (keys are at stride 8, the encoder's f8)
 TOP_K = 10
 TEMPERATURE = 0.07
 """Each cell reads its `TOP_K` best matches, weighted by a softmax of cosine / `TEMPERATURE`: the values of
@@ -59,7 +59,7 @@ def fine_keys(f8: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
 def fine_labels(masks: torch.Tensor) -> torch.Tensor:
     """Background + object shares (B, 1+n, H/4, W/4) of each stride-4 pixel from object masks (B, n, H, W),
     H and W multiples of 8."""
-    objects = F.avg_pool2d(masks.float(), FINE_STRIDE // 2)
+    objects = F.avg_pool2d(masks.float(), LABEL_STRIDE)
     return torch.cat([(1 - objects.sum(1, keepdim=True)).clamp(min=0), objects], dim=1)
 
 
@@ -119,7 +119,7 @@ def _one_hot(labels: torch.Tensor) -> torch.Tensor:
 
 
 def _propagate(keys: torch.Tensor, memory: list[tuple[torch.Tensor, torch.Tensor]], cells: torch.Tensor,
-               radius: int) -> torch.Tensor:
+               radius: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Labels (L, Nc) of the frame's `cells` (H/8, W/8 bool, Nc true) read from the memory frames' (keys
     (C, H/8, W/8), labels (L, H/8, W/8)) within `radius` cells, and how sure each read is (Nc,): the softmax-
     weighted cosine of its matches. Only the box around the cells is compared."""
