@@ -78,8 +78,11 @@ def refine(logits: torch.Tensor, keys: torch.Tensor, given: list[FineMemory], pr
     out = []
     for b in range(logits.shape[0]):
         owner = probs[b].argmax(0)
-        shown = F.one_hot(owner, probs.shape[1]).permute(2, 0, 1)[1:].float()  # (n, H/4, W/4)
-        masks = shown if previous is None else torch.maximum(shown, _one_hot(previous[b:b + 1])[0])
+        shown = _object_masks(owner[None], probs.shape[1])[0]  # (n, H/4, W/4)
+        if previous is not None:
+            masks = torch.maximum(shown, _object_masks(previous[b:b + 1].argmax(1), probs.shape[1])[0])
+        else:
+            masks = shown
         masks = masks * (shown.flatten(1).amax(1) > 0)[:, None, None]
         objects = F.max_pool2d(masks[None], 2)  # (1, n, H/8, W/8): cells holding some of the object
         near = F.max_pool2d(objects, 2 * band + 1, stride=1, padding=band)[0] > 0
@@ -106,16 +109,16 @@ def thin_parts(labels: torch.Tensor) -> torch.Tensor:
     """Background + the objects' thin parts (B, 1+n, H/4, W/4) of stride-4 labels (B, 1+n, H/4, W/4): the pixels of
     each object's mask that an opening by a square of 2 * THIN + 1 pixels removes (parts narrower than about a
     patch). The rest of an object is the network's to follow."""
-    objects = _one_hot(labels)
+    objects = _object_masks(labels.argmax(1), labels.shape[1])
     size = 2 * THIN + 1
     opened = F.max_pool2d(-F.max_pool2d(-objects, size, stride=1, padding=THIN), size, stride=1, padding=THIN)
     thin = objects * (1 - opened)
     return torch.cat([1 - thin.sum(1, keepdim=True), thin], dim=1)
 
 
-def _one_hot(labels: torch.Tensor) -> torch.Tensor:
-    """The objects' masks (B, n, H, W) of background + object shares (B, 1+n, H, W): where each is the largest."""
-    return F.one_hot(labels.argmax(1), labels.shape[1]).permute(0, 3, 1, 2)[:, 1:].float()
+def _object_masks(owner: torch.Tensor, channels: int) -> torch.Tensor:
+    """The objects' masks (B, n, H, W) of a label map (B, H, W) over background + n objects (`channels` = 1+n)."""
+    return F.one_hot(owner, channels).permute(0, 3, 1, 2)[:, 1:].float()
 
 
 def _propagate(keys: torch.Tensor, memory: list[tuple[torch.Tensor, torch.Tensor]], cells: torch.Tensor,

@@ -9,6 +9,7 @@ the first frame after the cut. The tests skip weights of that design. The last t
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -75,7 +76,7 @@ def large_object_clip(frames: int = 60) -> tuple[np.ndarray, np.ndarray]:
 
 def thin_part_clip(frames: int = 30) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A cat's photo in an ellipse with a dark leg 8 px wide and 65 px long below it, standing still on a
-    still photo, with the sensor noise and flicker of real footage: frames, masks and the leg's masks."""
+    still photo, with the sensor noise and flicker of real footage: frames, masks and the leg's mask."""
     background = _pan(_photo("coffee", (HEIGHT + 20, 2 * WIDTH)), 0, 0)
     cat = _photo("chelsea", (200, 260))
     leg = np.zeros((HEIGHT, WIDTH), bool)
@@ -88,7 +89,7 @@ def thin_part_clip(frames: int = 30) -> tuple[np.ndarray, np.ndarray, np.ndarray
         image = image * (1 + 0.03 * np.sin(t)) + np.random.default_rng(t).normal(0, 4, image.shape)
         images.append(image.clip(0, 255).astype(np.uint8))
         labels.append((inside | leg).astype(np.uint8))
-    return np.stack(images), np.stack(labels), np.stack([leg] * frames)
+    return np.stack(images), np.stack(labels), leg
 
 
 SHOT_A, SHOT_B = range(0, 20), range(20, 36)
@@ -112,6 +113,13 @@ def cut_clip(frames: int = 56) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(images), np.stack(labels)
 
 
+def _shipped(**changes: object) -> STMA:
+    """The shipped model, with `changes` to its config (rules of inference, e.g. `refine_radius=0`)."""
+    model, _ = load_model()
+    model.config = replace(model.config, **changes)
+    return model
+
+
 def _segment(frames: np.ndarray, first: np.ndarray, model: STMA | None = None) -> np.ndarray:
     segmenter = Segmenter(model or load_model()[0])
     return np.stack([segmenter.step(frame, first if t == 0 else None).labels for t, frame in enumerate(frames)])
@@ -132,16 +140,11 @@ def test_a_large_object_stays_whole() -> None:
 def test_a_thin_part_of_a_still_object_is_kept() -> None:
     """The leg is a part that the network alone drops within ten frames (it keeps under 0.3 of it from
     then on); the refinement (`refine_radius`) keeps it from the given mask."""
-    from dataclasses import replace
-
     frames, labels, leg = thin_part_clip()
-    model, _ = load_model()
-    without, _ = load_model()
-    without.config = replace(without.config, refine_radius=0)
     kept = {}
-    for name, weights in (("rule", model), ("without", without)):
+    for name, weights in (("rule", _shipped()), ("without", _shipped(refine_radius=0))):
         predicted = _segment(frames, labels[0], weights)
-        kept[name] = [float((predicted[t] == 1)[leg[t]].mean()) for t in range(1, len(frames))]
+        kept[name] = [float((predicted[t] == 1)[leg].mean()) for t in range(1, len(frames))]
     assert min(kept["rule"]) >= 0.65, f"{min(kept['rule']):.2f} of the leg on frame {1 + int(np.argmin(kept['rule']))}"
     assert max(kept["without"][9:]) < 0.3
 
@@ -160,19 +163,14 @@ def test_objects_the_new_shot_does_not_show_are_left_behind_at_the_cut() -> None
     """A clip of the cut set (`benchmarks/long.py --kind cuts`): after the cut to another shot of moving
     real scenery, no object keeps a mask there. The same weights without the cut rule (`cut_match` 0)
     carry patches of the objects into the other shot, which is what the rule is for."""
-    from dataclasses import replace
-
     from stma_cli.train.events import CUT_EVENTS, EventVideos
 
     item = EventVideos(2, 1, 40, (240, 416), 3, "heldout", CUT_EVENTS)[0]
     frames = (item["frames"].permute(0, 2, 3, 1) * 255).round().byte().numpy()
     first = item["masks"][0].numpy().astype(np.uint8)
     start, end = item["events"][0]["start"], item["events"][0]["end"]
-    model, _ = load_model()
-    without, _ = load_model()
-    without.config = replace(without.config, cut_match=0.0)
     away = {}
-    for name, weights in (("rule", model), ("without", without)):
+    for name, weights in (("rule", _shipped()), ("without", _shipped(cut_match=0.0))):
         predicted = _segment(frames, first, weights)
         away[name] = int((predicted[start:end] > 0).sum())
     assert away["rule"] == 0, f"{away['rule']} pixels of the objects on the other shot's frames"
