@@ -22,6 +22,8 @@ Per-event figures come from the ground truth. An object is absent on a frame whe
 - IoU before: the object's IoU on the (up to) 10 frames before the run;
 - absent FP: the share of the run's frames on which the prediction still gives the object a mask
   (the right answer there is an empty mask);
+- of which on another object: the share of the run's frames on which that mask lies mostly on another
+  annotated object (its id slid onto a neighbour or a look-alike; the rest lies mostly on background);
 - IoU after: the object's IoU on the 10 frames after it is back (a run that ends the video has none).
 Frames are pooled over runs. A run is put down to the planned event (occlusion, exit, cut) whose frames
 it overlaps, else to "other" (an object hidden by another one, or carried out of view by the camera).
@@ -68,17 +70,19 @@ class EventFigures:
     runs: int = 0
     before: list[float] = field(default_factory=list)
     absent_fp: list[bool] = field(default_factory=list)
+    on_other: list[bool] = field(default_factory=list)
     after: list[float] = field(default_factory=list)
 
     def add(self, other: "EventFigures") -> None:
         self.runs += other.runs
         self.before += other.before
         self.absent_fp += other.absent_fp
+        self.on_other += other.on_other
         self.after += other.after
 
     def summary(self) -> dict[str, float | int]:
         return {"runs": self.runs, "IoU before": mean_of(self.before), "absent FP": mean_of(self.absent_fp),
-                "IoU after": mean_of(self.after)}
+                "on another object": mean_of(self.on_other), "IoU after": mean_of(self.after)}
 
 
 def absence_runs(present: np.ndarray) -> list[tuple[int, int]]:
@@ -95,13 +99,17 @@ def absence_runs(present: np.ndarray) -> list[tuple[int, int]]:
     return runs
 
 
-def object_figures(truth: np.ndarray, predicted: np.ndarray, events: list[dict]) -> dict[str, EventFigures]:
-    """Figures of one object: `truth` and `predicted` (T, H, W) bool masks; `events` its planned events."""
+def object_figures(truth: np.ndarray, predicted: np.ndarray, events: list[dict],
+                   others: np.ndarray | None = None) -> dict[str, EventFigures]:
+    """Figures of one object: `truth` and `predicted` (T, H, W) bool masks; `events` its planned events;
+    `others` (T, H, W) bool: where the other annotated objects are (None: nowhere)."""
     present = truth.any((1, 2))
     intersection = (truth & predicted).sum((1, 2))
     union = (truth | predicted).sum((1, 2))
     iou = np.where(union > 0, intersection / np.maximum(union, 1), 1.0)
     shown = predicted.any((1, 2))
+    on_other = (np.zeros_like(shown) if others is None
+                else 2 * (predicted & others).sum((1, 2)) > predicted.sum((1, 2)))  # False where nothing is shown
     figures = {kind: EventFigures() for kind in KINDS}
     for start, end in absence_runs(present):
         kind = next((e["kind"] for e in events if e["start"] < end and start < e["end"]), "other")
@@ -109,6 +117,7 @@ def object_figures(truth: np.ndarray, predicted: np.ndarray, events: list[dict])
         f.runs += 1
         f.before += [float(iou[t]) for t in range(max(1, start - WINDOW), start) if present[t]]
         f.absent_fp += [bool(v) for v in shown[start:end]]
+        f.on_other += [bool(v) for v in on_other[start:end]]
         f.after += [float(iou[t]) for t in range(end, min(len(present), end + WINDOW)) if present[t]]
     return figures
 
@@ -122,7 +131,8 @@ def set_figures(dataset: DavisDataset, predictions: Path, events: dict[str, list
         predicted = np.stack([read_label_map(dataset.prediction_path(predictions, name, p.stem)) for p in annotations])
         for obj in range(1, dataset.num_objects(name) + 1):
             planned = [e for e in events.get(name, []) if e["object"] == obj]
-            for kind, figures in object_figures(truth == obj, predicted == obj, planned).items():
+            others = (truth > 0) & (truth != obj)
+            for kind, figures in object_figures(truth == obj, predicted == obj, planned, others).items():
                 totals[kind].add(figures)
                 totals["all"].add(figures)
     return totals
@@ -195,13 +205,14 @@ def report(args: argparse.Namespace, argv: list[str], dataset: DavisDataset, res
         "J&F: DAVIS-2017 metrics over frames 1 .. N-2. Event figures over runs of frames where an object is absent "
         "(see benchmarks/long.py).",
         "",
-        "| method | J&F | J | F | IoU before | absent FP | IoU after | fps |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| method | J&F | J | F | IoU before | absent FP | on another object | IoU after | fps |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         e = r["events"]["all"]
         cells = [cell(r[key], 3) for key in ("J&F-Mean", "J-Mean", "F-Mean")]
-        cells += [cell(e[key]) for key in ("IoU before", "absent FP", "IoU after")] + [cell(r["fps"], 1)]
+        cells += [cell(e[key]) for key in ("IoU before", "absent FP", "on another object", "IoU after")]
+        cells.append(cell(r["fps"], 1))
         lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
     kinds = [kind for kind in KINDS if kind == "other" or any(r["events"][kind]["runs"] for r in results)]
     lines += ["", "By kind of absence (runs; IoU before / absent FP / IoU after):", "",
@@ -236,7 +247,8 @@ def main(argv: list[str] | None = None) -> str:
         figures = {kind: f.summary() for kind, f in set_figures(dataset, out, events).items()}
         results.append({"name": name, **scores, "events": figures, "fps": fps})
         print(f"{name}: J&F-Mean {scores['J&F-Mean']:.3f}, IoU after {cell(figures['all']['IoU after'])}, "
-              f"absent FP {cell(figures['all']['absent FP'])}", file=sys.stderr)
+              f"absent FP {cell(figures['all']['absent FP'])} (on another object "
+              f"{cell(figures['all']['on another object'])})", file=sys.stderr)
     return publish(predictions, report(args, argv, dataset, results), results)
 
 

@@ -38,6 +38,23 @@ def test_object_figures_on_hand_made_masks() -> None:
     assert exit_["IoU after"] == pytest.approx(0.5)  # frames 7, 8, 9
     unplanned = benchmark.object_figures(truth, predicted, [])
     assert unplanned["other"].runs == 1
+    assert exit_["on another object"] == 0.0  # nothing else annotated
+
+
+def test_absent_false_positives_on_another_object_are_told_from_those_on_background() -> None:
+    """Absent on frames 1-4; a mask on frames 2, 3 and 4: mostly on another annotated object on frame 2,
+    half on it on frame 3 (not mostly), on background on frame 4."""
+    truth = np.zeros((5, 4, 4), bool)
+    truth[0, :2, :2] = True
+    others = np.zeros_like(truth)
+    others[:, 2:, 2:] = True
+    predicted = np.zeros_like(truth)
+    predicted[2, 2:, 1:] = True  # 4 of its 6 pixels on the other object
+    predicted[3, 3, 1:3] = True  # 1 of 2
+    predicted[4, 0, 0] = True
+    figures = benchmark.object_figures(truth, predicted, [], others)["other"].summary()
+    assert figures["absent FP"] == pytest.approx(3 / 4)
+    assert figures["on another object"] == pytest.approx(1 / 4)
 
 
 needs_footage = pytest.mark.skipif(
