@@ -370,9 +370,10 @@ class STMA(
         objects when a batch is padded to a common object count. `given`: the masks were given, not
         predicted; with `refine_radius`, at inference, the entry then keeps the keys that `refine` matches.
         """
+        masks = self._pad_masks(masks, features)
         fine = None
         if self.config.refine_radius and not self.training:  # for `refine`, a rule of inference
-            fine = FineMemory(fine_labels(self._pad_masks(masks, features)))
+            fine = FineMemory(fine_labels(masks))
             if given:
                 fine.keys, fine.parts = self.fine_keys(features), thin_parts(fine.labels)
         masks = self._pool_masks(masks, features)
@@ -571,12 +572,12 @@ class STMA(
         pad_h, pad_w = h * STRIDE - masks.shape[-2], w * STRIDE - masks.shape[-1]
         return F.pad(masks.to(features.tokens.dtype), (0, pad_w, 0, pad_h))
 
-    @classmethod
-    def _pool_masks(cls, masks: torch.Tensor, features: FrameFeatures) -> torch.Tensor:
-        """Object coverage of each token, (B, n, N), from masks (B, n, H, W)."""
+    @staticmethod
+    def _pool_masks(masks: torch.Tensor, features: FrameFeatures) -> torch.Tensor:
+        """Object coverage of each token, (B, n, N), from masks (B, n, H, W) padded to the padded frame's size."""
         b, n = masks.shape[:2]
         h, w = features.grid
-        return F.avg_pool2d(cls._pad_masks(masks, features).flatten(0, 1)[:, None], STRIDE).view(b, n, h * w)
+        return F.avg_pool2d(masks.flatten(0, 1)[:, None], STRIDE).view(b, n, h * w)
 
     @staticmethod
     def _memory_mask(features: FrameFeatures, memory: Sequence[MemoryEntry]) -> torch.Tensor | None:
