@@ -151,7 +151,6 @@ class _DiskArray:
 
     def close(self) -> None:
         self._file.close()
-        self.path.unlink(missing_ok=True)
 
 
 def propagate(video: VideoSource, frame_range: tuple[int, int | None], masks: dict[int, np.ndarray],
@@ -220,8 +219,14 @@ def propagate(video: VideoSource, frame_range: tuple[int, int | None], masks: di
 
 def _scratch_array(stack: contextlib.ExitStack, folder: Path, name: str, shape: tuple[int, ...],
                    dtype: type, count: int | None = None) -> _DiskArray:
-    """A scratch file in `folder`, removed when `stack` closes; with `count`, that many items allocated."""
-    array = _DiskArray(temporary_path(folder / f"{name}.npy"), shape, dtype)
+    """A scratch file in `folder`, removed when `stack` closes; with `count`, that many items allocated.
+
+    Its removal is registered before the file exists: a signal that lands just after the file's creation
+    (SIGTERM as a KeyboardInterrupt) still removes it.
+    """
+    path = temporary_path(folder / f"{name}.npy")
+    stack.callback(path.unlink, missing_ok=True)
+    array = _DiskArray(path, shape, dtype)
     stack.callback(array.close)
     if count is not None:
         array.allocate(count)

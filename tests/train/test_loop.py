@@ -256,7 +256,9 @@ def test_two_processes_with_gloo(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    mp.start_processes(_worker, args=(port, str(tmp_path)), nprocs=2, start_method="fork")
+    # spawn, not fork: a fork of this process, after other tests ran torch's thread pools and server threads,
+    # can inherit a lock that no thread of the child will release, and hang
+    mp.start_processes(_worker, args=(port, str(tmp_path)), nprocs=2, start_method="spawn")
     state = json.loads((tmp_path / "checkpoint" / "train_state.json").read_text())
     assert state["step"] == 2
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
@@ -283,7 +285,7 @@ def _worker_with_own_clock(rank: int, port: int, out: str) -> None:
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
     if rank == 1:
-        loop.time = LateClock()  # this forked process only
+        loop.time = LateClock()  # this process only
     config = _config(Path(out), 6)
     config.max_minutes = 30
     state = train(config, dataset=MovingSquares(), log=lambda _: None)
@@ -295,7 +297,7 @@ def test_a_time_limit_stops_every_rank_at_the_same_step(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     processes = mp.start_processes(_worker_with_own_clock, args=(port, str(tmp_path)), nprocs=2, join=False,
-                                   start_method="fork")
+                                   start_method="spawn")
     deadline = time.monotonic() + 120
     while not processes.join(timeout=1):
         if time.monotonic() > deadline:  # a rank waits in a collective that the other left
