@@ -10,6 +10,8 @@ planned around them:
 - twins: two annotated objects with the same texture family, shape kind and size;
 - crowd: 5-10 look-alike instances walking across the scene, only some of them annotated, so that
   only position and motion tell the annotated ones apart;
+- a decoy: an unannotated look-alike that moves beside the object that is about to be occluded or to
+  leave, touching it, and stays in view while it is away: the object's id must not slide onto it;
 - fast motion (one object much faster than the others), a moving camera, and a scale change;
 - a cut: a hard cut to another shot (another background, the unannotated look-alikes but none of the
   annotated objects) and, a while later, a cut back to the first shot, where the objects are found again.
@@ -50,6 +52,8 @@ class EventConfig:
     """How long the object that leaves stays out of the frame."""
     p_twins: float = 0.5
     p_crowd: float = 0.3
+    p_decoy: float = 0.0
+    """Chance, for the occluded object and for the one that leaves (unless of a crowd), of a decoy beside it."""
     crowd: tuple[int, int] = (5, 10)
     p_fast: float = 0.3
     fast_speed: tuple[float, float] = (0.015, 0.035)
@@ -64,7 +68,7 @@ class EventConfig:
     """Plan again until every annotated object shows in frame 0 (so that every planned event happens)."""
 
 
-TRAIN_EVENTS = EventConfig()
+TRAIN_EVENTS = EventConfig(p_decoy=0.5)
 LONG_EVENTS = EventConfig(
     scene=replace(HELDOUT_CONFIG, camera_motion=1.2, p_occluder=0.0, p_leave=0.0), objects=(2, 4),
     p_occlusion=1.0, p_exit=1.0, p_twins=1.0, p_crowd=0.4, p_fast=1.0, p_scale=1.0, require_all=True,
@@ -138,6 +142,7 @@ def plan_events(rng: np.random.Generator, bank: AssetBank, cfg: EventConfig, spa
         shape = ("ellipse", "blob", "limbs", "polygon", "silhouette" if bank.shapes else "star")[int(rng.integers(5))]
         annotated.append(plan.obj(0, look, shape))
         looks.append(look)
+    look_of = {id(obj): look for obj, look in zip(annotated[len(annotated) - len(looks):], looks)}  # not of a crowd
     for label, obj in enumerate(annotated, start=1):
         obj.label = label
     for _ in range(int(rng.integers(0, cfg.scene.max_distractors + 1))):
@@ -157,6 +162,12 @@ def plan_events(rng: np.random.Generator, bank: AssetBank, cfg: EventConfig, spa
     if exit_target is not None:
         _script_exit(plan, exit_target)
     occluders = [] if occluded is None else [_script_occlusion(plan, occluded)]
+    if cfg.p_decoy:  # no draw when off, so that the benchmarks' clips stay as they were
+        for target in (exit_target, occluded):
+            if target is not None and id(target) in look_of and rng.random() < cfg.p_decoy:
+                goes = next(e.start for e in plan.events if e.target is target)
+                until = goes if target is exit_target else span  # beside the occluded object all along
+                unannotated.append(_plan_decoy(plan, target, look_of[id(target)], goes, until))
 
     objects = annotated + unannotated
     objects = [objects[k] for k in rng.permutation(len(objects))] + occluders
@@ -219,6 +230,30 @@ def _plan_twin(plan: _Plan, first: SceneObject, look: Look) -> SceneObject:
     twin.poses[:, :2] += start - twin.poses[0, :2]
     twin.follows_camera = first.follows_camera
     return twin
+
+
+def _plan_decoy(plan: _Plan, target: SceneObject, look: Look, goes: int, until: int) -> SceneObject:
+    """An unannotated look-alike of `target` (same texture family, shape kind and size) that moves beside it,
+    touching it, up to frame `until`, and then walks on slowly in view; at frame `goes` (the target starts to
+    go) it lies on the side of the target that faces the frame's centre, give or take 60 degrees."""
+    rng = plan.rng
+    H, W = plan.size
+    area = _display_area(target) / (H * W) * rng.uniform(0.85, 1.15)
+    decoy = plan.obj(0, similar_look(rng, look), target.shape, min(area, 0.2))
+    decoy.follows_camera = target.follows_camera
+    reach = _outer_radius(target) * np.exp(target.poses[:, 3]) + _outer_radius(decoy) * np.exp(decoy.poses[:, 3])
+    inward = np.array([W / 2, H / 2]) - target.poses[max(goes - 1, 0), :2]
+    angle = math.atan2(inward[1], inward[0]) + rng.uniform(-math.pi / 3, math.pi / 3)
+    offset = np.array([math.cos(angle), math.sin(angle)])[None] * 0.8 * reach[:, None]
+    path = decoy.poses[:, :2]
+    path[:until] = target.poses[:until, :2] + offset[:until]
+    if until < plan.span:
+        speed = 0.004 * plan.unit
+        low, high = np.array([0.05 * W, 0.05 * H]), np.array([0.95 * W, 0.95 * H])
+        start = np.clip(path[until - 1], low, high)
+        path[until:] = walk(rng, plan.span - until, start, speed * _unit_vector(rng), 0.25 * speed, low, high,
+                            max_speed=2 * speed)
+    return decoy
 
 
 def _script_exit(plan: _Plan, obj: SceneObject) -> None:

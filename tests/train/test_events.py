@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 from dataclasses import replace
 
 import numpy as np
@@ -9,7 +10,8 @@ import pytest
 import torch
 
 from stma_cli.train.data import make_dataset
-from stma_cli.train.events import CUT_EVENTS, LONG_EVENTS, TRAIN_EVENTS, EventVideos
+from stma_cli.train.assets import asset_bank
+from stma_cli.train.events import CUT_EVENTS, LONG_EVENTS, TRAIN_EVENTS, EventVideos, plan_events
 from stma_cli.train.seeded import ClipKey
 from stma_cli.train.synthetic import SyntheticVideos
 
@@ -102,6 +104,38 @@ def test_crowds_are_look_alikes_with_only_some_annotated() -> None:
     # Six look-alikes, of which at most two annotated: much of what moves is left as background.
     moving = (item["frames"][0] - item["frames"][1]).abs().sum(0) > 0.05
     assert moving.sum() > (item["masks"][1] > 0).sum()
+
+
+@pytest.mark.parametrize("event", ["occlusion", "exit"])
+def test_a_decoy_moves_beside_the_object_until_it_goes_and_stays_in_view(event: str) -> None:
+    """An unannotated look-alike (the object's shape kind, about its size) touches the object up to the
+    moment it goes, occluded (and beside it all along) or out of view (and then still in the frame)."""
+    config = replace(TRAIN_EVENTS, p_decoy=1.0, p_crowd=0.0, p_twins=0.0, p_fast=0.0, p_scale=0.0, objects=(1, 1),
+                     p_occlusion=float(event == "occlusion"), p_exit=float(event == "exit"))
+    size, span = (240, 320), 40
+    for seed in range(3):
+        scene, events = plan_events(np.random.default_rng(seed), asset_bank("train"), config, span, size, 1)
+        (away,) = events
+        target = next(o for o in scene.objects if o.label == 1)
+        behind = scene.objects[:len(scene.objects) - scene.front]  # not the occluder
+        decoys = [o for o in behind if o.label == 0 and o.shape == target.shape]
+        assert len(decoys) == 1, [o.shape for o in scene.objects]
+        decoy = decoys[0]
+        gap = np.linalg.norm(decoy.poses[:, :2] - target.poses[:, :2], axis=1)
+        size_ratio = math.exp(2 * (decoy.poses[0, 3] - target.poses[0, 3])) * float(decoy.sprite[3].sum()) / float(
+            target.sprite[3].sum())
+        assert 0.7 < size_ratio < 1.4
+        before = away.start - 1
+        assert gap[before] < 0.5 * math.sqrt(size[0] * size[1])  # beside it as it goes
+        if event == "exit":  # a path in frame pixels
+            x, y = decoy.poses[(away.start + away.end) // 2, :2]
+            assert 0 <= x <= size[1] and 0 <= y <= size[0]  # in view while the object is away
+        else:  # a path in the first frame's pixels, beside the object all along
+            assert np.allclose(gap, gap[0] * np.exp(target.poses[:, 3] - target.poses[0, 3]), rtol=0.3)
+
+
+def test_the_benchmark_configs_have_no_decoy_so_their_clips_stay_as_they_were() -> None:
+    assert LONG_EVENTS.p_decoy == CUT_EVENTS.p_decoy == 0.0 < TRAIN_EVENTS.p_decoy
 
 
 def test_make_dataset_knows_events() -> None:
