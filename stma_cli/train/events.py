@@ -219,16 +219,23 @@ def _plan_crowd(plan: _Plan) -> list[SceneObject]:
     return crowd
 
 
+def _look_alike(plan: _Plan, obj: SceneObject, look: Look) -> SceneObject:
+    """An unlabelled object of the same texture family (`look` is `obj`'s), shape kind and size as `obj`,
+    moving in the same frame (camera or output pixels); its path is the caller's to set."""
+    H, W = plan.size
+    area = _display_area(obj) / (H * W) * plan.rng.uniform(0.85, 1.15)
+    alike = plan.obj(0, similar_look(plan.rng, look), obj.shape, min(area, 0.2))
+    alike.follows_camera = obj.follows_camera
+    return alike
+
+
 def _plan_twin(plan: _Plan, first: SceneObject, look: Look) -> SceneObject:
     """An object of the same texture family, shape kind and size as `first`, starting near it."""
-    rng = plan.rng
     H, W = plan.size
-    area = _display_area(first) / (H * W) * rng.uniform(0.85, 1.15)
-    twin = plan.obj(0, similar_look(rng, look), first.shape, min(area, 0.2))
-    offset = rng.normal(0, 0.15, 2) * np.array([W, H])
+    twin = _look_alike(plan, first, look)
+    offset = plan.rng.normal(0, 0.15, 2) * np.array([W, H])
     start = np.clip(first.poses[0, :2] + offset, [0.15 * W, 0.15 * H], [0.85 * W, 0.85 * H])
     twin.poses[:, :2] += start - twin.poses[0, :2]
-    twin.follows_camera = first.follows_camera
     return twin
 
 
@@ -238,9 +245,7 @@ def _plan_decoy(plan: _Plan, target: SceneObject, look: Look, goes: int, until: 
     go) it lies on the side of the target that faces the frame's centre, give or take 60 degrees."""
     rng = plan.rng
     H, W = plan.size
-    area = _display_area(target) / (H * W) * rng.uniform(0.85, 1.15)
-    decoy = plan.obj(0, similar_look(rng, look), target.shape, min(area, 0.2))
-    decoy.follows_camera = target.follows_camera
+    decoy = _look_alike(plan, target, look)
     reach = _outer_radius(target) * np.exp(target.poses[:, 3]) + _outer_radius(decoy) * np.exp(decoy.poses[:, 3])
     inward = np.array([W / 2, H / 2]) - target.poses[max(goes - 1, 0), :2]
     angle = math.atan2(inward[1], inward[0]) + rng.uniform(-math.pi / 3, math.pi / 3)
