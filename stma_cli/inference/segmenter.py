@@ -29,7 +29,7 @@ from stma_cli.device import autocast, autocast_dtype
 from stma_cli.errors import StmaError
 from stma_cli.inference.config import SegmenterConfig
 from stma_cli.inference.memory import MemoryBank
-from stma_cli.model import LOGIT_STRIDE, STMA, upsample_logits
+from stma_cli.model import LOGIT_STRIDE, STMA, FrameFeatures, upsample_logits
 
 
 @dataclass
@@ -62,6 +62,7 @@ class Segmenter:
     memory: MemoryBank = field(init=False)
     table: dict[int, int] = field(init=False)  # object id -> its ID-table entry (1..num_ids)
     released: list[int] = field(init=False)  # ID-table entries of removed objects, oldest first
+    doubted: dict[int, int] = field(init=False)  # object id -> frames in a row the given frames did not vouch for it
 
     def __post_init__(self, copy_model: bool) -> None:
         self.device = next(self.model.parameters()).device
@@ -72,7 +73,7 @@ class Segmenter:
     def reset(self) -> None:
         """Forget all objects and memory (start a new video)."""
         self.object_ids = []
-        self.table, self.released = {}, []
+        self.table, self.released, self.doubted = {}, [], {}
         self.memory = MemoryBank(self.config.mem_size, self.config.mem_every, self.config.mem_full)
 
     def remove(self, object_ids: Iterable[int]) -> None:
@@ -92,6 +93,7 @@ class Segmenter:
         for object_id in gone:
             self.object_ids.remove(object_id)
             self.released.append(self.table.pop(object_id))
+            self.doubted.pop(object_id, None)
         if not self.object_ids:
             self.reset()  # nothing left to follow: the next mask starts afresh
 
@@ -114,6 +116,7 @@ class Segmenter:
             else:
                 logits, presence = self.model.predict(features, self.memory.entries(), ids)
                 presence = F.pad(presence, (0, len(self.object_ids) - presence.shape[1])).sigmoid()
+                logits, presence = self._drop_doubted(features, logits, presence, ids, given)
             if given:
                 logits = self._impose(logits, mask, given, features.size)
                 presence[:, [self.object_ids.index(i) for i in given]] = 1.0
@@ -172,6 +175,31 @@ class Segmenter:
         logits = torch.full((1, 1 + len(self.object_ids), h, w), -1e4, device=self.device)
         logits[:, 0] = 0
         return logits
+
+    def _drop_doubted(self, features: FrameFeatures, logits: torch.Tensor, presence: torch.Tensor,
+                      ids: torch.Tensor, given: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The logits and presence without the objects that the frames with given masks have not vouched for on
+        `model.config.given_frames` frames in a row (`STMA.given_match` under `given_match`): such a mask lies on
+        what hid the object, or where it was before it left. A frame without a mask of the object (or without
+        enough of it to judge) neither counts against it nor clears it; a frame that vouches for it clears it."""
+        config = self.model.config
+        if not config.given_match:
+            return logits, presence
+        share = self.model.given_match(features, self.memory.entries(), ids, logits)[0].tolist()
+        gone = []
+        for channel, (object_id, value) in enumerate(zip(self.object_ids, share), start=1):
+            if object_id in given:  # its mask is given on this frame
+                self.doubted[object_id] = 0
+            elif value == value:  # not NaN: there is something to judge
+                self.doubted[object_id] = self.doubted.get(object_id, 0) + 1 if value < config.given_match else 0
+            if self.doubted.get(object_id, 0) >= config.given_frames:
+                gone.append(channel)
+        if gone:
+            logits = logits.clone()
+            logits[:, gone] = -1e4
+            presence = presence.clone()
+            presence[:, [channel - 1 for channel in gone]] = 0.0
+        return logits, presence
 
     def _impose(self, logits: torch.Tensor, mask: np.ndarray, given: list[int], size: tuple[int, int]) -> torch.Tensor:
         """Replace the given objects' logits by the mask; other objects keep their prediction outside it."""

@@ -193,6 +193,33 @@ def shown_share(keys: torch.Tensor, memory_keys: list[torch.Tensor], memory_cove
     return torch.where(area >= 1, shown / area.clamp(min=1), torch.nan)
 
 
+def given_match(keys: torch.Tensor, given_keys: list[torch.Tensor], given_coverage: list[torch.Tensor],
+                patches: torch.Tensor, least: int, alike: float) -> torch.Tensor:
+    """Share of each object's patches whose best match on the frames with given masks is one of its own, (B, n).
+
+    keys (B, d, h, w): the frame's; per given frame, its keys (B, d, h', w') and background + object coverage
+    (B, 1+n, h', w'), a patch belonging to its largest share; patches (B, n, N) bool: each object's patches on
+    the frame. NaN for an object that the given frames cannot vouch for: one without a patch on the frame, with
+    under `least` given patches of its own, or with look-alikes there (its given patches match patches more than
+    one patch away from it at mean best cosine `alike` or more: a crowd of such objects, whose patches match a
+    look-alike as well as their own wherever they go).
+    """
+    n = patches.shape[1]
+    query = keys.flatten(2).float()  # (B, d, N)
+    memory = torch.cat([k.flatten(2) for k in given_keys], dim=2).float()  # (B, d, G)
+    owners = [F.one_hot(c.argmax(1), n + 1)[..., 1:].permute(0, 3, 1, 2).float() for c in given_coverage]
+    owner = torch.cat([o.flatten(2) for o in owners], 2).bool()  # (B, n, G)
+    apart = ~torch.cat([F.max_pool2d(o, 3, 1, 1).flatten(2) for o in owners], 2).bool()  # (B, n, G)
+    share = torch.full(patches.shape[:2], torch.nan, device=keys.device)
+    for b, j in zip(*torch.nonzero(patches.any(2) & (owner.sum(2) >= least), as_tuple=True)):
+        own, shown = owner[b, j], query[b][:, patches[b, j]]  # (G,), (d, p): only the object's patches are read
+        look_alike = (memory[b][:, own].t() @ memory[b][:, apart[b, j]]).amax(1).mean() if apart[b, j].any() else -1
+        if look_alike < alike:
+            similarity = shown.t() @ memory[b]  # (p, G)
+            share[b, j] = (similarity[:, own].amax(1) >= similarity.amax(1)).float().mean()
+    return share
+
+
 def gated_log_prior(maps: torch.Tensor, gate: torch.Tensor, weight: torch.Tensor, log_floor: torch.Tensor,
                     scale: int) -> torch.Tensor:
     """weight * gate * log(maps + floor), at `scale` times the resolution of maps (B, c, h, w); gate (B, c)."""

@@ -34,14 +34,16 @@ from stma_cli.model.association import STMLBlock, sine_position_embedding
 from stma_cli.model.decoder import Decoder, IDAssociation
 from stma_cli.model.encoder import MobileNetEncoder, PatchEncoder
 from stma_cli.model.presence import ObjectPresence, object_queries
-from stma_cli.model.propagation import (LocalPropagation, MemoryMatching, encoder_keys, shot_continuity,
-                                        shown_share, window_similarity)
+from stma_cli.model.propagation import (LocalPropagation, MemoryMatching, encoder_keys, given_match,
+                                        shot_continuity, shown_share, window_similarity)
 from stma_cli.model.refinement import FineMemory, fine_keys, fine_labels, refine, thin_parts
 from stma_cli.model.tokens import BACKGROUND_ID, IDEmbedding, ObjectTokenizer, visibility
 
 ARCHITECTURE = "stma"
 STRIDE = 16
 LOGIT_STRIDE = 4
+MIN_GIVEN_PATCHES = 4
+"""`STMA.given_match` judges only objects that the frames with given masks show over at least this many patches."""
 MATCHING_KEYS = ("learned", "encoder")
 """Where matching keys come from: a learned projection of the stride-16 tokens, or the encoder's own
 stride-8 and stride-16 features (ImageNet features when the encoder is kept frozen, as `stma train`
@@ -75,6 +77,13 @@ class STMAConfig:
     # previous area: patches that match its patches in memory at cosine cut_match or more (0: every object goes on).
     cut_match: float = 0.0
     cut_share: float = 0.15
+    # At inference, an object is taken as gone when, on given_frames frames in a row, under given_match of its mask's
+    # patches have their best match among the given frames' patches on its own (`STMA.given_match`; 0: never). It
+    # gets no mask until a frame's mask of it matches it again. Objects with look-alikes on the given frames (their
+    # patches match patches apart from them at mean best cosine given_alike or more) are never judged.
+    given_match: float = 0.0
+    given_frames: int = 3
+    given_alike: float = 0.62
     readout_all: bool = False  # the memory readout informs every object, not only those the previous frame lacks
     # At inference, label propagation from the given masks on the encoder's stride-8 features (within refine_radius
     # cells) adds pixels to an object within refine_band cells of its mask (`stma_cli.model.refinement`; 0: never).
@@ -84,10 +93,12 @@ class STMAConfig:
     PRESETS = ("tiny", "base")
     MAXIMA = {"dim": 4096, "depth": 64, "heads": 64, "mlp_ratio": 16.0, "tokens_per_object": 64, "num_ids": 1024,
               "vit_dim": 4096, "decoder_widths": 4096, "embed_dim": 4096, "learned_key_dim": 4096,
-              "propagation_radius": 32, "matching_top_k": 4096, "refine_radius": 64, "refine_band": 64}
+              "propagation_radius": 32, "matching_top_k": 4096, "refine_radius": 64, "refine_band": 64,
+              "given_frames": 1000}
     """The largest value of each size, many times the presets': a hand-edited or hostile config.json cannot
     ask for an absurd network (and `stma_cli.hub` checks the sizes against the weights file before building)."""
-    INFERENCE_ONLY = ("cut_match", "cut_share", "refine_radius", "refine_band")
+    INFERENCE_ONLY = ("cut_match", "cut_share", "refine_radius", "refine_band", "given_match", "given_frames",
+                      "given_alike")
     """Settings of rules that apply at inference only: training computes the same with any value, so a run
     resumes across a change in them."""
     RENAMED = {"propagation_dim": "learned_key_dim"}
@@ -115,7 +126,7 @@ class STMAConfig:
                 least = 0 if item.name in ("propagation_radius", "matching_top_k", "refine_radius") else 1
                 ok, expected = isinstance(value, int) and not isinstance(value, bool) and least <= value <= most, \
                     f"an integer from {least} to {most}"
-            elif item.name in ("cut_threshold", "cut_match", "cut_share"):
+            elif item.name in ("cut_threshold", "cut_match", "cut_share", "given_match", "given_alike"):
                 ok, expected = isinstance(value, (int, float)) and not isinstance(value, bool) and \
                     0 <= value < 1, "a number from 0 to below 1"
             elif isinstance(default, float):
@@ -196,6 +207,7 @@ class MemoryEntry:
     object_valid: torch.Tensor | None = None  # (B, n*k) bool, for padded training batches
     pos: torch.Tensor | None = None  # (1, N, C) positions of the reference tokens; None: the frame's own grid
     fine: FineMemory | None = None  # stride-4 labels (background + held objects), keys if given, for `refine`
+    given: bool = False  # the masks were given, not predicted (`STMA.given_match` reads such entries)
     projected: list[tuple[torch.Tensor, ...]] | None = field(default=None, repr=False)
     """Per level, the keys and values that test frames read (`STMA._projected`): made on the first read."""
 
@@ -275,7 +287,7 @@ class MemoryEntry:
         levels = [(pool(reference), objects) for reference, objects in self.levels]
         keys = F.normalize(F.avg_pool2d(self.keys, 2, ceil_mode=True), dim=1)
         coverage = F.avg_pool2d(self.coverage, 2, ceil_mode=True)
-        return MemoryEntry(levels, keys, coverage, self.object_ids, self.object_valid, pool(pos))
+        return MemoryEntry(levels, keys, coverage, self.object_ids, self.object_valid, pool(pos), given=self.given)
 
 
 def _drop_channels(coverage: torch.Tensor, keep: list[int], gone: list[int]) -> torch.Tensor:
@@ -387,7 +399,7 @@ class STMA(
             levels.append((reference, objects))
         background = (1 - masks.sum(1, keepdim=True)).clamp(min=0)
         coverage = torch.cat([background, masks], dim=1).unflatten(2, features.grid)
-        return MemoryEntry(levels, features.keys, coverage, ids, object_valid, fine=fine)
+        return MemoryEntry(levels, features.keys, coverage, ids, object_valid, fine=fine, given=given)
 
     def segment(
         self,
@@ -439,6 +451,27 @@ class STMA(
             keep = torch.cat([torch.ones_like(valid[:, :1]), valid], dim=1)[:, :, None, None]
             logits = logits.masked_fill(~keep, -1e4)
         return logits, presence
+
+    def given_match(self, features: FrameFeatures, memory: Sequence[MemoryEntry], ids: torch.Tensor,
+                    logits: torch.Tensor) -> torch.Tensor:
+        """How much of each object's mask on this frame the frames with given masks vouch for, (B, n): the share
+        of its patches (`logits` (B, 1+n, H/4, W/4) argmax, over half a patch) whose best-matching patch there is
+        the object's own. NaN where it has no patch, where the given frames hold under `MIN_GIVEN_PATCHES` of its
+        patches (a few patches tell little), or where they show look-alikes of it (`config.given_alike`).
+
+        A mask left on what an object was hidden by, or on where it stood before it left, matches background or
+        another object there; the object itself, seen anew or turned, still matches mostly its own patches.
+        `Segmenter` drops an object whose share stays under `config.given_match` for `config.given_frames` frames.
+        """
+        given = [entry for entry in memory if entry.given]
+        if not given:
+            return torch.full(ids.shape, torch.nan, device=ids.device)
+        n = ids.shape[1]
+        shown = F.one_hot(logits.argmax(1), n + 1).permute(0, 3, 1, 2)[:, 1:].float()  # (B, n, H/4, W/4)
+        patches = F.avg_pool2d(shown, STRIDE // LOGIT_STRIDE).flatten(2) > 0.5  # (B, n, N)
+        return given_match(features.keys, [entry.keys for entry in given],
+                           [entry.coverage_of(ids, torch.float32) for entry in given], patches, MIN_GIVEN_PATCHES,
+                           self.config.given_alike)
 
     def _associate(self, features: FrameFeatures, memory: Sequence[MemoryEntry],
                    pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

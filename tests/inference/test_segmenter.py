@@ -9,6 +9,7 @@ import torch
 
 from stma_cli.errors import StmaError
 from stma_cli.inference.segmenter import Segmenter, SegmenterConfig, processing_size
+from stma_cli.model import STMA
 
 
 def noise(height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -195,3 +196,31 @@ def test_working_frames_beyond_mem_full_are_pooled(model, mem_size, mem_full, po
     assert len(entries) == mem_size
     assert sum(entry.pos is not None for entry in entries) == pooled
     assert entries[0].pos is None and entries[-1].pos is None  # the annotated and the previous frame stay whole
+
+
+def test_an_object_the_given_frames_stop_vouching_for_is_dropped_after_given_frames(model, monkeypatch):
+    """With `given_match`, object 1's mask is dropped from the third frame in a row whose share is under it, and
+    stays dropped while nothing clears it (a frame without a mask to judge, NaN, neither counts nor clears);
+    one frame that vouches for it brings it back. Object 2, always vouched for, keeps its mask."""
+    from dataclasses import replace
+
+    doubtful = STMA(replace(model.config, given_match=0.2, given_frames=3))
+    doubtful.load_state_dict(model.state_dict())
+    segmenter = Segmenter(doubtful.eval())
+    shares = iter([0.1, 0.1, 0.1, float("nan"), 0.1, 0.9, 0.1])
+    monkeypatch.setattr(type(segmenter.model), "given_match",
+                        lambda self, features, memory, ids, logits: torch.tensor([[next(shares), 1.0]]))
+    first = np.zeros((64, 64), np.uint8)
+    first[:32, :32], first[32:, 32:] = 1, 2
+    segmenter.step(noise(64, 64), first)
+    dropped, presence = [], []
+    for t in range(7):
+        result = segmenter.step(noise(64, 64, seed=t))
+        dropped.append(bool((result.logits[1] <= -1e3).all()))
+        presence.append(float(result.presence[0]))
+        assert not (result.logits[2] <= -1e3).all()
+    assert dropped == [False, False, True, True, True, False, False]
+    assert [p == 0 for p in presence] == dropped
+    assert segmenter.doubted == {1: 1, 2: 0}
+    segmenter.remove([1])
+    assert segmenter.doubted == {2: 0}

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from stma_cli.model.propagation import (LocalPropagation, MemoryMatching, encoder_keys, shot_continuity, shown_share,
-                                        window_similarity)
+from stma_cli.model.propagation import (LocalPropagation, MemoryMatching, encoder_keys, given_match, shot_continuity,
+                                        shown_share, window_similarity)
 
 
 @pytest.fixture(autouse=True)
@@ -158,6 +158,37 @@ def test_shown_share_counts_the_patches_that_match_an_object_in_memory():
     frame[:, :, 3, 3:] = memory[:, :, 0, :3]  # three of object 1's patches, elsewhere in the frame
     share = shown_share(frame, [memory, previous_keys], [coverage, torch.zeros_like(coverage)], previous, 0.9)
     assert share[0, 0] == pytest.approx(0.5) and share[0, 1] == 0 and torch.isnan(share[0, 2])
+
+
+def test_given_match_is_the_share_of_an_objects_patches_that_match_its_own_given_patches():
+    """On the given frame, object 1 covers 6 patches and object 2 four. On the new frame, object 1's mask holds
+    three of its own patches and one of the background's: 0.75. Object 2's mask lies wholly on background
+    patches (where it stood before it left): 0. Object 3 has no patch on the new frame, and object 4 too few
+    given patches to judge: NaN."""
+    given, coverage = torch.nn.functional.normalize(torch.randn(1, 32, 5, 8), dim=1), torch.zeros(1, 5, 5, 8)
+    coverage[:, 1, 0, :3] = coverage[:, 1, 1, :3] = 1
+    coverage[:, 2, 4, :4] = 1
+    coverage[:, 3, 2, 7] = 1
+    coverage[:, 4, 4, 7] = 1
+    coverage[:, 0] = 1 - coverage[:, 1:].sum(1)
+    frame = torch.nn.functional.normalize(torch.randn(1, 32, 5, 8), dim=1)
+    patches = torch.zeros(1, 4, 5, 8, dtype=torch.bool)
+    frame[:, :, 2, :3] = given[:, :, 0, :3]  # three of object 1's patches, moved down
+    frame[:, :, 2, 3] = given[:, :, 2, 5]  # and a background patch
+    patches[:, 0, 2, :4] = True
+    frame[:, :, 0, 5:7] = given[:, :, 1, 5:7]  # object 2's mask on two background patches
+    patches[:, 1, 0, 5:7] = True
+    patches[:, 3, 1, 7] = True
+
+    def share(**rule):
+        return given_match(frame, [given], [coverage], patches.flatten(2), **{"least": 1, "alike": 1.0, **rule})[0]
+
+    assert share()[0] == pytest.approx(0.75) and share()[1] == 0
+    assert torch.isnan(share()[2]) and share()[3] == 0
+    assert torch.isnan(share(least=2)[3])
+    # A look-alike of object 2 stands apart from it on the given frame: the given frame cannot vouch for it.
+    given[:, :, 2, 4:6] = given[:, :, 4, 1:3]
+    assert share()[1] == 0 and torch.isnan(share(alike=0.6)[1]) and not torch.isnan(share(alike=0.6)[0])
 
 
 def test_window_similarity_is_unfold_of_the_previous_keys():
