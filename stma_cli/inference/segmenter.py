@@ -123,7 +123,8 @@ class Segmenter:
             if self.object_ids:
                 with record_function("stma.memorize"):
                     probs = upsample_logits(logits, features.size).softmax(1)
-                    entry = self.model.memorize(features, probs[:, 1:], ids, given=bool(given))
+                    flags = torch.tensor([[i in given for i in self.object_ids]], device=self.device) if given else None
+                    entry = self.model.memorize(features, probs[:, 1:], ids, given=flags)
                     self.memory.add(entry, annotated=bool(given))
         with record_function("stma.labels"):
             result = frame_result(logits.float(), self.object_ids, features.size, (height, width), presence[0])

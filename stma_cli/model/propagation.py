@@ -194,15 +194,16 @@ def shown_share(keys: torch.Tensor, memory_keys: list[torch.Tensor], memory_cove
 
 
 def given_match(keys: torch.Tensor, given_keys: list[torch.Tensor], given_coverage: list[torch.Tensor],
-                patches: torch.Tensor, least: int, alike: float) -> torch.Tensor:
-    """Share of each object's patches whose best match on the frames with given masks is one of its own, (B, n).
+                given_objects: list[torch.Tensor], patches: torch.Tensor, least: int, alike: float) -> torch.Tensor:
+    """Share of each object's patches whose best match on the frames where its mask was given is one of its own,
+    (B, n).
 
-    keys (B, d, h, w): the frame's; per given frame, its keys (B, d, h', w') and background + object coverage
-    (B, 1+n, h', w'), a patch belonging to its largest share; patches (B, n, N) bool: each object's patches on
-    the frame. NaN for an object that the given frames cannot vouch for: one without a patch on the frame, with
-    under `least` given patches of its own, or with look-alikes there (its given patches match patches more than
-    one patch away from it at mean best cosine `alike` or more: a crowd of such objects, whose patches match a
-    look-alike as well as their own wherever they go).
+    keys (B, d, h, w): the frame's; per given frame, its keys (B, d, h', w'), background + object coverage
+    (B, 1+n, h', w') (a patch belongs to its largest share) and which objects' masks it was given (B, n) bool;
+    patches (B, n, N) bool: each object's patches on the frame. NaN for an object that those frames cannot vouch
+    for: one without a patch on the frame, with under `least` given patches of its own, or with look-alikes there
+    (its given patches match patches more than one patch away from it at mean best cosine `alike` or more: a
+    crowd of such objects, whose patches match a look-alike as well as their own wherever they go).
     """
     n = patches.shape[1]
     query = keys.flatten(2).float()  # (B, d, N)
@@ -210,12 +211,14 @@ def given_match(keys: torch.Tensor, given_keys: list[torch.Tensor], given_covera
     owners = [F.one_hot(c.argmax(1), n + 1)[..., 1:].permute(0, 3, 1, 2).float() for c in given_coverage]
     owner = torch.cat([o.flatten(2) for o in owners], 2).bool()  # (B, n, G)
     apart = ~torch.cat([F.max_pool2d(o, 3, 1, 1).flatten(2) for o in owners], 2).bool()  # (B, n, G)
+    read = torch.cat([f[:, :, None].expand(-1, -1, k[0, 0].numel()) for f, k in zip(given_objects, given_keys)], 2)
     share = torch.full(patches.shape[:2], torch.nan, device=keys.device)
-    for b, j in zip(*torch.nonzero(patches.any(2) & (owner.sum(2) >= least), as_tuple=True)):
-        own, shown = owner[b, j], query[b][:, patches[b, j]]  # (G,), (d, p): only the object's patches are read
-        look_alike = (memory[b][:, own].t() @ memory[b][:, apart[b, j]]).amax(1).mean() if apart[b, j].any() else -1
+    for b, j in zip(*torch.nonzero(patches.any(2) & ((owner & read).sum(2) >= least), as_tuple=True)):
+        given = memory[b][:, read[b, j]]  # (d, g): the patches of the frames where the object's mask was given
+        own, away = owner[b, j][read[b, j]], apart[b, j][read[b, j]]
+        look_alike = (given[:, own].t() @ given[:, away]).amax(1).mean() if away.any() else -1
         if look_alike < alike:
-            similarity = shown.t() @ memory[b]  # (p, G)
+            similarity = query[b][:, patches[b, j]].t() @ given  # (p, g): only the object's patches are read
             share[b, j] = (similarity[:, own].amax(1) >= similarity.amax(1)).float().mean()
     return share
 

@@ -78,9 +78,10 @@ class STMAConfig:
     cut_match: float = 0.0
     cut_share: float = 0.15
     # At inference, an object is taken as gone when, on given_frames frames in a row, under given_match of its mask's
-    # patches have their best match among the given frames' patches on its own (`STMA.given_match`; 0: never). It
-    # gets no mask until a frame's mask of it matches it again. Objects with look-alikes on the given frames (their
-    # patches match patches apart from them at mean best cosine given_alike or more) are never judged.
+    # patches have their best match, among the patches of the frames where its mask was given, on its own
+    # (`STMA.given_match`; 0: never). It gets no mask until a frame's mask of it matches it again. Objects with
+    # look-alikes on those frames (their patches match patches apart from them at mean best cosine given_alike or
+    # more) are never judged.
     given_match: float = 0.0
     given_frames: int = 3
     given_alike: float = 0.62
@@ -207,7 +208,7 @@ class MemoryEntry:
     object_valid: torch.Tensor | None = None  # (B, n*k) bool, for padded training batches
     pos: torch.Tensor | None = None  # (1, N, C) positions of the reference tokens; None: the frame's own grid
     fine: FineMemory | None = None  # stride-4 labels (background + held objects), keys if given, for `refine`
-    given: bool = False  # the masks were given, not predicted (`STMA.given_match` reads such entries)
+    given: torch.Tensor | None = None  # (B, held) bool: objects whose masks were given, not predicted (`given_match`)
     projected: list[tuple[torch.Tensor, ...]] | None = field(default=None, repr=False)
     """Per level, the keys and values that test frames read (`STMA._projected`): made on the first read."""
 
@@ -228,6 +229,12 @@ class MemoryEntry:
             return None if labels is None else torch.cat([labels[:, :1], self._gather(labels[:, 1:], ids)], dim=1)
 
         return FineMemory(of(self.fine.labels), self.fine.keys, of(self.fine.parts))
+
+    def given_of(self, ids: torch.Tensor) -> torch.Tensor:
+        """(B, n) bool: whether the mask of each object of `ids` (B, n) was given on the entry's frame."""
+        if self.given is None:
+            return torch.zeros(ids.shape, dtype=torch.bool, device=ids.device)
+        return self._gather(self.given.float(), ids) > 0
 
     def last_objects_of(self, ids: torch.Tensor, tokens_per_object: int) -> torch.Tensor:
         """The last level's object tokens of `ids` (B, n): (B, n*k, C), zero for objects it does not hold."""
@@ -261,6 +268,8 @@ class MemoryEntry:
             parts = None if self.fine.parts is None else _drop_channels(self.fine.parts, keep, gone)
             self.fine = FineMemory(_drop_channels(self.fine.labels, keep, gone), self.fine.keys, parts)
         self.object_ids = self.object_ids[:, keep]
+        if self.given is not None:
+            self.given = self.given[:, keep]
         if self.object_valid is not None:
             self.object_valid = self.object_valid[:, tokens]
 
@@ -374,19 +383,20 @@ class STMA(
 
     def memorize(
         self, features: FrameFeatures, masks: torch.Tensor, ids: torch.Tensor, valid: torch.Tensor | None = None,
-        given: bool = False,
+        given: torch.Tensor | None = None,
     ) -> MemoryEntry:
         """Turn a frame and its object masks (B, n, H, W) in [0, 1] into a memory entry.
 
         `ids` (B, n) are the objects' ID-table indices (1..num_ids); `valid` (B, n) marks real
-        objects when a batch is padded to a common object count. `given`: the masks were given, not
-        predicted; with `refine_radius`, at inference, the entry then keeps the keys that `refine` matches.
+        objects when a batch is padded to a common object count. `given` (B, n) bool: the objects whose masks
+        were given, not predicted (`given_match` reads those); with `refine_radius`, at inference, an entry with
+        a given mask keeps the keys that `refine` matches.
         """
         masks = self._pad_masks(masks, features)
         fine = None
         if self.config.refine_radius and not self.training:  # for `refine`, a rule of inference
             fine = FineMemory(fine_labels(masks))
-            if given:
+            if given is not None and bool(given.any()):
                 fine.keys, fine.parts = self.fine_keys(features), thin_parts(fine.labels)
         masks = self._pool_masks(masks, features)
         reference = features.tokens + self.ids.id_map(masks, ids)
@@ -454,23 +464,24 @@ class STMA(
 
     def given_match(self, features: FrameFeatures, memory: Sequence[MemoryEntry], ids: torch.Tensor,
                     logits: torch.Tensor) -> torch.Tensor:
-        """How much of each object's mask on this frame the frames with given masks vouch for, (B, n): the share
-        of its patches (`logits` (B, 1+n, H/4, W/4) argmax, over half a patch) whose best-matching patch there is
-        the object's own. NaN where it has no patch, where the given frames hold under `MIN_GIVEN_PATCHES` of its
-        patches (a few patches tell little), or where they show look-alikes of it (`config.given_alike`).
+        """How much of each object's mask on this frame the frames where its mask was given vouch for, (B, n): the
+        share of its patches (`logits` (B, 1+n, H/4, W/4) argmax, over half a patch) whose best-matching patch
+        there is the object's own. NaN where it has no patch, where those frames hold under `MIN_GIVEN_PATCHES` of
+        its patches (a few patches tell little), or where they show look-alikes of it (`config.given_alike`).
 
         A mask left on what an object was hidden by, or on where it stood before it left, matches background or
         another object there; the object itself, seen anew or turned, still matches mostly its own patches.
         `Segmenter` drops an object whose share stays under `config.given_match` for `config.given_frames` frames.
         """
-        given = [entry for entry in memory if entry.given]
+        given = [entry for entry in memory if entry.given is not None]
         if not given:
             return torch.full(ids.shape, torch.nan, device=ids.device)
         n = ids.shape[1]
         shown = F.one_hot(logits.argmax(1), n + 1).permute(0, 3, 1, 2)[:, 1:].float()  # (B, n, H/4, W/4)
         patches = F.avg_pool2d(shown, STRIDE // LOGIT_STRIDE).flatten(2) > 0.5  # (B, n, N)
         return given_match(features.keys, [entry.keys for entry in given],
-                           [entry.coverage_of(ids, torch.float32) for entry in given], patches, MIN_GIVEN_PATCHES,
+                           [entry.coverage_of(ids, torch.float32) for entry in given],
+                           [entry.given_of(ids) for entry in given], patches, MIN_GIVEN_PATCHES,
                            self.config.given_alike)
 
     def _associate(self, features: FrameFeatures, memory: Sequence[MemoryEntry],

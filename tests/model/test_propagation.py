@@ -180,12 +180,16 @@ def test_given_match_is_the_share_of_an_objects_patches_that_match_its_own_given
     patches[:, 1, 0, 5:7] = True
     patches[:, 3, 1, 7] = True
 
-    def share(**rule):
-        return given_match(frame, [given], [coverage], patches.flatten(2), **{"least": 1, "alike": 1.0, **rule})[0]
+    def share(objects=(True,) * 4, **rule):
+        return given_match(frame, [given], [coverage], [torch.tensor([objects])], patches.flatten(2),
+                           **{"least": 1, "alike": 1.0, **rule})[0]
 
     assert share()[0] == pytest.approx(0.75) and share()[1] == 0
     assert torch.isnan(share()[2]) and share()[3] == 0
     assert torch.isnan(share(least=2)[3])
+    # A frame whose mask of object 2 was predicted, not given, does not vouch for it (nor against it).
+    predicted = (True, False, True, True)
+    assert torch.isnan(share(objects=predicted)[1]) and share(objects=predicted)[0] == pytest.approx(0.75)
     # A look-alike of object 2 stands apart from it on the given frame: the given frame cannot vouch for it.
     given[:, :, 2, 4:6] = given[:, :, 4, 1:3]
     assert share()[1] == 0 and torch.isnan(share(alike=0.6)[1]) and not torch.isnan(share(alike=0.6)[0])

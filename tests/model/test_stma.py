@@ -290,13 +290,16 @@ def test_a_pooled_memory_frame_has_a_quarter_of_the_tokens_and_the_same_meaning(
 
 def test_a_memory_entry_pads_the_objects_it_does_not_hold_and_drops_objects(model):
     """An entry made with 2 objects, read by a frame that has 3: the third object gets zero coverage, zero
-    tokens and zero visibility. Dropping the first object moves its coverage to the background."""
+    tokens, zero visibility and no given mask. Dropping the first object moves its coverage to the background,
+    and its given flag goes with it."""
     _, ref_images, ref_masks, ids = _inputs(2, size=(64, 80), refs=1)
     k = model.config.tokens_per_object
     three = torch.cat([ids, ids.max(1, keepdim=True).values + 1], dim=1)
     with torch.inference_mode():
-        entry = model.memorize(model.encode(ref_images[:, 0]), ref_masks[:, 0], ids)
+        given = torch.tensor([[False, True]])
+        entry = model.memorize(model.encode(ref_images[:, 0]), ref_masks[:, 0], ids, given=given)
         assert entry.held == 2 and torch.equal(entry.object_ids, ids)
+        assert entry.given_of(three).tolist() == [[False, True, False]]
         coverage = entry.coverage_of(three, torch.float32)
         assert coverage.shape[1] == 4 and torch.equal(coverage[:, :3], entry.coverage) and not coverage[:, 3].any()
         objects = entry.last_objects_of(three, k)
@@ -306,7 +309,7 @@ def test_a_memory_entry_pads_the_objects_it_does_not_hold_and_drops_objects(mode
         before = entry.coverage.clone()
         second = [level[1][:, k:2 * k] for level in entry.levels]
         entry.drop_objects([int(ids[0, 0])])
-    assert entry.held == 1 and torch.equal(entry.object_ids, ids[:, 1:])
+    assert entry.held == 1 and torch.equal(entry.object_ids, ids[:, 1:]) and entry.given.tolist() == [[True]]
     torch.testing.assert_close(entry.coverage[:, 0], before[:, 0] + before[:, 1])
     assert torch.equal(entry.coverage[:, 1], before[:, 2])
     assert all(torch.equal(level[1], tokens) for level, tokens in zip(entry.levels, second))
@@ -371,7 +374,7 @@ def test_memory_frames_keep_stride_4_labels_for_the_refinement_only_when_it_is_o
         features = refining.encode(ref_images[:, 0])
         predicted = refining.memorize(features, ref_masks[:, 0], ids)
         assert predicted.fine.labels.shape == (1, 3, 16, 20) and predicted.fine.keys is predicted.fine.parts is None
-        entry = refining.memorize(features, ref_masks[:, 0], ids, given=True)
+        entry = refining.memorize(features, ref_masks[:, 0], ids, given=torch.ones_like(ids, dtype=torch.bool))
         assert entry.fine.keys.shape[-2:] == (8, 10) and torch.equal(entry.fine.labels, predicted.fine.labels)
         assert entry.fine.parts.shape == (1, 3, 16, 20)
         torch.testing.assert_close(entry.fine.labels.sum(1), torch.ones(1, 16, 20))
@@ -382,7 +385,8 @@ def test_memory_frames_keep_stride_4_labels_for_the_refinement_only_when_it_is_o
         assert torch.equal(entry.fine_of(three[:, [2, 1, 0]]).parts[:, 2:], entry.fine.parts[:, [2, 1]])
         before = entry.fine.labels.clone()
         entry.drop_objects([int(ids[0, 0])])
-        assert model.memorize(model.encode(ref_images[:, 0]), ref_masks[:, 0], ids, given=True).fine is None  # off
+        given = torch.ones_like(ids, dtype=torch.bool)
+        assert model.memorize(model.encode(ref_images[:, 0]), ref_masks[:, 0], ids, given=given).fine is None  # off
     assert entry.fine.parts.shape[1] == 2
     torch.testing.assert_close(entry.fine.labels[:, 0], before[:, 0] + before[:, 1])
     assert torch.equal(entry.fine.labels[:, 1], before[:, 2])
@@ -396,7 +400,7 @@ def test_the_refinement_only_adds_pixels_and_needs_the_encoder_keys(model):
     with torch.inference_mode():
         features = model.encode(ref_images[:, 0])
         entry = model.memorize(features, ref_masks[:, 0], ids)
-        refined_entry = refining.memorize(features, ref_masks[:, 0], ids, given=True)
+        refined_entry = refining.memorize(features, ref_masks[:, 0], ids, given=torch.ones_like(ids, dtype=torch.bool))
         plain = model.segment(model.encode(image), [entry], ids).argmax(1)
         refined = refining.segment(refining.encode(image), [refined_entry], ids).argmax(1)
     assert ((refined == plain) | (plain == 0)).all()
