@@ -62,7 +62,7 @@ class Segmenter:
     memory: MemoryBank = field(init=False)
     table: dict[int, int] = field(init=False)  # object id -> its ID-table entry (1..num_ids)
     released: list[int] = field(init=False)  # ID-table entries of removed objects, oldest first
-    doubted: dict[int, int] = field(init=False)  # object id -> frames in a row the given frames did not vouch for it
+    doubted: dict[int, int] = field(init=False)  # object id -> frames in a row its given masks did not vouch for it
 
     def __post_init__(self, copy_model: bool) -> None:
         self.device = next(self.model.parameters()).device
@@ -179,7 +179,7 @@ class Segmenter:
 
     def _drop_doubted(self, features: FrameFeatures, logits: torch.Tensor, presence: torch.Tensor,
                       ids: torch.Tensor, given: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """The logits and presence without the objects that the frames with given masks have not vouched for on
+        """The logits and presence without the objects whose given masks have not vouched for their masks on
         `model.config.given_frames` frames in a row (`STMA.given_match` under `given_match`): such a mask lies on
         what hid the object, or where it was before it left. A frame without a mask of the object (or without
         enough of it to judge) neither counts against it nor clears it; a frame that vouches for it clears it."""

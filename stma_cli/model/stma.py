@@ -43,7 +43,8 @@ ARCHITECTURE = "stma"
 STRIDE = 16
 LOGIT_STRIDE = 4
 MIN_GIVEN_PATCHES = 4
-"""`STMA.given_match` judges only objects that the frames with given masks show over at least this many patches."""
+"""`STMA.given_match` judges only objects that the frames where their masks were given show over this many patches
+or more."""
 MATCHING_KEYS = ("learned", "encoder")
 """Where matching keys come from: a learned projection of the stride-16 tokens, or the encoder's own
 stride-8 and stride-16 features (ImageNet features when the encoder is kept frozen, as `stma train`
