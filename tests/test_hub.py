@@ -372,6 +372,9 @@ def test_weights_with_non_finite_values_are_refused(tiny_weights: WeightsFactory
     ({"depth": 10**9}, "depth is 1000000000, expected an integer from 1 to 64"),
     ({"mlp_ratio": 1e9}, "mlp_ratio is 1000000000.0, expected a number > 0 and at most 16"),
     ({"decoder_widths": [64, 48, 10**6]}, r"decoder_widths is \(64, 48, 1000000\), expected 3 integers from 1 to 4096"),
+    ({"window_frames": -1}, "window_frames is -1, expected an integer from 0 to 1000"),
+    ({"window_margin": float("inf")}, "window_margin is inf, expected a number from 0 to 100"),
+    ({"window_growth": -0.5}, r"window_growth is -0\.5, expected a number from 0 to 100"),
 ])
 def test_config_values_of_the_wrong_type_or_range(tiny_weights: WeightsFactory, tmp_path: Path, change: dict,
                                                   message: str) -> None:

@@ -42,6 +42,23 @@ class FrameResult:
     presence: np.ndarray  # (K,) float32: how sure the model is that each object is in the frame (1 where given)
 
 
+@dataclass(frozen=True)
+class LastMask:
+    """An object's last mask: the frame it was on, its box (top, left, bottom, right), and the object's size (the
+    square root of the largest area of its recent masks, see `Segmenter._note_last_seen`), in cells of the
+    stride-4 logit grid."""
+
+    frame: int
+    box: tuple[int, int, int, int]
+    size: float
+
+    def window(self, frame: int, margin: float, growth: float) -> tuple[float, float, float, float]:
+        """The box widened on each side by `size` times `margin` plus `growth` per frame since this mask."""
+        pad = self.size * (margin + growth * (frame - self.frame))
+        top, left, bottom, right = self.box
+        return top - pad, left - pad, bottom + pad, right + pad
+
+
 @dataclass
 class Segmenter:
     """Tracks objects through a stream of frames with a bounded memory.
@@ -63,6 +80,8 @@ class Segmenter:
     table: dict[int, int] = field(init=False)  # object id -> its ID-table entry (1..num_ids)
     released: list[int] = field(init=False)  # ID-table entries of removed objects, oldest first
     doubted: dict[int, int] = field(init=False)  # object id -> frames in a row its given masks did not vouch for it
+    last_seen: dict[int, LastMask] = field(init=False)  # object id -> where and when it last had a mask
+    frame_index: int = field(init=False)  # frames stepped since `reset`
 
     def __post_init__(self, copy_model: bool) -> None:
         self.device = next(self.model.parameters()).device
@@ -73,7 +92,7 @@ class Segmenter:
     def reset(self) -> None:
         """Forget all objects and memory (start a new video)."""
         self.object_ids = []
-        self.table, self.released, self.doubted = {}, [], {}
+        self.table, self.released, self.doubted, self.last_seen, self.frame_index = {}, [], {}, {}, 0
         self.memory = MemoryBank(self.config.mem_size, self.config.mem_every, self.config.mem_full)
 
     def remove(self, object_ids: Iterable[int]) -> None:
@@ -94,6 +113,7 @@ class Segmenter:
             self.object_ids.remove(object_id)
             self.released.append(self.table.pop(object_id))
             self.doubted.pop(object_id, None)
+            self.last_seen.pop(object_id, None)
         if not self.object_ids:
             self.reset()  # nothing left to follow: the next mask starts afresh
 
@@ -117,6 +137,8 @@ class Segmenter:
                 logits, presence = self.model.predict(features, self.memory.entries(), ids)
                 presence = F.pad(presence, (0, len(self.object_ids) - presence.shape[1])).sigmoid()
                 logits, presence = self._drop_doubted(features, logits, presence, ids, given)
+                if self.model.config.window_frames and bool(self.model.starts_shot(features, self.memory.entries())[0]):
+                    self.last_seen = {}  # across a cut, where an object was says nothing of where it is
             if given:
                 logits = self._impose(logits, mask, given, features.size)
                 presence[:, [self.object_ids.index(i) for i in given]] = 1.0
@@ -126,6 +148,9 @@ class Segmenter:
                     flags = torch.tensor([[i in given for i in self.object_ids]], device=self.device) if given else None
                     entry = self.model.memorize(features, probs[:, 1:], ids, given=flags)
                     self.memory.add(entry, annotated=bool(given))
+            logits, presence = self._keep_in_window(logits, presence, given)
+            self._note_last_seen(logits, features.size, given)
+        self.frame_index += 1
         with record_function("stma.labels"):
             result = frame_result(logits.float(), self.object_ids, features.size, (height, width), presence[0])
         if not torch.isfinite(result.logits).all():
@@ -201,6 +226,59 @@ class Segmenter:
             presence = presence.clone()
             presence[:, [channel - 1 for channel in gone]] = 0.0
         return logits, presence
+
+    def _keep_in_window(self, logits: torch.Tensor, presence: torch.Tensor,
+                        given: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The logits with each object's channel at -1e4 outside its window (`model.config.window_frames`): an
+        object that had a mask within the last window_frames frames is searched for only near that mask (see
+        `LastMask.window`), so that its id does not jump to a look-alike across the frame. The part of its mask
+        outside the window goes to the background, and an object left without a mask gets presence 0. `step`
+        calls it after the memory took the frame: it changes the masks written, not what the model remembers."""
+        config = self.model.config
+        if not config.window_frames:
+            return logits, presence
+        windows = {}
+        for channel, object_id in enumerate(self.object_ids, start=1):
+            last = self.last_seen.get(object_id)
+            if object_id not in given and last is not None and self.frame_index - last.frame <= config.window_frames:
+                windows[channel] = last.window(self.frame_index, config.window_margin, config.window_growth)
+        if not windows:
+            return logits, presence
+        h, w = logits.shape[-2:]
+        rows = torch.arange(h, device=logits.device)[:, None]
+        cols = torch.arange(w, device=logits.device)[None, :]
+        before = logits.argmax(1)[0]
+        logits = logits.clone()
+        for channel, (top, left, bottom, right) in windows.items():
+            outside = ~((rows >= top) & (rows <= bottom) & (cols >= left) & (cols <= right))
+            lost = outside & (before == channel)  # its mask outside the window goes to the background, not to others
+            logits[0, 0] = torch.where(lost, logits[0, channel], logits[0, 0])
+            logits[0, channel].masked_fill_(outside, -1e4)
+        after = logits.argmax(1)[0]
+        emptied = [channel - 1 for channel in windows
+                   if bool((before == channel).any()) and not bool((after == channel).any())]
+        if emptied:
+            presence = presence.clone()
+            presence[:, emptied] = 0.0
+        return logits, presence
+
+    def _note_last_seen(self, logits: torch.Tensor, size: tuple[int, int], given: list[int]) -> None:
+        """Record, for each object with a mask on this frame, the frame and box of that mask, and the object's size:
+        the largest its masks have been since it was given, since a cut, or since it was last searched for in the whole
+        frame (a partly hidden object keeps its size)."""
+        window_frames = self.model.config.window_frames
+        if not window_frames:
+            return
+        labels = logits[0, :, : math.ceil(size[0] / LOGIT_STRIDE), : math.ceil(size[1] / LOGIT_STRIDE)].argmax(0)
+        for channel, object_id in enumerate(self.object_ids, start=1):
+            rows, cols = torch.nonzero(labels == channel, as_tuple=True)
+            if len(rows):
+                box = (int(rows.min()), int(cols.min()), int(rows.max()), int(cols.max()))
+                extent = math.sqrt(len(rows))
+                last = self.last_seen.get(object_id)
+                if last is not None and object_id not in given and self.frame_index - last.frame <= window_frames:
+                    extent = max(extent, last.size)
+                self.last_seen[object_id] = LastMask(self.frame_index, box, extent)
 
     def _impose(self, logits: torch.Tensor, mask: np.ndarray, given: list[int], size: tuple[int, int]) -> torch.Tensor:
         """Replace the given objects' logits by the mask; other objects keep their prediction outside it."""

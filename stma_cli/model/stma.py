@@ -86,6 +86,14 @@ class STMAConfig:
     given_match: float = 0.0
     given_frames: int = 3
     given_alike: float = 0.62
+    # At inference, an object that had a mask within the last window_frames frames is searched for only within a
+    # window around that mask, so that its id does not jump to a look-alike elsewhere in the frame: the mask's box,
+    # widened on each side by the object's size (the square root of its recent masks' largest area) times
+    # window_margin plus window_growth for each frame since (`Segmenter`; 0: no window). After window_frames frames
+    # without a mask of it, or across a cut, the whole frame is searched again.
+    window_frames: int = 0
+    window_margin: float = 1.0
+    window_growth: float = 1.0
     readout_all: bool = False  # the memory readout informs every object, not only those the previous frame lacks
     # At inference, label propagation from the given masks on the encoder's stride-8 features (within refine_radius
     # cells) adds pixels to an object within refine_band cells of its mask (`stma_cli.model.refinement`; 0: never).
@@ -96,11 +104,11 @@ class STMAConfig:
     MAXIMA = {"dim": 4096, "depth": 64, "heads": 64, "mlp_ratio": 16.0, "tokens_per_object": 64, "num_ids": 1024,
               "vit_dim": 4096, "decoder_widths": 4096, "embed_dim": 4096, "learned_key_dim": 4096,
               "propagation_radius": 32, "matching_top_k": 4096, "refine_radius": 64, "refine_band": 64,
-              "given_frames": 1000}
+              "given_frames": 1000, "window_margin": 100.0, "window_growth": 100.0, "window_frames": 1000}
     """The largest value of each size, many times the presets': a hand-edited or hostile config.json cannot
     ask for an absurd network (and `stma_cli.hub` checks the sizes against the weights file before building)."""
     INFERENCE_ONLY = ("cut_match", "cut_share", "refine_radius", "refine_band", "given_match", "given_frames",
-                      "given_alike")
+                      "given_alike", "window_margin", "window_growth", "window_frames")
     """Settings of rules that apply at inference only: training computes the same with any value, so a run
     resumes across a change in them."""
     RENAMED = {"propagation_dim": "learned_key_dim"}
@@ -125,12 +133,16 @@ class STMAConfig:
             if isinstance(default, bool):
                 ok, expected = isinstance(value, bool), "true or false"
             elif isinstance(default, int):
-                least = 0 if item.name in ("propagation_radius", "matching_top_k", "refine_radius") else 1
+                zero_allowed = ("propagation_radius", "matching_top_k", "refine_radius", "window_frames")
+                least = 0 if item.name in zero_allowed else 1
                 ok, expected = isinstance(value, int) and not isinstance(value, bool) and least <= value <= most, \
                     f"an integer from {least} to {most}"
             elif item.name in ("cut_threshold", "cut_match", "cut_share", "given_match", "given_alike"):
                 ok, expected = isinstance(value, (int, float)) and not isinstance(value, bool) and \
                     0 <= value < 1, "a number from 0 to below 1"
+            elif item.name in ("window_margin", "window_growth"):
+                ok, expected = isinstance(value, (int, float)) and not isinstance(value, bool) and \
+                    math.isfinite(value) and 0 <= value <= most, f"a number from 0 to {most:g}"
             elif isinstance(default, float):
                 ok, expected = isinstance(value, (int, float)) and not isinstance(value, bool) and \
                     math.isfinite(value) and 0 < value <= most, f"a number > 0 and at most {most:g}"
@@ -484,6 +496,14 @@ class STMA(
                            [entry.coverage_of(ids, torch.float32) for entry in given],
                            [entry.given_of(ids) for entry in given], patches, MIN_GIVEN_PATCHES,
                            self.config.given_alike)
+
+    def starts_shot(self, features: FrameFeatures, memory: Sequence[MemoryEntry]) -> torch.Tensor:
+        """(B,) bool: whether the frame starts a new shot (a hard cut from the last memory frame), as `_locate`
+        decides it under `config.cut_threshold` (never without one)."""
+        if not self.config.cut_threshold:
+            return torch.zeros(features.keys.shape[0], dtype=torch.bool, device=features.keys.device)
+        similarity = window_similarity(features.keys, memory[-1].keys, self.config.propagation_radius)
+        return shot_continuity(similarity) < self.config.cut_threshold
 
     def _associate(self, features: FrameFeatures, memory: Sequence[MemoryEntry],
                    pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

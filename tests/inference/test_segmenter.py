@@ -224,3 +224,68 @@ def test_an_object_the_given_frames_stop_vouching_for_is_dropped_after_given_fra
     assert segmenter.doubted == {1: 1, 2: 0}
     segmenter.remove([1])
     assert segmenter.doubted == {2: 0}
+
+
+def test_an_objects_mask_is_searched_for_near_its_last_mask_until_window_frames_pass_without_one(model, monkeypatch):
+    """With `window_frames` 3, a mask of object 1 that the model puts far from its last mask (a look-alike in
+    the opposite corner) is dropped, with presence 0, on the 3 frames after its last mask; from the fourth the
+    whole frame is searched again and the far mask stands. A mask that moves a little each frame is kept."""
+    from dataclasses import replace
+
+    windowed = STMA(replace(model.config, window_frames=3, window_margin=1.0, window_growth=0.5))
+    windowed.load_state_dict(model.state_dict())
+    segmenter = Segmenter(windowed.eval())
+    corners = iter([(28, 28)] * 5 + [(0, 2), (0, 4), (0, 6)])  # top-left cell of object 1 on the 32x32 grid
+
+    def predict(self, features, memory, ids, valid=None):
+        logits = torch.zeros(1, 2, 32, 32)
+        logits[0, 1] = -5.0
+        top, left = next(corners)
+        logits[0, 1, top:top + 4, left:left + 4] = 5.0
+        return logits, torch.zeros(1, 1)
+
+    monkeypatch.setattr(STMA, "predict", predict)
+    first = np.zeros((128, 128), np.uint8)
+    first[:16, :16] = 1  # cells 0..3 of the 32x32 logit grid
+    segmenter.step(noise(128, 128), first)
+    shown = []
+    for t in range(5):
+        result = segmenter.step(noise(128, 128, seed=t))
+        shown.append(bool((result.labels == 1).any()))
+        assert (result.presence[0] == 0) == (not shown[-1])
+    assert shown == [False, False, False, True, True]
+    segmenter.reset()
+    segmenter.step(noise(128, 128), first)
+    for t in range(3):  # 2 cells (8 px) a frame: within the window
+        assert (segmenter.step(noise(128, 128, seed=t)).labels[2:14, 8 * t + 10:8 * t + 22] == 1).all()
+    assert segmenter.last_seen[1].box == (0, 6, 3, 9)
+
+
+def test_a_partly_hidden_object_keeps_its_size_and_a_cut_opens_the_whole_frame(model, monkeypatch):
+    """The window keeps the object's size while its mask shrinks to a sliver (hidden behind something), so the
+    object found again beside what hid it stands; across a cut (`STMA.starts_shot`) every window is dropped."""
+    from dataclasses import replace
+
+    windowed = STMA(replace(model.config, window_frames=3, window_margin=2.0, window_growth=0.5))
+    windowed.load_state_dict(model.state_dict())
+    segmenter = Segmenter(windowed.eval())
+    boxes = iter([(0, 0, 1), (6, 0, 4), (28, 28, 4), (28, 28, 4)])  # top, left, side on the 32x32 grid
+    cuts = iter([False, False, False, True])
+
+    def predict(self, features, memory, ids, valid=None):
+        logits = torch.full((1, 2, 32, 32), -5.0)
+        logits[0, 0] = 0.0
+        top, left, side = next(boxes)
+        logits[0, 1, top:top + side, left:left + side] = 5.0
+        return logits, torch.zeros(1, 1)
+
+    monkeypatch.setattr(STMA, "predict", predict)
+    monkeypatch.setattr(STMA, "starts_shot", lambda self, features, memory: torch.tensor([next(cuts)]))
+    first = np.zeros((128, 128), np.uint8)
+    first[:16, :16] = 1  # 4x4 cells
+    segmenter.step(noise(128, 128), first)
+    areas = [int((segmenter.step(noise(128, 128, seed=t)).labels == 1).sum()) for t in range(4)]
+    assert areas[0] > 0 and segmenter.last_seen[1].size == 4.0  # the sliver: one cell, the size stays 4
+    assert areas[1] > 200  # 6 to 9 cells below the sliver: within 4 x (2 + 0.5) cells of it, not within 1 x 2.5
+    assert areas[2] == 0  # the far corner, on the next frame: outside the window
+    assert areas[3] > 200  # the same after a cut
