@@ -29,7 +29,7 @@ from stma_cli.device import autocast, autocast_dtype
 from stma_cli.errors import StmaError
 from stma_cli.inference.config import SegmenterConfig
 from stma_cli.inference.memory import MemoryBank
-from stma_cli.model import LOGIT_STRIDE, STMA, FrameFeatures, upsample_logits
+from stma_cli.model import LOGIT_STRIDE, STMA, FrameFeatures, label_map, upsample_logits
 
 
 @dataclass
@@ -247,14 +247,14 @@ class Segmenter:
         h, w = logits.shape[-2:]
         rows = torch.arange(h, device=logits.device)[:, None]
         cols = torch.arange(w, device=logits.device)[None, :]
-        before = logits.argmax(1)[0]
+        before = label_map(logits)[0]
         logits = logits.clone()
         for channel, (top, left, bottom, right) in windows.items():
             outside = ~((rows >= top) & (rows <= bottom) & (cols >= left) & (cols <= right))
             lost = outside & (before == channel)  # its mask outside the window goes to the background, not to others
             logits[0, 0] = torch.where(lost, logits[0, channel], logits[0, 0])
             logits[0, channel].masked_fill_(outside, -1e4)
-        after = logits.argmax(1)[0]
+        after = label_map(logits)[0]
         emptied = [channel - 1 for channel in windows
                    if bool((before == channel).any()) and not bool((after == channel).any())]
         if emptied:
@@ -269,7 +269,7 @@ class Segmenter:
         window_frames = self.model.config.window_frames
         if not window_frames:
             return
-        labels = logits[0, :, : math.ceil(size[0] / LOGIT_STRIDE), : math.ceil(size[1] / LOGIT_STRIDE)].argmax(0)
+        labels = label_map(logits[:, :, : math.ceil(size[0] / LOGIT_STRIDE), : math.ceil(size[1] / LOGIT_STRIDE)])[0]
         for channel, object_id in enumerate(self.object_ids, start=1):
             rows, cols = torch.nonzero(labels == channel, as_tuple=True)
             if len(rows):
