@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from stma_cli.model.decoder import label_map
+
 LABEL_STRIDE = 4  # the labels' grid: the logits' (keys are at stride 8, the encoder's f8)
 TOP_K = 10
 TEMPERATURE = 0.07
@@ -77,10 +79,10 @@ def refine(logits: torch.Tensor, keys: torch.Tensor, given: list[FineMemory], pr
     probs = logits.float().softmax(1)
     out = []
     for b in range(logits.shape[0]):
-        owner = probs[b].argmax(0)
+        owner = label_map(probs[b:b + 1])[0]
         shown = _object_masks(owner[None], probs.shape[1])[0]  # (n, H/4, W/4)
         if previous is not None:
-            masks = torch.maximum(shown, _object_masks(previous[b:b + 1].argmax(1), probs.shape[1])[0])
+            masks = torch.maximum(shown, _object_masks(label_map(previous[b:b + 1]), probs.shape[1])[0])
         else:
             masks = shown
         masks = masks * (shown.flatten(1).amax(1) > 0)[:, None, None]
@@ -98,7 +100,7 @@ def refine(logits: torch.Tensor, keys: torch.Tensor, given: list[FineMemory], pr
         fine[:, cells], sure[cells] = read.to(fine.dtype), (match >= MIN_MATCH).to(fine.dtype)
         fine = F.pixel_shuffle(fine[None], 2)[0]  # (1+n, H/4, W/4)
         sure = F.interpolate(sure[None, None], size=probs.shape[-2:])[0, 0] > 0
-        label = fine.argmax(0)
+        label = label_map(fine[None])[0]
         allowed = F.interpolate(F.pad(near, (0, 0, 0, 0, 1, 0))[None].float(), size=probs.shape[-2:])[0] > 0
         grant = (owner == 0) & (label > 0) & allowed.gather(0, label[None])[0] & sure
         out.append(torch.where(grant, fine.clamp(min=1e-4).log().to(logits.dtype), logits[b]))
@@ -109,7 +111,7 @@ def thin_parts(labels: torch.Tensor) -> torch.Tensor:
     """Background + the objects' thin parts (B, 1+n, H/4, W/4) of stride-4 labels (B, 1+n, H/4, W/4): the pixels of
     each object's mask that an opening by a square of 2 * THIN + 1 pixels removes (parts narrower than about a
     patch). The rest of an object is the network's to follow."""
-    objects = _object_masks(labels.argmax(1), labels.shape[1])
+    objects = _object_masks(label_map(labels), labels.shape[1])
     size = 2 * THIN + 1
     opened = F.max_pool2d(-F.max_pool2d(-objects, size, stride=1, padding=THIN), size, stride=1, padding=THIN)
     thin = objects * (1 - opened)

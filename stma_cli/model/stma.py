@@ -31,7 +31,7 @@ from torch.overrides import TorchFunctionMode
 from torch.profiler import record_function
 
 from stma_cli.model.association import STMLBlock, sine_position_embedding
-from stma_cli.model.decoder import Decoder, IDAssociation
+from stma_cli.model.decoder import Decoder, IDAssociation, label_map
 from stma_cli.model.encoder import MobileNetEncoder, PatchEncoder
 from stma_cli.model.presence import ObjectPresence, object_queries
 from stma_cli.model.propagation import (LocalPropagation, MemoryMatching, encoder_keys, given_match,
@@ -694,13 +694,6 @@ class STMA(
     def num_parameters(self) -> int:
         """Number of parameters."""
         return sum(p.numel() for p in self.parameters())
-
-
-def label_map(logits: torch.Tensor) -> torch.Tensor:
-    """(B, H, W): the channel of the largest of (B, C, H, W) logits. Channels-last makes the reduction run over
-    adjacent values: on the CPU many times faster than over the channel stride (1 ms against 0.06 ms for 3 channels
-    at 160x92), with the same result."""
-    return logits.contiguous(memory_format=torch.channels_last).argmax(1)
 
 
 def upsample_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
