@@ -239,8 +239,8 @@ class Segmenter:
             return logits, presence
         windows = {}
         for channel, object_id in enumerate(self.object_ids, start=1):
-            last = self.last_seen.get(object_id)
-            if object_id not in given and last is not None and self.frame_index - last.frame <= config.window_frames:
+            last = self._window_of(object_id, given)
+            if last is not None:
                 windows[channel] = last.window(self.frame_index, config.window_margin, config.window_growth)
         if not windows:
             return logits, presence
@@ -262,12 +262,19 @@ class Segmenter:
             presence[:, emptied] = 0.0
         return logits, presence
 
+    def _window_of(self, object_id: int, given: list[int]) -> LastMask | None:
+        """The object's last mask while it still bounds where the object is searched for: within
+        `model.config.window_frames` frames, and not on a frame where the object's mask is given."""
+        last = self.last_seen.get(object_id)
+        if object_id in given or last is None or self.frame_index - last.frame > self.model.config.window_frames:
+            return None
+        return last
+
     def _note_last_seen(self, logits: torch.Tensor, size: tuple[int, int], given: list[int]) -> None:
         """Record, for each object with a mask on this frame, the frame and box of that mask, and the object's size:
         the largest its masks have been since it was given, since a cut, or since it was last searched for in the whole
         frame (a partly hidden object keeps its size)."""
-        window_frames = self.model.config.window_frames
-        if not window_frames:
+        if not self.model.config.window_frames:
             return
         labels = label_map(logits[:, :, : math.ceil(size[0] / LOGIT_STRIDE), : math.ceil(size[1] / LOGIT_STRIDE)])[0]
         for channel, object_id in enumerate(self.object_ids, start=1):
@@ -275,8 +282,8 @@ class Segmenter:
             if len(rows):
                 box = (int(rows.min()), int(cols.min()), int(rows.max()), int(cols.max()))
                 extent = math.sqrt(len(rows))
-                last = self.last_seen.get(object_id)
-                if last is not None and object_id not in given and self.frame_index - last.frame <= window_frames:
+                last = self._window_of(object_id, given)
+                if last is not None:
                     extent = max(extent, last.size)
                 self.last_seen[object_id] = LastMask(self.frame_index, box, extent)
 

@@ -502,7 +502,11 @@ class STMA(
         decides it under `config.cut_threshold` (never without one)."""
         if not self.config.cut_threshold:
             return torch.zeros(features.keys.shape[0], dtype=torch.bool, device=features.keys.device)
-        similarity = window_similarity(features.keys, memory[-1].keys, self.config.propagation_radius)
+        return self._cut(window_similarity(features.keys, memory[-1].keys, self.config.propagation_radius))
+
+    def _cut(self, similarity: torch.Tensor) -> torch.Tensor:
+        """(B,) bool: whether frames whose window similarity to the previous frame is `similarity` start a new shot
+        (`config.cut_threshold`)."""
         return shot_continuity(similarity) < self.config.cut_threshold
 
     def _associate(self, features: FrameFeatures, memory: Sequence[MemoryEntry],
@@ -533,7 +537,7 @@ class STMA(
         gate = self.propagation.gate(coverages[-1])  # (B, 1+n): how much of each the previous frame holds
         left = None
         if self.config.cut_threshold:  # across a cut, the previous frame says nothing of where objects are
-            cut = shot_continuity(similarity) < self.config.cut_threshold
+            cut = self._cut(similarity)
             gate = torch.cat([gate[:, :1], gate[:, 1:] * ~cut[:, None]], 1)
             if self.config.cut_match and not self.training and cut.any():  # a rule of inference, not learned
                 left = cut[:, None] & self._left_behind(features, memory_keys, coverages)
