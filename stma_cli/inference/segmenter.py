@@ -81,6 +81,7 @@ class Segmenter:
     released: list[int] = field(init=False)  # ID-table entries of removed objects, oldest first
     doubted: dict[int, int] = field(init=False)  # object id -> frames in a row its given masks did not vouch for it
     last_seen: dict[int, LastMask] = field(init=False)  # object id -> where and when it last had a mask
+    largest: dict[int, int] = field(init=False)  # object id -> largest area of its masks since its mask was given
     frame_index: int = field(init=False)  # frames stepped since `reset`
 
     def __post_init__(self, copy_model: bool) -> None:
@@ -92,7 +93,8 @@ class Segmenter:
     def reset(self) -> None:
         """Forget all objects and memory (start a new video)."""
         self.object_ids = []
-        self.table, self.released, self.doubted, self.last_seen, self.frame_index = {}, [], {}, {}, 0
+        self.table, self.released, self.doubted, self.last_seen, self.largest = {}, [], {}, {}, {}
+        self.frame_index = 0
         self.memory = MemoryBank(self.config.mem_size, self.config.mem_every, self.config.mem_full)
 
     def remove(self, object_ids: Iterable[int]) -> None:
@@ -114,6 +116,7 @@ class Segmenter:
             self.released.append(self.table.pop(object_id))
             self.doubted.pop(object_id, None)
             self.last_seen.pop(object_id, None)
+            self.largest.pop(object_id, None)
         if not self.object_ids:
             self.reset()  # nothing left to follow: the next mask starts afresh
 
@@ -149,7 +152,10 @@ class Segmenter:
                     entry = self.model.memorize(features, probs[:, 1:], ids, given=flags)
                     self.memory.add(entry, annotated=bool(given))
             logits, presence = self._keep_in_window(logits, presence, given)
-            self._note_last_seen(logits, features.size, given)
+            if self.model.config.window_frames or self.model.config.speck_share:
+                labels = label_map(valid_logits(logits, features.size))[0]
+                logits, presence = self._drop_specks(logits, presence, labels, given)
+                self._note_last_seen(labels, given)
         self.frame_index += 1
         with record_function("stma.labels"):
             result = frame_result(logits.float(), self.object_ids, features.size, (height, width), presence[0])
@@ -270,13 +276,42 @@ class Segmenter:
             return None
         return last
 
-    def _note_last_seen(self, logits: torch.Tensor, size: tuple[int, int], given: list[int]) -> None:
-        """Record, for each object with a mask on this frame, the frame and box of that mask, and the object's size:
-        the largest its masks have been since it was given, since a cut, or since it was last searched for in the whole
-        frame (a partly hidden object keeps its size)."""
+    def _drop_specks(self, logits: torch.Tensor, presence: torch.Tensor, labels: torch.Tensor,
+                     given: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The logits without the masks that are specks: an object whose whole mask is under
+        `model.config.speck_share` of the largest area its masks have had since its mask was given gets no mask
+        (its pixels go to the background, its presence is 0); `labels` (stride-4 labels of the valid area) is
+        updated to match. Like the window, it changes the masks written, not what the model remembers."""
+        share = self.model.config.speck_share
+        if not share:
+            return logits, presence
+        specks = []
+        for channel, object_id in enumerate(self.object_ids, start=1):
+            area = int((labels == channel).sum())
+            if object_id in given:
+                self.largest[object_id] = area
+            elif 0 < area < share * self.largest.get(object_id, 0):
+                specks.append(channel)
+            else:
+                self.largest[object_id] = max(area, self.largest.get(object_id, 0))
+        if not specks:
+            return logits, presence
+        logits, presence = logits.clone(), presence.clone()
+        h, w = labels.shape
+        for channel in specks:
+            won = labels == channel
+            logits[0, 0, :h, :w] = torch.where(won, logits[0, channel, :h, :w], logits[0, 0, :h, :w])
+            logits[0, channel] = -1e4
+            labels[won] = 0
+        presence[:, [channel - 1 for channel in specks]] = 0.0
+        return logits, presence
+
+    def _note_last_seen(self, labels: torch.Tensor, given: list[int]) -> None:
+        """Record, for each object with a mask on this frame (`labels`: stride-4 labels of the valid area), the
+        frame and box of that mask, and the object's size: the largest its masks have been since it was given, since
+        a cut, or since it was last searched for in the whole frame (a partly hidden object keeps its size)."""
         if not self.model.config.window_frames:
             return
-        labels = label_map(logits[:, :, : math.ceil(size[0] / LOGIT_STRIDE), : math.ceil(size[1] / LOGIT_STRIDE)])[0]
         for channel, object_id in enumerate(self.object_ids, start=1):
             rows, cols = torch.nonzero(labels == channel, as_tuple=True)
             if len(rows):
@@ -312,6 +347,12 @@ def keep_given_mask(labels: np.ndarray, mask: np.ndarray) -> None:
     labels[given] = mask[given]
 
 
+def valid_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The part of stride-4 logits (B, C, H', W') that covers the processed frame of `size` (h, w), not its
+    padding."""
+    return logits[:, :, : math.ceil(size[0] / LOGIT_STRIDE), : math.ceil(size[1] / LOGIT_STRIDE)]
+
+
 def frame_result(logits: torch.Tensor, object_ids: list[int], size: tuple[int, int],
                  input_size: tuple[int, int], presence: torch.Tensor) -> FrameResult:
     """The labels at the input size and the logits on the CPU, from (1, 1+K, H', W') stride-4 logits,
@@ -320,8 +361,8 @@ def frame_result(logits: torch.Tensor, object_ids: list[int], size: tuple[int, i
     `size` is the (h, w) the model saw (see `processing_size`); rows and columns of the logits beyond
     it (padding) are dropped.
     """
-    valid = (math.ceil(size[0] / LOGIT_STRIDE), math.ceil(size[1] / LOGIT_STRIDE))
-    logits = logits[:, :, : valid[0], : valid[1]]
+    logits = valid_logits(logits, size)
+    valid = logits.shape[-2:]
     # One interpolation from the stride-4 grid straight to the input size (the grid may overhang by < 4 px).
     scale = (input_size[0] / size[0], input_size[1] / size[1])
     target = (round(valid[0] * LOGIT_STRIDE * scale[0]), round(valid[1] * LOGIT_STRIDE * scale[1]))

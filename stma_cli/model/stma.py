@@ -94,6 +94,10 @@ class STMAConfig:
     window_frames: int = 0
     window_margin: float = 1.0
     window_growth: float = 1.0
+    # At inference, an object whose whole mask on a frame is under speck_share of the largest area its masks have had
+    # since its mask was last given gets no mask on that frame: such specks are left where the object was, or lie on
+    # a look-alike, while the object itself is hidden or gone (`Segmenter`; 0: never).
+    speck_share: float = 0.0
     readout_all: bool = False  # the memory readout informs every object, not only those the previous frame lacks
     # At inference, label propagation from the given masks on the encoder's stride-8 features (within refine_radius
     # cells) adds pixels to an object within refine_band cells of its mask (`stma_cli.model.refinement`; 0: never).
@@ -108,7 +112,7 @@ class STMAConfig:
     """The largest value of each size, many times the presets': a hand-edited or hostile config.json cannot
     ask for an absurd network (and `stma_cli.hub` checks the sizes against the weights file before building)."""
     INFERENCE_ONLY = ("cut_match", "cut_share", "refine_radius", "refine_band", "given_match", "given_frames",
-                      "given_alike", "window_margin", "window_growth", "window_frames")
+                      "given_alike", "window_margin", "window_growth", "window_frames", "speck_share")
     """Settings of rules that apply at inference only: training computes the same with any value, so a run
     resumes across a change in them."""
     RENAMED = {"propagation_dim": "learned_key_dim"}
@@ -137,7 +141,8 @@ class STMAConfig:
                 least = 0 if item.name in zero_allowed else 1
                 ok, expected = isinstance(value, int) and not isinstance(value, bool) and least <= value <= most, \
                     f"an integer from {least} to {most}"
-            elif item.name in ("cut_threshold", "cut_match", "cut_share", "given_match", "given_alike"):
+            elif item.name in ("cut_threshold", "cut_match", "cut_share", "given_match", "given_alike",
+                               "speck_share"):
                 ok, expected = isinstance(value, (int, float)) and not isinstance(value, bool) and \
                     0 <= value < 1, "a number from 0 to below 1"
             elif item.name in ("window_margin", "window_growth"):

@@ -289,3 +289,35 @@ def test_a_partly_hidden_object_keeps_its_size_and_a_cut_opens_the_whole_frame(m
     assert areas[1] > 200  # 6 to 9 cells below the sliver: within 4 x (2 + 0.5) cells of it, not within 1 x 2.5
     assert areas[2] == 0  # the far corner, on the next frame: outside the window
     assert areas[3] > 200  # the same after a cut
+
+
+def test_a_speck_of_an_object_gets_no_mask_until_its_mask_is_given_again(model, monkeypatch):
+    """With `speck_share` 0.1, a mask under a tenth of the largest area the object's masks have had since its
+    mask was given is dropped (presence 0, the background takes its pixels, in the logits too); a larger one
+    stands, and a new given mask sets the scale again."""
+    from dataclasses import replace
+
+    specked = STMA(replace(model.config, speck_share=0.1))
+    specked.load_state_dict(model.state_dict())
+    segmenter = Segmenter(specked.eval())
+    sides = iter([4, 1, 2, 1, 1])  # side of object 1's square on the 32x32 grid, one per predicted frame
+
+    def predict(self, features, memory, ids, valid=None):
+        logits = torch.full((1, 2, 32, 32), -5.0)
+        logits[0, 0] = 0.0
+        side = next(sides)
+        logits[0, 1, 8:8 + side, 8:8 + side] = 5.0
+        return logits, torch.zeros(1, 1)
+
+    monkeypatch.setattr(STMA, "predict", predict)
+    first = np.zeros((128, 128), np.uint8)
+    first[32:48, 32:48] = 1  # 4x4 cells: 16
+    segmenter.step(noise(128, 128), first)
+    results = [segmenter.step(noise(128, 128, seed=t)) for t in range(3)]
+    areas = [int((r.labels == 1).sum()) for r in results]  # 16 cells of 16 px, 1 (under 1.6), 4
+    assert areas[0] > 200 and areas[1] == 0 and areas[2] > 40
+    assert results[1].presence[0] == 0 and results[1].logits.argmax(0).max() == 0
+    small = np.zeros((128, 128), np.uint8)
+    small[32:36, 32:36] = 1  # a given mask of one cell: the scale starts again from it
+    segmenter.step(noise(128, 128), small)
+    assert (segmenter.step(noise(128, 128, seed=5)).labels == 1).sum() > 0
