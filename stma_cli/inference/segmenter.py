@@ -151,11 +151,13 @@ class Segmenter:
                     flags = torch.tensor([[i in given for i in self.object_ids]], device=self.device) if given else None
                     entry = self.model.memorize(features, probs[:, 1:], ids, given=flags)
                     self.memory.add(entry, annotated=bool(given))
-            logits, presence = self._keep_in_window(logits, presence, given)
             if self.model.config.window_frames or self.model.config.speck_share:
-                labels = label_map(valid_logits(logits, features.size))[0]
-                logits, presence = self._drop_specks(logits, presence, labels, given)
-                self._note_last_seen(labels, given)
+                # One label map for the rules on the masks written; each keeps it in step with the logits it changes.
+                labels = label_map(logits)[0]
+                logits, presence = self._keep_in_window(logits, presence, labels, given)
+                h, w = valid_cells(features.size)
+                logits, presence = self._drop_specks(logits, presence, labels[:h, :w], given)
+                self._note_last_seen(labels[:h, :w], given)
         self.frame_index += 1
         with record_function("stma.labels"):
             result = frame_result(logits.float(), self.object_ids, features.size, (height, width), presence[0])
@@ -233,13 +235,14 @@ class Segmenter:
             presence[:, [channel - 1 for channel in gone]] = 0.0
         return logits, presence
 
-    def _keep_in_window(self, logits: torch.Tensor, presence: torch.Tensor,
+    def _keep_in_window(self, logits: torch.Tensor, presence: torch.Tensor, labels: torch.Tensor,
                         given: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """The logits with each object's channel at -1e4 outside its window (`model.config.window_frames`): an
         object that had a mask within the last window_frames frames is searched for only near that mask (see
         `LastMask.window`), so that its id does not jump to a look-alike across the frame. The part of its mask
-        outside the window goes to the background, and an object left without a mask gets presence 0. `step`
-        calls it after the memory took the frame: it changes the masks written, not what the model remembers."""
+        outside the window goes to the background, and an object left without a mask gets presence 0; `labels`
+        (the logits' stride-4 labels) is updated to match. `step` calls it after the memory took the frame: it
+        changes the masks written, not what the model remembers."""
         config = self.model.config
         if not config.window_frames:
             return logits, presence
@@ -253,16 +256,15 @@ class Segmenter:
         h, w = logits.shape[-2:]
         rows = torch.arange(h, device=logits.device)[:, None]
         cols = torch.arange(w, device=logits.device)[None, :]
-        before = label_map(logits)[0]
+        had = {channel: bool((labels == channel).any()) for channel in windows}
         logits = logits.clone()
         for channel, (top, left, bottom, right) in windows.items():
             outside = ~((rows >= top) & (rows <= bottom) & (cols >= left) & (cols <= right))
-            lost = outside & (before == channel)  # its mask outside the window goes to the background, not to others
+            lost = outside & (labels == channel)  # its mask outside the window goes to the background, not to others
             logits[0, 0] = torch.where(lost, logits[0, channel], logits[0, 0])
             logits[0, channel].masked_fill_(outside, -1e4)
-        after = label_map(logits)[0]
-        emptied = [channel - 1 for channel in windows
-                   if bool((before == channel).any()) and not bool((after == channel).any())]
+            labels[lost] = 0
+        emptied = [channel - 1 for channel in windows if had[channel] and not bool((labels == channel).any())]
         if emptied:
             presence = presence.clone()
             presence[:, emptied] = 0.0
@@ -280,8 +282,9 @@ class Segmenter:
                      given: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """The logits without the masks that are specks: an object whose whole mask is under
         `model.config.speck_share` of the largest area its masks have had since its mask was given gets no mask
-        (its pixels go to the background, its presence is 0); `labels` (stride-4 labels of the valid area) is
-        updated to match. Like the window, it changes the masks written, not what the model remembers."""
+        (its pixels go to the background, its presence is 0); `labels` (stride-4 labels of the valid area, a view
+        of `step`'s) is updated to match. Like the window, it changes the masks written, not what the model
+        remembers."""
         share = self.model.config.speck_share
         if not share:
             return logits, presence
@@ -347,10 +350,10 @@ def keep_given_mask(labels: np.ndarray, mask: np.ndarray) -> None:
     labels[given] = mask[given]
 
 
-def valid_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """The part of stride-4 logits (B, C, H', W') that covers the processed frame of `size` (h, w), not its
+def valid_cells(size: tuple[int, int]) -> tuple[int, int]:
+    """(rows, columns) of the stride-4 logit grid that cover the processed frame of `size` (h, w), not its
     padding."""
-    return logits[:, :, : math.ceil(size[0] / LOGIT_STRIDE), : math.ceil(size[1] / LOGIT_STRIDE)]
+    return math.ceil(size[0] / LOGIT_STRIDE), math.ceil(size[1] / LOGIT_STRIDE)
 
 
 def frame_result(logits: torch.Tensor, object_ids: list[int], size: tuple[int, int],
@@ -361,8 +364,8 @@ def frame_result(logits: torch.Tensor, object_ids: list[int], size: tuple[int, i
     `size` is the (h, w) the model saw (see `processing_size`); rows and columns of the logits beyond
     it (padding) are dropped.
     """
-    logits = valid_logits(logits, size)
-    valid = logits.shape[-2:]
+    valid = valid_cells(size)
+    logits = logits[:, :, : valid[0], : valid[1]]
     # One interpolation from the stride-4 grid straight to the input size (the grid may overhang by < 4 px).
     scale = (input_size[0] / size[0], input_size[1] / size[1])
     target = (round(valid[0] * LOGIT_STRIDE * scale[0]), round(valid[1] * LOGIT_STRIDE * scale[1]))
