@@ -71,7 +71,7 @@ def segment(
     direction: str = typer.Option("forward", metavar="DIR",
                                   help="forward: from the first mask to the end; backward: from the last mask "
                                        "back to frame 0; both: the two."),
-    device: str = typer.Option("auto", metavar="DEVICE", help="auto, cpu, cuda or cuda:N."),
+    device: str = typer.Option("auto", "--device", metavar="DEVICE", help="auto, cpu, cuda or cuda:N."),
     threads: Optional[int] = typer.Option(
         None, min=1, metavar="N",
         help="CPU threads (default: OMP_NUM_THREADS, else the CPUs this process may use: its affinity and "

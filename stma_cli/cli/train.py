@@ -17,7 +17,7 @@ def train(
     out: Path = typer.Option(..., "--out", metavar="DIR", help="Run folder: checkpoint/, best/, log.jsonl (resumed if present)."),
     config: str = typer.Option("tiny", metavar="PRESET", help="Model preset: tiny or base."),
     data: str = typer.Option(
-        "events:2+synthetic+pseudo", metavar="DATA",
+        "events:2+synthetic+pseudo", "--data", metavar="DATA",
         help="events, synthetic, pseudo, a DAVIS-2017 / YouTube-VOS folder, or a mixture: A:WEIGHT+B:WEIGHT."),
     steps: int = typer.Option(20000, min=1, metavar="N", help="Total optimiser steps (the schedule's length)."),
     batch: int = typer.Option(4, min=1, metavar="N", help="Clips per step and process."),
@@ -32,7 +32,7 @@ def train(
         help="Curriculum of the largest gap between a clip's frames: from each fraction F of the steps on, at most GAP."),
     max_objects: int = typer.Option(
         3, min=1, metavar="N", help="Most objects per clip (at most the model's ID table: 32 for tiny, 64 for base)."),
-    lr: float = typer.Option(4e-4, metavar="LR", help="Peak learning rate (warm-up, then cosine decay)."),
+    lr: float = typer.Option(4e-4, "--lr", metavar="LR", help="Peak learning rate (warm-up, then cosine decay)."),
     warmup: Optional[int] = typer.Option(
         None, min=0, metavar="N",
         help="Steps of linear warm-up to the peak learning rate (default: 1.5% of --steps, 300 of 20000)."),
@@ -45,7 +45,7 @@ def train(
         help="Train only the parameters whose names start with these prefixes (e.g. presence. to tune the presence "
              "head of --init weights); the rest stay frozen."),
     workers: int = typer.Option(1, min=0, metavar="N", help="Data-loading processes per training process."),
-    device: str = typer.Option("auto", metavar="DEVICE", help="auto, cpu, cuda or cuda:N (under torchrun: LOCAL_RANK's GPU)."),
+    device: str = typer.Option("auto", "--device", metavar="DEVICE", help="auto, cpu, cuda or cuda:N (under torchrun: LOCAL_RANK's GPU)."),
     amp: bool = typer.Option(True, "--amp/--no-amp", help="Mixed precision on CUDA (bf16, else fp16)."),
     eval_every: int = typer.Option(1000, min=1, metavar="N", help="Validation J&F every N steps (keeps best/)."),
     eval_sequences: int = typer.Option(6, min=0, metavar="N", help="Short validation sequences (0: none)."),

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from stma_cli.cli.app import app
@@ -31,6 +32,27 @@ def test_help_has_no_type_placeholders_or_stray_spaces(command: list[str]) -> No
     assert not re.search(r"\w \.(\s|$)", text), text  # "repo id ." left by a swallowed [default: ...]
     if "Commands:" in text:  # each command's summary is a whole sentence, not cut short
         assert not re.search(r"\.\.\.$", text.split("Commands:")[1].split("Exit codes:")[0], re.M), text
+
+
+def _options(command) -> list:  # noqa: ANN001 (click's classes, which newer typer releases vendor)
+    """Every option of `command` and of the commands under it."""
+    options = [p for p in command.params if p.param_type_name == "option"]
+    if hasattr(command, "list_commands"):
+        context = command.context_class(command)
+        for name in command.list_commands(context):
+            options += _options(command.get_command(context, name))
+    return options
+
+
+def test_every_option_has_a_lowercase_name() -> None:
+    """Some typer releases (0.27) named an option after its metavar when the two differ only in case
+    (`--DEVICE` for `device` with metavar DEVICE), so `--device` was refused; each such option declares its
+    name."""
+    options = _options(typer.main.get_command(app))
+    assert len(options) > 50
+    for option in options:
+        for name in option.opts + option.secondary_opts:
+            assert re.fullmatch(r"--?[a-z0-9][a-z0-9-]*", name), f"{option.name}: {name}"
 
 
 def _exit_codes(text: str) -> dict[int, str]:
