@@ -118,7 +118,7 @@ def test_train_options_out_of_bounds(args: list[str], says: str, tmp_path: Path)
 def test_a_crop_beyond_the_bound_is_typers_usage_error(tmp_path: Path) -> None:
     result = stma("train", "--out", tmp_path / "run", "--crop", "30000")
     assert result.exit_code == USAGE
-    assert "Invalid value for '--crop': Input should be less than or equal to 2048" in result.stderr
+    assert "Invalid value for '--crop'" in result.stderr and "2048" in result.stderr  # typer's wording varies
     assert not (tmp_path / "run").exists()
 
 
