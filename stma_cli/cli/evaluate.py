@@ -6,7 +6,7 @@ import json
 import math
 import os
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from typing import TYPE_CHECKING
@@ -181,9 +181,9 @@ def _progress(label: str, total: int) -> Iterator[Callable[[str], None]]:
         console=console,
         auto_refresh=False,
         transient=True,
-        disable=not console.is_terminal,  # a log or a pipe gets no bar (and no blank line where it was)
+        disable=not console.is_terminal,  # a log or a pipe gets no bar
     )
-    with progress:
+    with progress if console.is_terminal else nullcontext():  # started only when shown: rich before 14.3 printed a blank line
         task = progress.add_task(label, total=total, last="")
 
         def advance(name: str) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Optional
 
@@ -182,8 +183,9 @@ def _run(jobs, segmenter, options, json_lines: bool, err, current: list[str]) ->
                       markup=False, highlight=False)
 
     show = err.is_terminal and not json_lines
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=err, disable=not show, transient=True) as progress:
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                        console=err, disable=not show, transient=True)
+    with progress if show else nullcontext():  # started only when shown: rich before 14.3 printed a blank line
         videos = progress.add_task("videos", total=len(jobs))
         frames = progress.add_task("frames", total=None)
 
