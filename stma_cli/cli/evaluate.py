@@ -173,6 +173,7 @@ def _progress(label: str, total: int) -> Iterator[Callable[[str], None]]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     console = Console(stderr=True)
+    shown = console.is_terminal  # a log or a pipe gets no bar
     progress = Progress(
         TextColumn(f"{label} {{task.fields[last]}}"),
         BarColumn(),
@@ -181,9 +182,9 @@ def _progress(label: str, total: int) -> Iterator[Callable[[str], None]]:
         console=console,
         auto_refresh=False,
         transient=True,
-        disable=not console.is_terminal,  # a log or a pipe gets no bar
+        disable=not shown,
     )
-    with progress if console.is_terminal else nullcontext():  # started only when shown: rich before 14.3 printed a blank line
+    with progress if shown else nullcontext():  # started only when shown: rich before 14.3 printed a blank line
         task = progress.add_task(label, total=total, last="")
 
         def advance(name: str) -> None:

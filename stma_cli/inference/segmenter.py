@@ -261,9 +261,8 @@ class Segmenter:
         for channel, (top, left, bottom, right) in windows.items():
             outside = ~((rows >= top) & (rows <= bottom) & (cols >= left) & (cols <= right))
             lost = outside & (labels == channel)  # its mask outside the window goes to the background, not to others
-            logits[0, 0] = torch.where(lost, logits[0, channel], logits[0, 0])
+            give_to_background(logits, labels, channel, lost)
             logits[0, channel].masked_fill_(outside, -1e4)
-            labels[lost] = 0
         emptied = [channel - 1 for channel in windows if had[channel] and not bool((labels == channel).any())]
         if emptied:
             presence = presence.clone()
@@ -300,12 +299,9 @@ class Segmenter:
         if not specks:
             return logits, presence
         logits, presence = logits.clone(), presence.clone()
-        h, w = labels.shape
         for channel in specks:
-            won = labels == channel
-            logits[0, 0, :h, :w] = torch.where(won, logits[0, channel, :h, :w], logits[0, 0, :h, :w])
+            give_to_background(logits, labels, channel, labels == channel)
             logits[0, channel] = -1e4
-            labels[won] = 0
         presence[:, [channel - 1 for channel in specks]] = 0.0
         return logits, presence
 
@@ -348,6 +344,14 @@ def keep_given_mask(labels: np.ndarray, mask: np.ndarray) -> None:
     given = mask != 0
     labels[np.isin(labels, np.unique(mask[given]))] = 0
     labels[given] = mask[given]
+
+
+def give_to_background(logits: torch.Tensor, labels: torch.Tensor, channel: int, pixels: torch.Tensor) -> None:
+    """In place: the background wins the object's `pixels` (bool, the shape of `labels`, which covers the top-left
+    of the stride-4 logits) at the object's own logit there, and `labels` marks them background."""
+    h, w = labels.shape
+    logits[0, 0, :h, :w] = torch.where(pixels, logits[0, channel, :h, :w], logits[0, 0, :h, :w])
+    labels[pixels] = 0
 
 
 def valid_cells(size: tuple[int, int]) -> tuple[int, int]:
