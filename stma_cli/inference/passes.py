@@ -213,7 +213,8 @@ def propagate(video: VideoSource, frame_range: tuple[int, int | None], masks: di
         for index, frame, result in run_pass(forward, ahead, segmenter, video.name):
             if index in crossed:
                 result = _merge(result, behind[index - crossed.start], presence[index], choose.backward_objects(index),
-                                object_ids, masks.get(index), size, config.max_side)
+                                object_ids, masks.get(index), size, config.max_side, frame,
+                                segmenter.model.config.edge_radius)
             yield index, frame, result
 
 
@@ -267,10 +268,12 @@ def _probabilities(result: FrameResult, object_ids: list[int], shape: tuple[int,
 
 
 def _merge(ahead: FrameResult, behind: np.ndarray, behind_presence: np.ndarray, from_behind: list[int],
-           object_ids: list[int], mask: np.ndarray | None, size: tuple[int, int], max_side: int) -> FrameResult:
-    """One frame from the two passes: the objects `from_behind` from the backward pass (`behind`: the objects'
-    probabilities (K, H', W'), and `behind_presence` (K,), in the order of `object_ids`), the others from
-    the forward pass `ahead`, combined as probabilities (renormalised where they overlap)."""
+           object_ids: list[int], mask: np.ndarray | None, size: tuple[int, int], max_side: int, image: np.ndarray,
+           edge_radius: int) -> FrameResult:
+    """One frame (`image`) from the two passes: the objects `from_behind` from the backward pass (`behind`: the
+    objects' probabilities (K, H', W'), and `behind_presence` (K,), in the order of `object_ids`), the others from
+    the forward pass `ahead`, combined as probabilities (renormalised where they overlap), labelled as `frame_result`
+    labels them with `edge_radius`."""
     if not from_behind:
         return ahead
     take = torch.tensor([i in from_behind for i in object_ids])
@@ -281,7 +284,7 @@ def _merge(ahead: FrameResult, behind: np.ndarray, behind_presence: np.ndarray, 
     probs[0] = (1 - objects.sum(0)).clamp(min=0)
     presence = np.where(take.numpy(), behind_presence, presence_for(ahead, object_ids))
     merged = frame_result(probs.clamp_(min=1e-4).log_()[None], object_ids, processing_size(*size, max_side), size,
-                          torch.from_numpy(presence))
+                          torch.from_numpy(presence), image, edge_radius)
     if mask is not None:  # as on every frame that holds one
         keep_given_mask(merged.labels, mask)
     return merged

@@ -28,6 +28,7 @@ from torch.profiler import record_function
 from stma_cli.device import autocast, autocast_dtype
 from stma_cli.errors import StmaError
 from stma_cli.inference.config import SegmenterConfig
+from stma_cli.inference.edges import edge_labels
 from stma_cli.inference.memory import MemoryBank
 from stma_cli.model import LOGIT_STRIDE, STMA, FrameFeatures, label_map, upsample_logits
 
@@ -160,7 +161,8 @@ class Segmenter:
                 self._note_last_seen(labels[:h, :w], given)
         self.frame_index += 1
         with record_function("stma.labels"):
-            result = frame_result(logits.float(), self.object_ids, features.size, (height, width), presence[0])
+            result = frame_result(logits.float(), self.object_ids, features.size, (height, width), presence[0],
+                                  image, self.model.config.edge_radius)
         if not torch.isfinite(result.logits).all():
             raise StmaError("the model's output is not finite (NaN or inf): its weights are broken")
         if given:
@@ -360,13 +362,14 @@ def valid_cells(size: tuple[int, int]) -> tuple[int, int]:
     return math.ceil(size[0] / LOGIT_STRIDE), math.ceil(size[1] / LOGIT_STRIDE)
 
 
-def frame_result(logits: torch.Tensor, object_ids: list[int], size: tuple[int, int],
-                 input_size: tuple[int, int], presence: torch.Tensor) -> FrameResult:
+def frame_result(logits: torch.Tensor, object_ids: list[int], size: tuple[int, int], input_size: tuple[int, int],
+                 presence: torch.Tensor, image: np.ndarray | None = None, edge_radius: int = 0) -> FrameResult:
     """The labels at the input size and the logits on the CPU, from (1, 1+K, H', W') stride-4 logits,
     with each object's presence probability (K,).
 
     `size` is the (h, w) the model saw (see `processing_size`); rows and columns of the logits beyond
-    it (padding) are dropped.
+    it (padding) are dropped. With the frame's `image` (H, W, 3) and an `edge_radius`, the labels follow its
+    colour edges near the borders (`edge_labels`).
     """
     valid = valid_cells(size)
     logits = logits[:, :, : valid[0], : valid[1]]
@@ -377,7 +380,12 @@ def frame_result(logits: torch.Tensor, object_ids: list[int], size: tuple[int, i
     full = F.interpolate(logits.contiguous(memory_format=torch.channels_last), size=target, mode="bilinear",
                          align_corners=False)
     lookup = torch.tensor([0] + list(object_ids), dtype=torch.uint8, device=full.device)
-    labels = lookup[full[0, :, : input_size[0], : input_size[1]].argmax(0)].cpu().numpy()
+    if image is not None and edge_radius:
+        pixels = torch.from_numpy(np.require(image, np.uint8, ("C_CONTIGUOUS", "WRITEABLE"))).to(full.device)
+        channels = edge_labels(full[0], logits[0], pixels, edge_radius)
+    else:
+        channels = full[0, :, : input_size[0], : input_size[1]].argmax(0)
+    labels = lookup[channels].cpu().numpy()
     return FrameResult(labels, logits[0].cpu(), list(object_ids), presence.float().cpu().numpy())
 
 

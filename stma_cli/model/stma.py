@@ -103,16 +103,21 @@ class STMAConfig:
     # cells) adds pixels to an object within refine_band cells of its mask (`stma_cli.model.refinement`; 0: never).
     refine_radius: int = 0
     refine_band: int = 1
+    # At inference, the labels written at the input size follow the frame's colour edges near objects' borders: a
+    # colour-weighted average of the bilinear probabilities over edge_radius pixels (`stma_cli.inference.edges`; 0:
+    # bilinear only).
+    edge_radius: int = 0
 
     PRESETS = ("tiny", "base")
     MAXIMA = {"dim": 4096, "depth": 64, "heads": 64, "mlp_ratio": 16.0, "tokens_per_object": 64, "num_ids": 1024,
               "vit_dim": 4096, "decoder_widths": 4096, "embed_dim": 4096, "learned_key_dim": 4096,
               "propagation_radius": 32, "matching_top_k": 4096, "refine_radius": 64, "refine_band": 64,
-              "given_frames": 1000, "window_margin": 100.0, "window_growth": 100.0, "window_frames": 1000}
+              "edge_radius": 32, "given_frames": 1000, "window_margin": 100.0, "window_growth": 100.0,
+              "window_frames": 1000}
     """The largest value of each size, many times the presets': a hand-edited or hostile config.json cannot
     ask for an absurd network (and `stma_cli.hub` checks the sizes against the weights file before building)."""
     INFERENCE_ONLY = ("cut_match", "cut_share", "refine_radius", "refine_band", "given_match", "given_frames",
-                      "given_alike", "window_margin", "window_growth", "window_frames", "speck_share")
+                      "given_alike", "window_margin", "window_growth", "window_frames", "speck_share", "edge_radius")
     """Settings of rules that apply at inference only: training computes the same with any value, so a run
     resumes across a change in them."""
     RENAMED = {"propagation_dim": "learned_key_dim"}
@@ -137,7 +142,7 @@ class STMAConfig:
             if isinstance(default, bool):
                 ok, expected = isinstance(value, bool), "true or false"
             elif isinstance(default, int):
-                zero_allowed = ("propagation_radius", "matching_top_k", "refine_radius", "window_frames")
+                zero_allowed = ("propagation_radius", "matching_top_k", "refine_radius", "window_frames", "edge_radius")
                 least = 0 if item.name in zero_allowed else 1
                 ok, expected = isinstance(value, int) and not isinstance(value, bool) and least <= value <= most, \
                     f"an integer from {least} to {most}"

@@ -330,7 +330,8 @@ def test_merge_renormalises_where_the_objects_overlap():
     behind[1] = [[0.6, 0.1], [0.6, 0.1]]
     mask = np.zeros((8, 8), np.uint8)
     mask[0, 0] = 2
-    merged = _merge(ahead, behind, np.array([0.3, 0.7], np.float32), [2], [1, 2], mask, (8, 8), 480)
+    merged = _merge(ahead, behind, np.array([0.3, 0.7], np.float32), [2], [1, 2], mask, (8, 8), 480,
+                    np.zeros((8, 8, 3), np.uint8), 0)
 
     probs = merged.logits.exp()
     torch.testing.assert_close(probs[:, 0, 0], torch.tensor([1e-4, 0.8 / 1.4, 0.6 / 1.4]))
