@@ -27,11 +27,13 @@ def edge_labels(full: torch.Tensor, coarse: torch.Tensor, image: torch.Tensor, r
     (`segmenter.frame_result`), with the background pixels near `coarse`'s borders given to the likeliest object
     there where a colour-weighted average over `radius` pixels favours it."""
     height, width = image.shape[:2]
-    band = _border_band(coarse, full.shape[1:])[:height, :width]
-    full = full[:, :height, :width]
+    overhanging, full = full.shape[1:], full[:, :height, :width]
     labels = full[None].contiguous(memory_format=torch.channels_last)[0].argmax(0)
+    if radius <= 0:
+        return labels
+    band = _border_band(coarse, overhanging)[:height, :width]
     rows, cols = torch.nonzero(band & (labels == 0), as_tuple=True)
-    if not len(rows) or radius <= 0:
+    if not len(rows):
         return labels
     steps = torch.arange(-radius, radius + 1, device=full.device)
     dy, dx = (offset.flatten() for offset in torch.meshgrid(steps, steps, indexing="ij"))

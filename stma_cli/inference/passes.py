@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from stma_cli.errors import StmaError
-from stma_cli.inference.segmenter import FrameResult, Segmenter, frame_result, keep_given_mask, processing_size
+from stma_cli.inference.segmenter import (FrameResult, Segmenter, frame_pixels, frame_result, keep_given_mask,
+                                         processing_size)
 from stma_cli.io.atomic import temporary_path
 from stma_cli.io.video import VideoSource
 from stma_cli.model import LOGIT_STRIDE
@@ -283,8 +284,9 @@ def _merge(ahead: FrameResult, behind: np.ndarray, behind_presence: np.ndarray, 
     objects /= objects.sum(0, keepdim=True).clamp(min=1)
     probs[0] = (1 - objects.sum(0)).clamp(min=0)
     presence = np.where(take.numpy(), behind_presence, presence_for(ahead, object_ids))
+    pixels = frame_pixels(image, torch.device("cpu")) if edge_radius else None
     merged = frame_result(probs.clamp_(min=1e-4).log_()[None], object_ids, processing_size(*size, max_side), size,
-                          torch.from_numpy(presence), image, edge_radius)
+                          torch.from_numpy(presence), pixels, edge_radius)
     if mask is not None:  # as on every frame that holds one
         keep_given_mask(merged.labels, mask)
     return merged

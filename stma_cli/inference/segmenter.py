@@ -128,7 +128,8 @@ class Segmenter:
         if mask is not None and mask.shape != (height, width):
             raise StmaError(f"mask of size {mask.shape[1]}x{mask.shape[0]} does not match the frame size {width}x{height}")
         with record_function("stma.resize"):
-            x = self._prepare(image)
+            pixels = frame_pixels(image, self.device)
+            x = self._prepare(pixels)
         with autocast(self.device, self.dtype):
             with record_function("stma.encoder"):
                 features = self.model.encode(x)
@@ -162,7 +163,7 @@ class Segmenter:
         self.frame_index += 1
         with record_function("stma.labels"):
             result = frame_result(logits.float(), self.object_ids, features.size, (height, width), presence[0],
-                                  image, self.model.config.edge_radius)
+                                  pixels, self.model.config.edge_radius)
         if not torch.isfinite(result.logits).all():
             raise StmaError("the model's output is not finite (NaN or inf): its weights are broken")
         if given:
@@ -171,13 +172,11 @@ class Segmenter:
 
     # -- helpers ---------------------------------------------------------------------------------
 
-    def _prepare(self, image: np.ndarray) -> torch.Tensor:
-        tensor = torch.from_numpy(np.require(image, np.uint8, ("C_CONTIGUOUS", "WRITEABLE")))
-        if self.device.type == "cuda":
-            tensor = tensor.pin_memory().to(self.device, non_blocking=True)
-        x = tensor.permute(2, 0, 1)[None].float().div_(255)
-        size = processing_size(image.shape[0], image.shape[1], self.config.max_side)
-        if size != tuple(image.shape[:2]):
+    def _prepare(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The model's input (1, 3, h, w) in 0..1 at the processing size, from the frame's (H, W, 3) uint8 pixels."""
+        x = pixels.permute(2, 0, 1)[None].float().div_(255)
+        size = processing_size(pixels.shape[0], pixels.shape[1], self.config.max_side)
+        if size != tuple(pixels.shape[:2]):
             x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
         return x
 
@@ -340,6 +339,14 @@ class Segmenter:
         probs[:, 0] = (1 - probs[:, 1:].sum(1)).clamp(min=0)
         return torch.log(probs.clamp(min=1e-4)).to(logits.dtype)
 
+def frame_pixels(image: np.ndarray, device: torch.device) -> torch.Tensor:
+    """An RGB frame (H, W, 3) as a uint8 tensor on `device` (through pinned memory to a GPU)."""
+    tensor = torch.from_numpy(np.require(image, np.uint8, ("C_CONTIGUOUS", "WRITEABLE")))
+    if device.type == "cuda":
+        tensor = tensor.pin_memory().to(device, non_blocking=True)
+    return tensor
+
+
 def keep_given_mask(labels: np.ndarray, mask: np.ndarray) -> None:
     """The user's mask wins on its frame: its objects are exactly where it puts them, not where the model
     re-renders them (`labels` is changed in place)."""
@@ -363,13 +370,13 @@ def valid_cells(size: tuple[int, int]) -> tuple[int, int]:
 
 
 def frame_result(logits: torch.Tensor, object_ids: list[int], size: tuple[int, int], input_size: tuple[int, int],
-                 presence: torch.Tensor, image: np.ndarray | None = None, edge_radius: int = 0) -> FrameResult:
+                 presence: torch.Tensor, pixels: torch.Tensor | None = None, edge_radius: int = 0) -> FrameResult:
     """The labels at the input size and the logits on the CPU, from (1, 1+K, H', W') stride-4 logits,
     with each object's presence probability (K,).
 
     `size` is the (h, w) the model saw (see `processing_size`); rows and columns of the logits beyond
-    it (padding) are dropped. With the frame's `image` (H, W, 3) and an `edge_radius`, the labels follow its
-    colour edges near the borders (`edge_labels`).
+    it (padding) are dropped. With the frame's `pixels` (H, W, 3, uint8, see `frame_pixels`) and an
+    `edge_radius`, the labels follow its colour edges near the borders (`edge_labels`).
     """
     valid = valid_cells(size)
     logits = logits[:, :, : valid[0], : valid[1]]
@@ -380,9 +387,8 @@ def frame_result(logits: torch.Tensor, object_ids: list[int], size: tuple[int, i
     full = F.interpolate(logits.contiguous(memory_format=torch.channels_last), size=target, mode="bilinear",
                          align_corners=False)
     lookup = torch.tensor([0] + list(object_ids), dtype=torch.uint8, device=full.device)
-    if image is not None and edge_radius:
-        pixels = torch.from_numpy(np.require(image, np.uint8, ("C_CONTIGUOUS", "WRITEABLE"))).to(full.device)
-        channels = edge_labels(full[0], logits[0], pixels, edge_radius)
+    if pixels is not None and edge_radius:
+        channels = edge_labels(full[0], logits[0], pixels.to(full.device), edge_radius)
     else:
         channels = full[0, :, : input_size[0], : input_size[1]].argmax(0)
     labels = lookup[channels].cpu().numpy()

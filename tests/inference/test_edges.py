@@ -73,7 +73,8 @@ def test_radius_zero_gives_the_bilinear_labels() -> None:
 def test_frame_result_labels_the_frame_by_its_edges_when_given_it() -> None:
     logits = coarse_logits(DISC)[None]
     plain = frame_result(logits, [7], (HEIGHT, WIDTH), (HEIGHT, WIDTH), torch.ones(1))
-    edges = frame_result(logits, [7], (HEIGHT, WIDTH), (HEIGHT, WIDTH), torch.ones(1), painted(DISC), 3)
+    edges = frame_result(logits, [7], (HEIGHT, WIDTH), (HEIGHT, WIDTH), torch.ones(1),
+                         torch.from_numpy(painted(DISC)), 3)
     assert iou(plain.labels == 7, DISC) < 0.9
     assert iou(edges.labels == 7, DISC) > 0.99
     assert torch.equal(edges.logits, plain.logits)  # the logits written stay the model's, at stride 4
