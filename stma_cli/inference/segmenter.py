@@ -83,6 +83,7 @@ class Segmenter:
     doubted: dict[int, int] = field(init=False)  # object id -> frames in a row its given masks did not vouch for it
     last_seen: dict[int, LastMask] = field(init=False)  # object id -> where and when it last had a mask
     largest: dict[int, int] = field(init=False)  # object id -> largest area of its masks since its mask was given
+    given_area: dict[int, float] = field(init=False)  # object id -> stride-4 cells of its last given mask
     frame_index: int = field(init=False)  # frames stepped since `reset`
 
     def __post_init__(self, copy_model: bool) -> None:
@@ -94,7 +95,7 @@ class Segmenter:
     def reset(self) -> None:
         """Forget all objects and memory (start a new video)."""
         self.object_ids = []
-        self.table, self.released, self.doubted, self.last_seen, self.largest = {}, [], {}, {}, {}
+        self.table, self.released, self.doubted, self.last_seen, self.largest, self.given_area = {}, [], {}, {}, {}, {}
         self.frame_index = 0
         self.memory = MemoryBank(self.config.mem_size, self.config.mem_every, self.config.mem_full)
 
@@ -118,6 +119,7 @@ class Segmenter:
             self.doubted.pop(object_id, None)
             self.last_seen.pop(object_id, None)
             self.largest.pop(object_id, None)
+            self.given_area.pop(object_id, None)
         if not self.object_ids:
             self.reset()  # nothing left to follow: the next mask starts afresh
 
@@ -216,16 +218,19 @@ class Segmenter:
         """The logits and presence without the objects whose given masks have not vouched for their masks on
         `model.config.given_frames` frames in a row (`STMA.given_match` under `given_match`): such a mask lies on
         what hid the object, or where it was before it left. A frame without a mask of the object (or without
-        enough of it to judge) neither counts against it nor clears it; a frame that vouches for it clears it."""
+        enough of it to judge, or, with `given_area`, with a mask of at least that many times its given area)
+        neither counts against it nor clears it; a frame that vouches for it clears it."""
         config = self.model.config
         if not config.given_match:
             return logits, presence
         share = self.model.given_match(features, self.memory.entries(), ids, logits)[0].tolist()
+        areas = torch.bincount(label_map(logits)[0].flatten(), minlength=len(share) + 1)[1:].tolist()
         gone = []
-        for channel, (object_id, value) in enumerate(zip(self.object_ids, share), start=1):
+        for channel, (object_id, value, area) in enumerate(zip(self.object_ids, share, areas), start=1):
+            whole = config.given_area and area >= config.given_area * self.given_area.get(object_id, math.inf)
             if object_id in given:  # its mask is given on this frame
                 self.doubted[object_id] = 0
-            elif value == value:  # not NaN: there is something to judge
+            elif value == value and not whole:  # not NaN, nor as large as the object: there is something to judge
                 self.doubted[object_id] = self.doubted.get(object_id, 0) + 1 if value < config.given_match else 0
             if self.doubted.get(object_id, 0) >= config.given_frames:
                 gone.append(channel)
@@ -323,7 +328,8 @@ class Segmenter:
                 self.last_seen[object_id] = LastMask(self.frame_index, box, extent)
 
     def _impose(self, logits: torch.Tensor, mask: np.ndarray, given: list[int], size: tuple[int, int]) -> torch.Tensor:
-        """Replace the given objects' logits by the mask; other objects keep their prediction outside it."""
+        """Replace the given objects' logits by the mask; other objects keep their prediction outside it. Records
+        each given object's area in cells of the stride-4 grid (`given_area`)."""
         h, w = logits.shape[-2:]
         labels = torch.tensor(mask, device=self.device)[None, None].float()
         labels = F.interpolate(labels, size=size, mode="nearest")
@@ -332,6 +338,7 @@ class Segmenter:
         for channel, object_id in enumerate(self.object_ids, start=1):
             if object_id in given:
                 covered[:, channel:channel + 1] = F.avg_pool2d((labels == object_id).float(), LOGIT_STRIDE)
+                self.given_area[object_id] = float(covered[:, channel].sum())
         inside = covered[:, 1:].sum(1, keepdim=True).clamp(max=1)
         probs = logits.float().softmax(1) * (1 - inside)
         given_channels = [c for c, i in enumerate(self.object_ids, start=1) if i in given]

@@ -82,10 +82,14 @@ class STMAConfig:
     # patches have their best match, among the patches of the frames where its mask was given, on its own
     # (`STMA.given_match`; 0: never). It gets no mask until a frame's mask of it matches it again. Objects with
     # look-alikes on those frames (their patches match patches apart from them at mean best cosine given_alike or
-    # more) are never judged.
+    # more) are never judged. With given_area, a mask of at least given_area times the object's area on the frame
+    # where its mask was last given is not judged either (0: masks of any size are): what is left where an object
+    # was, or on what hid it, is a remnant of it, while a mask as large as the object is the object seen anew
+    # (closer, turned, grown) more often than not.
     given_match: float = 0.0
     given_frames: int = 3
     given_alike: float = 0.62
+    given_area: float = 0.0
     # At inference, an object that had a mask within the last window_frames frames is searched for only within a
     # window around that mask, so that its id does not jump to a look-alike elsewhere in the frame: the mask's box,
     # widened on each side by the object's size (the square root of its recent masks' largest area) times
@@ -112,12 +116,13 @@ class STMAConfig:
     MAXIMA = {"dim": 4096, "depth": 64, "heads": 64, "mlp_ratio": 16.0, "tokens_per_object": 64, "num_ids": 1024,
               "vit_dim": 4096, "decoder_widths": 4096, "embed_dim": 4096, "learned_key_dim": 4096,
               "propagation_radius": 32, "matching_top_k": 4096, "refine_radius": 64, "refine_band": 64,
-              "edge_radius": 32, "given_frames": 1000, "window_margin": 100.0, "window_growth": 100.0,
-              "window_frames": 1000}
+              "edge_radius": 32, "given_frames": 1000, "given_area": 100.0, "window_margin": 100.0,
+              "window_growth": 100.0, "window_frames": 1000}
     """The largest value of each size, many times the presets': a hand-edited or hostile config.json cannot
     ask for an absurd network (and `stma_cli.hub` checks the sizes against the weights file before building)."""
     INFERENCE_ONLY = ("cut_match", "cut_share", "refine_radius", "refine_band", "given_match", "given_frames",
-                      "given_alike", "window_margin", "window_growth", "window_frames", "speck_share", "edge_radius")
+                      "given_alike", "given_area", "window_margin", "window_growth", "window_frames", "speck_share",
+                      "edge_radius")
     """Settings of rules that apply at inference only: training computes the same with any value, so a run
     resumes across a change in them."""
     RENAMED = {"propagation_dim": "learned_key_dim"}
@@ -150,7 +155,7 @@ class STMAConfig:
                                "speck_share"):
                 ok, expected = isinstance(value, (int, float)) and not isinstance(value, bool) and \
                     0 <= value < 1, "a number from 0 to below 1"
-            elif item.name in ("window_margin", "window_growth"):
+            elif item.name in ("window_margin", "window_growth", "given_area"):
                 ok, expected = isinstance(value, (int, float)) and not isinstance(value, bool) and \
                     math.isfinite(value) and 0 <= value <= most, f"a number from 0 to {most:g}"
             elif isinstance(default, float):

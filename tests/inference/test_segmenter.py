@@ -226,6 +226,35 @@ def test_an_object_the_given_frames_stop_vouching_for_is_dropped_after_given_fra
     assert segmenter.doubted == {2: 0}
 
 
+@pytest.mark.parametrize("given_area, shown", [(1.0, [True, True, True, True, False, False]),
+                                                (0.0, [True, False, False, False, False, False])])
+def test_a_mask_as_large_as_the_given_one_is_not_judged_by_the_given_frames(model, monkeypatch, given_area, shown):
+    """The given frames never vouch for object 1 (share 0.1, under 0.2). With `given_area` 1, its masks as large
+    as its given mask (4x4 cells) are not judged, so it is dropped only on the second of the small (2x2) masks
+    after them; without, on the second frame."""
+    from dataclasses import replace
+
+    doubtful = STMA(replace(model.config, given_match=0.2, given_frames=2, given_area=given_area))
+    doubtful.load_state_dict(model.state_dict())
+    segmenter = Segmenter(doubtful.eval())
+    sides = iter([4, 4, 4, 2, 2, 2])
+
+    def predict(self, features, memory, ids, valid=None):
+        logits = torch.full((1, 2, 32, 32), -5.0)
+        logits[0, 0] = 0.0
+        side = next(sides)
+        logits[0, 1, :side, :side] = 5.0
+        return logits, torch.zeros(1, 1)
+
+    monkeypatch.setattr(STMA, "predict", predict)
+    monkeypatch.setattr(STMA, "given_match", lambda self, features, memory, ids, logits: torch.tensor([[0.1]]))
+    first = np.zeros((128, 128), np.uint8)
+    first[:16, :16] = 1  # cells 0..3 of the 32x32 logit grid
+    segmenter.step(noise(128, 128), first)
+    assert segmenter.given_area == {1: 16.0}
+    assert [bool((segmenter.step(noise(128, 128, seed=t)).labels == 1).any()) for t in range(6)] == shown
+
+
 def test_an_objects_mask_is_searched_for_near_its_last_mask_until_window_frames_pass_without_one(model, monkeypatch):
     """With `window_frames` 3, a mask of object 1 that the model puts far from its last mask (a look-alike in
     the opposite corner) is dropped, with presence 0, on the 3 frames after its last mask; from the fourth the
