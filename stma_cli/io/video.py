@@ -10,6 +10,7 @@ import hashlib
 import io
 import os
 import re
+import secrets
 import sys
 import tempfile
 import warnings
@@ -319,12 +320,14 @@ class _Spool:
     PyAV calls `read`, `seek` and `tell` (there is no `close`: closing the container leaves the copy). The
     stream is read only as far as FFmpeg asks, so probing it needs only its first bytes; `drain` copies
     the rest, and `sha256` is the hash of every byte read; `discard` removes the copy.
+
+    The copy's name is chosen here and the file made by `started`, inside the caller's cleanup: a signal
+    (SIGTERM, Ctrl-C) that ends the run between the two leaves no file behind.
     """
 
     def __init__(self, stream: io.RawIOBase) -> None:
-        fd, name = tempfile.mkstemp(prefix="stma-stream-", suffix=".video")
-        self.path = Path(name)
-        self._copy = os.fdopen(fd, "wb")  # appended to; read back with os.pread, which leaves its position
+        self.path = Path(tempfile.gettempdir()) / f"stma-stream-{secrets.token_hex(8)}.video"
+        self._copy: io.BufferedWriter | None = None  # appended to; read back with os.pread (leaves its position)
         self._stream = stream
         self._digest = hashlib.sha256()
         self._copied = 0
@@ -332,7 +335,8 @@ class _Spool:
         self._ended = False
 
     def started(self) -> bool:
-        """Wait for the first bytes of the stream; False if it ends before any."""
+        """Make the copy, and wait for the first bytes of the stream; False if it ends before any."""
+        self._copy = os.fdopen(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600), "wb")
         while not self._copied and not self._ended:
             self._pull()
         return self._copied > 0
@@ -347,7 +351,8 @@ class _Spool:
         return self._digest.hexdigest()
 
     def discard(self) -> None:
-        self._copy.close()
+        if self._copy is not None:
+            self._copy.close()
         self.path.unlink(missing_ok=True)
 
     def read(self, size: int) -> bytes:
