@@ -28,7 +28,7 @@ def edge_labels(full: torch.Tensor, coarse: torch.Tensor, image: torch.Tensor, r
     there where a colour-weighted average over `radius` pixels favours it."""
     height, width = image.shape[:2]
     overhanging, full = full.shape[1:], full[:, :height, :width]
-    labels = full[None].contiguous(memory_format=torch.channels_last)[0].argmax(0)
+    labels = full.argmax(0)
     if radius <= 0:
         return labels
     band = _border_band(coarse, overhanging)[:height, :width]
@@ -50,7 +50,6 @@ def edge_labels(full: torch.Tensor, coarse: torch.Tensor, image: torch.Tensor, r
     for _ in range(ROUNDS):
         background = (probs[0, neighbours] * weights).sum(-1)
         chosen = (probs[candidate[:, None], neighbours] * weights).sum(-1)
-        probs = probs.clone()
         probs[0, pixels], probs[candidate, pixels] = background, chosen
     labels = labels.flatten()
     labels[pixels] = torch.where(chosen > background, candidate, 0)
