@@ -378,6 +378,7 @@ def test_weights_with_non_finite_values_are_refused(tiny_weights: WeightsFactory
     ({"speck_share": 1.5}, r"speck_share is 1\.5, expected a number from 0 to below 1"),
     ({"edge_radius": 33}, "edge_radius is 33, expected an integer from 0 to 32"),
     ({"given_area": -1.0}, r"given_area is -1\.0, expected a number from 0 to 100"),
+    ({"part_match": 1.0}, r"part_match is 1\.0, expected a number from 0 to below 1"),
 ])
 def test_config_values_of_the_wrong_type_or_range(tiny_weights: WeightsFactory, tmp_path: Path, change: dict,
                                                   message: str) -> None:

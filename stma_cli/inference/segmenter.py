@@ -144,6 +144,7 @@ class Segmenter:
                 logits, presence = self.model.predict(features, self.memory.entries(), ids)
                 presence = F.pad(presence, (0, len(self.object_ids) - presence.shape[1])).sigmoid()
                 logits, presence = self._drop_doubted(features, logits, presence, ids, given)
+                logits = self._drop_stray_parts(features, logits, ids, given)
                 if self.model.config.window_frames and bool(self.model.starts_shot(features, self.memory.entries())[0]):
                     self.last_seen = {}  # across a cut, where an object was says nothing of where it is
             if given:
@@ -240,6 +241,29 @@ class Segmenter:
             presence = presence.clone()
             presence[:, [channel - 1 for channel in gone]] = 0.0
         return logits, presence
+
+    def _drop_stray_parts(self, features: FrameFeatures, logits: torch.Tensor, ids: torch.Tensor,
+                          given: list[int]) -> torch.Tensor:
+        """The logits with the parts of objects' masks that the given frames do not vouch for (`STMA.stray_parts`
+        under `model.config.part_match`) given to the background, at the object's own logit there
+        (`give_to_background`). It runs before the memory takes the frame, so that the memory no longer takes such a
+        part for the object alone; an object's largest part always stays."""
+        if not self.model.config.part_match or not self.object_ids:
+            return logits
+        stray = self.model.stray_parts(features, self.memory.entries(), ids, logits)[0]  # (n, h, w)
+        for channel, object_id in enumerate(self.object_ids, start=1):
+            if object_id in given:
+                stray[channel - 1] = False
+        if not stray.any():
+            return logits
+        scale = logits.shape[-1] // stray.shape[-1]  # stride-4 cells per patch side
+        cells = stray.repeat_interleave(scale, 1).repeat_interleave(scale, 2)  # (n, H/4, W/4)
+        labels = label_map(logits)[0]
+        logits = logits.clone()
+        for channel in range(1, len(self.object_ids) + 1):
+            if cells[channel - 1].any():
+                give_to_background(logits, labels, channel, cells[channel - 1] & (labels == channel))
+        return logits
 
     def _keep_in_window(self, logits: torch.Tensor, presence: torch.Tensor, labels: torch.Tensor,
                         given: list[int]) -> tuple[torch.Tensor, torch.Tensor]:

