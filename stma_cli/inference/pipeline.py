@@ -23,7 +23,7 @@ from stma_cli.inference.jobs import VideoJob
 from stma_cli.inference.passes import DIRECTIONS, logits_for, logits_shape, presence_for, propagate
 from stma_cli.inference.segmenter import Segmenter
 from stma_cli.io.background import BackgroundWorker
-from stma_cli.io.claim import LOCK_FILE, claim_folder
+from stma_cli.io.claim import LOCK_FILE, FolderBusy, claim_folder
 from stma_cli.io.exports import COCO_FILE
 from stma_cli.io.output import (
     LOGITS,
@@ -99,6 +99,7 @@ def segment_video(job: VideoJob, segmenter: Segmenter, options: RunOptions,
     if provenance is not None:  # known without opening the video: a finished folder is skipped at once
         verdict = _verdict(job, options, provenance, naming)
         if verdict is not None:
+            _drop_stale_lock(job.output)
             return verdict
     started = time.perf_counter()
     with open_video(job.source) as video:
@@ -119,8 +120,8 @@ def segment_video(job: VideoJob, segmenter: Segmenter, options: RunOptions,
             except StmaError:
                 claim.leave()
                 raise
-            if verdict is not None:
-                claim.leave()
+            if verdict is not None:  # finished: a lock file left by a run killed after its manifest goes too
+                claim.finished()
                 return verdict
             earlier = [record.get("mask_names") for record in (read_manifest_or_none(job.output), claim.previous)
                        if record]
@@ -230,6 +231,21 @@ def _provenance(job: VideoJob, segmenter: Segmenter, options: RunOptions, source
         "outputs": mask_outputs(options.mask_formats) +
                    [name for name, on in ((OVERLAY, options.overlay), (LOGITS, options.logits)) if on],
     }
+
+
+def _drop_stale_lock(folder: Path) -> None:
+    """Remove the lock file that a run killed between its manifest and the end left in a finished folder.
+    One that another process holds stays: that process removes it, or records its own run in it."""
+    if not (folder / LOCK_FILE).exists():
+        return
+    try:
+        with claim_folder(folder) as claim:
+            if read_manifest_or_none(folder) is not None:
+                claim.finished()
+            else:  # replaced meanwhile by a run that did not finish: its record stays for the next run
+                claim.leave()
+    except FolderBusy:
+        pass
 
 
 def _verdict(job: VideoJob, options: RunOptions, provenance: dict, naming: MaskNames) -> VideoReport | None:

@@ -1,6 +1,6 @@
 """One writer per output folder: a lock the operating system releases when its process dies.
 
-    with claim_folder(folder) as claim:      # StmaError "busy" if another process holds it
+    with claim_folder(folder) as claim:      # FolderBusy if another process holds it
         claim.previous                         # the record left by an earlier run that did not finish
         claim.record({...})                    # what this run is writing (read back by the next run)
         ...
@@ -29,6 +29,10 @@ from stma_cli.errors import StmaError
 from stma_cli.io.safe_fs import open_in_place, read_json
 
 LOCK_FILE = ".stma.lock"
+
+
+class FolderBusy(StmaError):
+    """Another process holds the folder's lock."""
 
 
 class FolderClaim:
@@ -100,7 +104,7 @@ def _acquire(folder: Path) -> FolderClaim:
             os.close(fd)
             holder = read_record(folder) or {}
             who = f" (pid {holder['pid']} on {holder.get('host', '?')})" if "pid" in holder else ""
-            raise StmaError(f"{folder}: busy: another stma process{who} is writing this folder; "
+            raise FolderBusy(f"{folder}: busy: another stma process{who} is writing this folder; "
                             "run again once it is done") from None
         except BaseException:
             os.close(fd)

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from stma_cli.cli.app import app
 from stma_cli.inference.passes import ABSENT
+from stma_cli.io.claim import claim_folder
 from stma_cli.io.logits import read_logits
 from stma_cli.io.video import count_frames, open_video
 
@@ -181,6 +182,28 @@ def test_resume_skips_finished_videos(make_video, weights, tmp_path):
 
     result = segment(*args, "--overwrite")
     assert [r["status"] for r in json_reports(result.stdout)] == ["ok", "ok"]
+
+
+def test_a_finished_folder_loses_the_lock_file_of_a_run_killed_after_its_manifest(make_video, weights, tmp_path):
+    """A kill between the manifest and the removal of the lock file leaves both: the next run skips the
+    finished folder without rewriting it, and takes the stale lock file away (not one a process holds)."""
+    video = make_video("a", frames=3)
+    out = tmp_path / "out"
+    args = (video.path, "--mask", video.mask, "--weights", weights, "-o", out, "--json", "--no-overlay")
+    assert segment(*args).exit_code == 0
+    (out / ".stma.lock").write_text(json.dumps({"pid": 1, "mask_names": "numbered"}))
+    finished = {path: path.stat().st_mtime_ns for path in out.rglob("*") if path.name != ".stma.lock"}
+
+    result = segment(*args)
+    assert result.exit_code == 0, result.output
+    assert [r["status"] for r in json_reports(result.stdout)] == ["skipped"]
+    assert not (out / ".stma.lock").exists()
+    assert {path: path.stat().st_mtime_ns for path in out.rglob("*")} == finished
+
+    with claim_folder(out):  # another process checking the folder: its lock file stays, and the run skips
+        result = segment(*args)
+        assert [r["status"] for r in json_reports(result.stdout)] == ["skipped"]
+        assert (out / ".stma.lock").exists()
 
 
 def test_files_stma_did_not_write_are_kept_unless_overwrite(make_video, weights, tmp_path):
